@@ -1,0 +1,178 @@
+//! Fragment reassembly for default sessions: data frames in, whole [`Message`]s out.
+//!
+//! Owns the message size limit after extensions (inflation is bounded by it) and UTF-8 of
+//! messages an extension transformed (the decoder checks the others). A message that arrives
+//! in one uncompressed frame is handed on without a copy.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::ProtocolError;
+use crate::extension::{DecodeError, Extension};
+use crate::frame::{Frame, OpCode};
+use crate::message::{Message, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+
+#[derive(Debug)]
+enum Open {
+    Plain { text: bool },
+    Transformed { text: bool, rsv: u8, checked: usize },
+}
+
+/// Reassembles data frames (already validated by the [`Decoder`](crate::Decoder)) into messages.
+///
+/// ```
+/// use wsc_proto::{Assembler, Frame, Message};
+/// let mut a = Assembler::new(1 << 20);
+/// assert_eq!(a.push(Frame::text("he").with_fin(false), &mut []).unwrap(), None);
+/// assert_eq!(a.push(Frame::continuation("llo", true), &mut []).unwrap(), Some(Message::from("hello")));
+/// ```
+#[derive(Debug)]
+pub struct Assembler {
+    max_message_size: usize,
+    open: Option<Open>,
+    plain: BytesMut,
+    inflated: Vec<u8>,
+    stage: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+impl Assembler {
+    /// An assembler enforcing `max_message_size` (after extensions).
+    pub fn new(max_message_size: usize) -> Self {
+        Assembler { max_message_size, open: None, plain: BytesMut::new(), inflated: Vec::new(), stage: Vec::new(), utf8: Utf8Validator::default() }
+    }
+
+    /// Changes the limit; applies from the next fragment.
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message_size = max;
+    }
+
+    /// Takes the next data frame (Text, Binary or Continuation; the caller routes control
+    /// frames elsewhere) and returns a message when `frame` completes one. `extensions` are
+    /// the negotiated ones, applied in reverse order to messages that carry their RSV bits.
+    pub fn push(&mut self, frame: Frame, extensions: &mut [Box<dyn Extension>]) -> Result<Option<Message>, ProtocolError> {
+        let text = match (frame.opcode, &self.open) {
+            (OpCode::Text, None) => true,
+            (OpCode::Binary, None) => false,
+            (OpCode::Continuation, Some(Open::Plain { text } | Open::Transformed { text, .. })) => *text,
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            _ => return Ok(None),
+        };
+        if self.open.is_none() {
+            if frame.rsv == 0 {
+                if frame.fin {
+                    return Ok(Some(finish(text, frame.payload)));
+                }
+                self.open = Some(Open::Plain { text });
+            } else {
+                self.open = Some(Open::Transformed { text, rsv: frame.rsv, checked: 0 });
+            }
+        }
+        match self.open.as_mut() {
+            Some(Open::Plain { .. }) => {
+                if self.plain.len() + frame.payload.len() > self.max_message_size {
+                    return Err(ProtocolError::MessageTooBig { size: (self.plain.len() + frame.payload.len()) as u64, max: self.max_message_size });
+                }
+                self.plain.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    self.open = None;
+                    return Ok(Some(finish(text, self.plain.split().freeze())));
+                }
+                Ok(None)
+            }
+            Some(Open::Transformed { rsv, checked, .. }) => {
+                let (rsv, from) = (*rsv, *checked);
+                self.decode(rsv, &frame.payload, frame.fin, extensions)?;
+                if let Some(Open::Transformed { checked, .. }) = self.open.as_mut() {
+                    *checked = self.inflated.len();
+                }
+                if text {
+                    self.utf8.feed(&self.inflated[from..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if frame.fin {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                if frame.fin {
+                    self.open = None;
+                    let body = Bytes::from(std::mem::take(&mut self.inflated));
+                    return Ok(Some(finish(text, body)));
+                }
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn decode(&mut self, rsv: u8, input: &[u8], fin: bool, extensions: &mut [Box<dyn Extension>]) -> Result<(), ProtocolError> {
+        let limit = self.max_message_size;
+        let mut applying = extensions.iter_mut().rev().filter(|e| e.rsv() & rsv != 0).peekable();
+        let Some(first) = applying.next() else {
+            return Err(ProtocolError::ReservedBits(rsv >> 4));
+        };
+        let map = |name: &'static str, e: DecodeError, had: usize| match e {
+            DecodeError::TooBig { size } => ProtocolError::MessageTooBig { size: size.max(had as u64), max: limit },
+            DecodeError::Corrupt(detail) => ProtocolError::Extension { name, detail },
+        };
+        if applying.peek().is_none() {
+            let had = self.inflated.len();
+            return first.decode(input, fin, &mut self.inflated, limit).map_err(|e| map(first.name(), e, had));
+        }
+        // Several extensions on one message: each stage's output is the next one's input.
+        self.stage.clear();
+        first.decode(input, fin, &mut self.stage, usize::MAX).map_err(|e| map(first.name(), e, 0))?;
+        let mut cur = std::mem::take(&mut self.stage);
+        for ext in applying {
+            let mut next = Vec::new();
+            ext.decode(&cur, fin, &mut next, usize::MAX).map_err(|e| map(ext.name(), e, 0))?;
+            cur = next;
+        }
+        if self.inflated.len() + cur.len() > limit {
+            return Err(ProtocolError::MessageTooBig { size: (self.inflated.len() + cur.len()) as u64, max: limit });
+        }
+        self.inflated.extend_from_slice(&cur);
+        cur.clear();
+        self.stage = cur;
+        Ok(())
+    }
+}
+
+fn finish(text: bool, body: Bytes) -> Message {
+    if text {
+        // The decoder validated uncompressed text; `push` validated transformed text.
+        Message::Text(Utf8Bytes::from_validated(body))
+    } else {
+        Message::Binary(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deflate::DeflateConfig;
+    use crate::extension::ExtensionFactory;
+
+    #[test]
+    fn plain_fragments_and_limit() {
+        let mut a = Assembler::new(5);
+        assert_eq!(a.push(Frame::binary(vec![1, 2]).with_fin(false), &mut []).unwrap(), None);
+        assert_eq!(a.push(Frame::continuation(vec![3], false), &mut []).unwrap(), None);
+        assert_eq!(a.push(Frame::continuation(vec![4], true), &mut []).unwrap(), Some(Message::binary(vec![1, 2, 3, 4])));
+        a.push(Frame::binary(vec![1, 2, 3]).with_fin(false), &mut []).unwrap();
+        assert!(matches!(a.push(Frame::continuation(vec![4, 5, 6], true), &mut []), Err(ProtocolError::MessageTooBig { size: 6, max: 5 })));
+    }
+
+    #[test]
+    fn compressed_text_validated_after_inflate() {
+        let f = DeflateConfig::default();
+        let mut exts = vec![f.accept(&[]).unwrap()];
+        let mut tx = f.accept(&[]).unwrap();
+        let good = tx.encode(OpCode::Text, "héllo wörld".as_bytes()).unwrap().unwrap().to_vec();
+        let mut a = Assembler::new(1 << 20);
+        let (x, y) = good.split_at(3);
+        assert_eq!(a.push(Frame::text(x.to_vec()).with_fin(false).with_rsv(0x40), &mut exts).unwrap(), None);
+        assert_eq!(a.push(Frame::continuation(y.to_vec(), true), &mut exts).unwrap(), Some(Message::text("héllo wörld")));
+        let bad = tx.encode(OpCode::Text, &[0x61, 0xff, 0x62]).unwrap().unwrap().to_vec();
+        assert_eq!(a.push(Frame::text(bad).with_rsv(0x40), &mut exts), Err(ProtocolError::InvalidUtf8));
+    }
+}

@@ -1,0 +1,383 @@
+//! The frame decoder: bytes in, validated frames out (RFC 6455 §5).
+//!
+//! Owns every check that can be made on a frame by itself or on the sequence of frames:
+//! opcodes, RSV bits, control-frame rules, masking direction, lengths and limits, fragment
+//! sequencing, Close payloads, and UTF-8 of uncompressed text (incrementally, even inside a
+//! frame that has only partly arrived, so a bad text message fails as early as possible).
+//! Payloads are split off the read buffer without copying.
+
+use bytes::{Buf, BytesMut};
+
+use crate::close::CloseReason;
+use crate::error::ProtocolError;
+use crate::frame::{Frame, OpCode};
+use crate::mask::apply_mask;
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. A client masks what it sends and refuses masked
+/// frames; a server the opposite (RFC 6455 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The connecting side.
+    Client,
+    /// The accepting side.
+    Server,
+}
+
+/// Limits the decoder enforces, with 1009 when passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame payload accepted. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest message (sum of its frames' payloads, after any inflation). Default 64 MiB.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_frame_size: 16 << 20, max_message_size: 64 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    text: bool,
+    compressed: bool,
+    len: u64,
+}
+
+/// Turns a byte stream into validated [`Frame`]s.
+///
+/// Call [`Decoder::decode`] with the read buffer after each read until it returns `Ok(None)`;
+/// [`Decoder::wanted`] then says how many bytes the pending frame still needs, so the caller
+/// can reserve exactly that and let the read land in place.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use wsc_proto::{Decoder, Limits, OpCode, Role};
+/// let mut d = Decoder::new(Role::Client, Limits::default());
+/// let mut buf = BytesMut::from(&b"\x81\x05Hello\x89\x00"[..]);
+/// let f = d.decode(&mut buf).unwrap().unwrap();
+/// assert_eq!((f.opcode, &f.payload[..]), (OpCode::Text, &b"Hello"[..]));
+/// assert_eq!(d.decode(&mut buf).unwrap().unwrap().opcode, OpCode::Ping);
+/// assert!(d.decode(&mut buf).unwrap().is_none());
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    role: Role,
+    limits: Limits,
+    allowed_rsv: u8,
+    open: Option<Open>,
+    utf8: Utf8Validator,
+    /// Bytes of the current, incomplete frame's payload already fed to `utf8`.
+    checked: usize,
+    /// Total bytes (header + payload) the pending frame needs, 0 if not yet known.
+    wanted: usize,
+}
+
+impl Decoder {
+    /// A decoder for `role` with `limits` and no extension (no RSV bit allowed).
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Decoder { role, limits, allowed_rsv: 0, open: None, utf8: Utf8Validator::default(), checked: 0, wanted: 0 }
+    }
+
+    /// Allows RSV bits (`0x40`, `0x20`, `0x10`) that negotiated extensions claim, on the first
+    /// frame of a data message.
+    pub fn set_allowed_rsv(&mut self, rsv: u8) {
+        self.allowed_rsv = rsv & 0x70;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Changes the limits; takes effect from the next frame header.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Total bytes the pending frame occupies (header and payload) once its header has
+    /// arrived, or 0. A reader should make room for at least `wanted() - buf.len()` more bytes.
+    pub fn wanted(&self) -> usize {
+        self.wanted
+    }
+
+    /// Decodes the next frame from the front of `buf`, or returns `Ok(None)` if it has not
+    /// fully arrived. Frames are returned as they are on the wire (a continuation stays a
+    /// continuation). After an `Err`, the connection must be failed with the error's close code.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let b0 = buf[0];
+        let b1 = buf[1];
+        let fin = b0 & 0x80 != 0;
+        let rsv = b0 & 0x70;
+        let opcode = OpCode::from_u8(b0 & 0x0f).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0f))?;
+        let masked = b1 & 0x80 != 0;
+        let len7 = b1 & 0x7f;
+
+        match opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                if !fin {
+                    return Err(ProtocolError::FragmentedControl);
+                }
+                if len7 > 125 {
+                    return Err(ProtocolError::ControlTooLong(u64::from(len7)));
+                }
+                if rsv != 0 {
+                    return Err(ProtocolError::ReservedBits(rsv >> 4));
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.open.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                if rsv & !self.allowed_rsv != 0 {
+                    return Err(ProtocolError::ReservedBits(rsv >> 4));
+                }
+            }
+            OpCode::Continuation => {
+                if self.open.is_none() {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                }
+                if rsv != 0 {
+                    return Err(ProtocolError::ReservedBits(rsv >> 4));
+                }
+            }
+        }
+        match (self.role, masked) {
+            (Role::Client, true) => return Err(ProtocolError::Masking("masked frame from a server")),
+            (Role::Server, false) => return Err(ProtocolError::Masking("unmasked frame from a client")),
+            _ => {}
+        }
+
+        let (len, mut header): (u64, usize) = match len7 {
+            126 => {
+                if buf.len() < 4 {
+                    return Ok(None);
+                }
+                (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+            }
+            127 => {
+                if buf.len() < 10 {
+                    return Ok(None);
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[2..10]);
+                let l = u64::from_be_bytes(b);
+                if l >> 63 != 0 {
+                    return Err(ProtocolError::InvalidLength);
+                }
+                (l, 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        if len > self.limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig { size: len, max: self.limits.max_frame_size });
+        }
+        let is_data = !opcode.is_control();
+        let (text, compressed, msg_len) = match (opcode, self.open) {
+            (OpCode::Continuation, Some(o)) => (o.text, o.compressed, o.len + len),
+            (OpCode::Text, _) => (true, rsv != 0, len),
+            _ => (false, rsv != 0, len),
+        };
+        if is_data && !compressed && msg_len > self.limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooBig { size: msg_len, max: self.limits.max_message_size });
+        }
+        let mask_at = header;
+        if masked {
+            header += 4;
+        }
+        // `len` ≤ max_frame_size ≤ usize::MAX, so this cannot overflow except at usize::MAX.
+        let total = header.saturating_add(len as usize);
+        let check_utf8 = is_data && text && !compressed;
+        if buf.len() < total {
+            self.wanted = total;
+            // Fail fast on invalid UTF-8 inside a frame that is still arriving (unmasked only).
+            if check_utf8 && !masked && buf.len() > header + self.checked {
+                let avail = &buf[header + self.checked..];
+                self.utf8.feed(avail).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.checked += avail.len();
+            }
+            return Ok(None);
+        }
+        self.wanted = 0;
+        let key = masked.then(|| [buf[mask_at], buf[mask_at + 1], buf[mask_at + 2], buf[mask_at + 3]]);
+        buf.advance(header);
+        let mut payload = buf.split_to(len as usize);
+        if let Some(k) = key {
+            apply_mask(&mut payload, k, 0);
+        }
+        let already = std::mem::take(&mut self.checked);
+        if check_utf8 {
+            self.utf8.feed(&payload[already..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            if fin {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        if is_data {
+            self.open = if fin { None } else { Some(Open { text, compressed, len: msg_len }) };
+        } else if opcode == OpCode::Close {
+            CloseReason::parse(&payload)?;
+        }
+        Ok(Some(Frame { opcode, fin, rsv, payload: payload.freeze() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_frame;
+    use proptest::prelude::*;
+
+    fn client() -> Decoder {
+        Decoder::new(Role::Client, Limits::default())
+    }
+
+    fn one(bytes: &[u8]) -> Result<Option<Frame>, ProtocolError> {
+        client().decode(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn rejects_what_rfc_6455_forbids() {
+        assert_eq!(one(b"\x83\x00"), Err(ProtocolError::ReservedOpcode(3)));
+        assert_eq!(one(b"\x8b\x00"), Err(ProtocolError::ReservedOpcode(0xb)));
+        assert_eq!(one(b"\xc1\x00"), Err(ProtocolError::ReservedBits(4)));
+        assert_eq!(one(b"\x09\x00"), Err(ProtocolError::FragmentedControl));
+        assert_eq!(one(b"\x89\x7e\x00\x7e"), Err(ProtocolError::ControlTooLong(126)));
+        assert_eq!(one(b"\x80\x00"), Err(ProtocolError::UnexpectedContinuation));
+        assert!(matches!(one(b"\x81\x80\0\0\0\0"), Err(ProtocolError::Masking(_))));
+        assert_eq!(one(b"\x88\x01\x03"), Err(ProtocolError::CloseTooShort));
+        assert_eq!(one(b"\x88\x02\x03\xee"), Err(ProtocolError::InvalidCloseCode(1006)));
+        assert_eq!(one(b"\x88\x03\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(one(b"\x81\x02\xc3\x28"), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(one(b"\x82\x7f\x80\0\0\0\0\0\0\0"), Err(ProtocolError::InvalidLength));
+        let mut d = client();
+        let mut b = BytesMut::from(&b"\x01\x01a\x81\x01b"[..]);
+        assert!(d.decode(&mut b).unwrap().is_some());
+        assert_eq!(d.decode(&mut b), Err(ProtocolError::ExpectedContinuation));
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(ProtocolError::InvalidUtf8.close_code().as_u16(), 1007);
+        assert_eq!(ProtocolError::FrameTooBig { size: 1, max: 0 }.close_code().as_u16(), 1009);
+        assert_eq!(ProtocolError::ReservedOpcode(3).close_code().as_u16(), 1002);
+    }
+
+    #[test]
+    fn limits_give_1009() {
+        let mut d = Decoder::new(Role::Client, Limits { max_frame_size: 10, max_message_size: 15 });
+        assert!(matches!(d.decode(&mut BytesMut::from(&b"\x82\x0b"[..])), Err(ProtocolError::FrameTooBig { size: 11, .. })));
+        let mut b = BytesMut::new();
+        encode_frame(&mut b, OpCode::Binary, false, 0, &[0; 10], None);
+        encode_frame(&mut b, OpCode::Continuation, true, 0, &[0; 10], None);
+        assert!(d.decode(&mut b).unwrap().is_some());
+        assert!(matches!(d.decode(&mut b), Err(ProtocolError::MessageTooBig { size: 20, max: 15 })));
+    }
+
+    #[test]
+    fn rsv_allowed_only_on_first_frame_when_negotiated() {
+        let mut d = client();
+        d.set_allowed_rsv(0x40);
+        let mut b = BytesMut::from(&b"\x41\x01a\xc0\x01b"[..]);
+        assert_eq!(d.decode(&mut b).unwrap().unwrap().rsv, 0x40);
+        assert_eq!(d.decode(&mut b), Err(ProtocolError::ReservedBits(4)));
+    }
+
+    #[test]
+    fn utf8_fails_inside_a_partial_frame() {
+        // Autobahn 6.4.3: the frame's first part is fine, the second is already impossible.
+        let mut msg = "κόσμε".as_bytes().to_vec();
+        msg.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80, b'x', b'y']);
+        let mut wire = BytesMut::new();
+        encode_frame(&mut wire, OpCode::Text, true, 0, &msg, None);
+        let mut d = client();
+        let mut b = BytesMut::from(&wire[..2 + 10]);
+        assert_eq!(d.decode(&mut b).unwrap(), None);
+        b.extend_from_slice(&wire[12..14]);
+        assert_eq!(d.decode(&mut b), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn server_role_unmasks() {
+        let mut wire = BytesMut::new();
+        encode_frame(&mut wire, OpCode::Text, true, 0, b"Hello", Some([1, 2, 3, 4]));
+        let mut d = Decoder::new(Role::Server, Limits::default());
+        let f = d.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(&f.payload[..], b"Hello");
+        assert!(matches!(d.decode(&mut BytesMut::from(&b"\x81\x00"[..])), Err(ProtocolError::Masking(_))));
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        let data = (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..70_000)).prop_map(|(text, p)| {
+            if text {
+                Frame::text(String::from_utf8_lossy(&p).into_owned())
+            } else {
+                Frame::binary(p)
+            }
+        });
+        let control = (0u8..3, proptest::collection::vec(any::<u8>(), 0..=125)).prop_map(|(k, p)| match k {
+            0 => Frame::ping(p),
+            1 => Frame::pong(p),
+            _ => Frame::close(Some(&CloseReason::truncated(3000 + u16::from(p.first().copied().unwrap_or(0)), &String::from_utf8_lossy(&p)))),
+        });
+        prop_oneof![3 => data, 1 => control]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn frames_round_trip_split_anywhere(frames in proptest::collection::vec(arb_frame(), 1..4), masked: bool, cut_seed: u64) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                encode_frame(&mut wire, f.opcode, f.fin, f.rsv, &f.payload, masked.then_some([9, 8, 7, 6]));
+            }
+            let role = if masked { Role::Server } else { Role::Client };
+            // Split at every boundary for small inputs; at a sample of boundaries for large ones.
+            let step = (wire.len() / 200).max(1);
+            let offset = (cut_seed as usize) % step;
+            let mut cut = offset;
+            while cut <= wire.len() {
+                let mut d = Decoder::new(role, Limits::default());
+                let mut buf = BytesMut::from(&wire[..cut]);
+                let mut got = Vec::new();
+                while let Some(f) = d.decode(&mut buf).unwrap() { got.push(f); }
+                buf.extend_from_slice(&wire[cut..]);
+                while let Some(f) = d.decode(&mut buf).unwrap() { got.push(f); }
+                prop_assert_eq!(&got, &frames);
+                prop_assert!(buf.is_empty());
+                cut += step;
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), role_server: bool) {
+            let role = if role_server { Role::Server } else { Role::Client };
+            let mut d = Decoder::new(role, Limits { max_frame_size: 300, max_message_size: 400 });
+            d.set_allowed_rsv(0x40);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = d.decode(&mut buf) {}
+        }
+
+        #[test]
+        fn byte_at_a_time_equals_all_at_once(frames in proptest::collection::vec(arb_frame(), 1..3)) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                encode_frame(&mut wire, f.opcode, f.fin, f.rsv, &f.payload, None);
+            }
+            if wire.len() < 5000 {
+                let mut d = client();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                for b in wire.iter() {
+                    buf.extend_from_slice(&[*b]);
+                    while let Some(f) = d.decode(&mut buf).unwrap() { got.push(f); }
+                }
+                prop_assert_eq!(got, frames);
+            }
+        }
+    }
+}

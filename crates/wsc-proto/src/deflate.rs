@@ -1,0 +1,515 @@
+//! permessage-deflate (RFC 7692): configuration, negotiation and a bounded codec.
+//!
+//! The deflate and inflate states and their buffers live as long as the connection and are
+//! reused for every message. Inflation is bounded: it stops and reports [`DecodeError::TooBig`]
+//! as soon as the output would pass the message limit, so a small compressed bomb never
+//! allocates more than the limit.
+//!
+//! Window bits: the inflater always runs with a 32 KiB window, which reads any stream a peer
+//! may produce with a smaller one. The deflater uses the negotiated `client_max_window_bits`;
+//! zlib cannot deflate with an 8-bit window, so when a server answers
+//! `client_max_window_bits=8` this client sends its messages uncompressed (RSV1 clear), which
+//! RFC 7692 always allows (§6: compression is per message, never required) and which keeps
+//! within the window the server asked for.
+
+use std::fmt;
+use std::sync::Arc;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use crate::extension::{DecodeError, Extension, ExtensionFactory, ExtensionParam};
+use crate::frame::{OpCode, RSV1};
+
+/// The extension token.
+pub const NAME: &str = "permessage-deflate";
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+type Predicate = Arc<dyn Fn(OpCode, &[u8]) -> bool + Send + Sync>;
+
+/// permessage-deflate settings, the analog of Ktor's `WebSocketDeflateExtension.Config`.
+///
+/// ```
+/// use wsc_proto::deflate::DeflateConfig;
+/// let cfg = DeflateConfig::default()
+///     .compression_level(6)
+///     .compress_if_bigger_than(256)
+///     .client_max_window_bits(Some(12))
+///     .server_no_context_takeover(true);
+/// assert_eq!(cfg.offer(), "permessage-deflate; client_max_window_bits=12; server_no_context_takeover");
+/// ```
+#[derive(Clone)]
+pub struct DeflateConfig {
+    client_max_window_bits: Option<u8>,
+    server_max_window_bits: Option<u8>,
+    client_no_context_takeover: bool,
+    server_no_context_takeover: bool,
+    level: u32,
+    threshold: usize,
+    predicate: Option<Predicate>,
+}
+
+impl Default for DeflateConfig {
+    /// Offers `client_max_window_bits` (so the server may pick our window), context takeover
+    /// both ways, level 6 (zlib's default), and compresses every message of at least 1 byte.
+    fn default() -> Self {
+        DeflateConfig {
+            client_max_window_bits: None,
+            server_max_window_bits: None,
+            client_no_context_takeover: false,
+            server_no_context_takeover: false,
+            level: 6,
+            threshold: 0,
+            predicate: None,
+        }
+    }
+}
+
+impl fmt::Debug for DeflateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeflateConfig")
+            .field("offer", &self.offer())
+            .field("level", &self.level)
+            .field("threshold", &self.threshold)
+            .field("predicate", &self.predicate.is_some())
+            .finish()
+    }
+}
+
+impl DeflateConfig {
+    /// `client_max_window_bits=N` (8–15) in the offer; `None` (default) offers the bare
+    /// parameter, letting the server choose.
+    pub fn client_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.client_max_window_bits = bits.map(|b| b.clamp(8, 15));
+        self
+    }
+    /// Asks the server to use at most 2^N bytes of window (8–15). Default: not asked.
+    pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.server_max_window_bits = bits.map(|b| b.clamp(8, 15));
+        self
+    }
+    /// Promises (and offers) a fresh deflate context per outgoing message. Default off.
+    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+    /// Asks the server for a fresh context per message. Default off.
+    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+    /// zlib level 0–9 (default 6).
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+    /// Compresses only messages longer than `bytes` (Ktor's `compressIfBiggerThan`). Default 0.
+    pub fn compress_if_bigger_than(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+    /// Compresses only messages for which `f` returns true (Ktor's `compressIf`); combined
+    /// with the size threshold by AND, as in Ktor.
+    pub fn compress_if(mut self, f: impl Fn(OpCode, &[u8]) -> bool + Send + Sync + 'static) -> Self {
+        self.predicate = Some(Arc::new(f));
+        self
+    }
+
+    /// The `Sec-WebSocket-Extensions` offer this configuration sends.
+    pub fn offer(&self) -> String {
+        let mut s = String::from(NAME);
+        match self.client_max_window_bits {
+            Some(b) => s.push_str(&format!("; client_max_window_bits={b}")),
+            None => s.push_str("; client_max_window_bits"),
+        }
+        if let Some(b) = self.server_max_window_bits {
+            s.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        if self.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if self.server_no_context_takeover {
+            s.push_str("; server_no_context_takeover");
+        }
+        s
+    }
+
+    /// What a server's answer means for this offer (RFC 7692 §7.1), or why it is unacceptable.
+    pub fn negotiate(&self, params: &[ExtensionParam]) -> Result<Negotiated, String> {
+        let mut n = Negotiated {
+            client_max_window_bits: self.client_max_window_bits.unwrap_or(15),
+            server_max_window_bits: 15,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_no_context_takeover: false,
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for p in params {
+            let name = p.name.to_ascii_lowercase();
+            if seen.contains(&name.as_str()) {
+                return Err(format!("parameter {name} given twice"));
+            }
+            let bits = |v: &Option<String>| -> Result<u8, String> {
+                let v = v.as_deref().ok_or_else(|| format!("{name} needs a value"))?;
+                match v.parse::<u8>() {
+                    Ok(b @ 8..=15) if v.len() <= 2 && !v.starts_with('0') => Ok(b),
+                    _ => Err(format!("{name}={v} is not a window size of 8 to 15 bits")),
+                }
+            };
+            match name.as_str() {
+                "server_no_context_takeover" | "client_no_context_takeover" if p.value.is_some() => {
+                    return Err(format!("{name} takes no value"));
+                }
+                "server_no_context_takeover" => n.server_no_context_takeover = true,
+                "client_no_context_takeover" => n.client_no_context_takeover = true,
+                "server_max_window_bits" => {
+                    let b = bits(&p.value)?;
+                    if let Some(asked) = self.server_max_window_bits {
+                        if b > asked {
+                            return Err(format!("server_max_window_bits={b} is above the {asked} offered"));
+                        }
+                    }
+                    n.server_max_window_bits = b;
+                }
+                "client_max_window_bits" => {
+                    let b = bits(&p.value)?;
+                    if b > n.client_max_window_bits {
+                        return Err(format!("client_max_window_bits={b} is above the {} offered", n.client_max_window_bits));
+                    }
+                    n.client_max_window_bits = b;
+                }
+                other => return Err(format!("unknown parameter {other}")),
+            }
+            seen.push(match name.as_str() {
+                "server_no_context_takeover" => "server_no_context_takeover",
+                "client_no_context_takeover" => "client_no_context_takeover",
+                "server_max_window_bits" => "server_max_window_bits",
+                _ => "client_max_window_bits",
+            });
+        }
+        if self.server_no_context_takeover && !n.server_no_context_takeover {
+            return Err("server_no_context_takeover was requested but not granted".into());
+        }
+        if let Some(asked) = self.server_max_window_bits {
+            if !params.iter().any(|p| p.name.eq_ignore_ascii_case("server_max_window_bits")) {
+                return Err(format!("server_max_window_bits={asked} was requested but not granted"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The parameters in force after negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Window bits this client deflates with (at most).
+    pub client_max_window_bits: u8,
+    /// Window bits the server deflates with (at most).
+    pub server_max_window_bits: u8,
+    /// This client resets its deflate context after each message.
+    pub client_no_context_takeover: bool,
+    /// The server resets its context after each message (so we reset our inflater too).
+    pub server_no_context_takeover: bool,
+}
+
+impl ExtensionFactory for DeflateConfig {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn rsv(&self) -> u8 {
+        RSV1
+    }
+    fn offer(&self) -> String {
+        DeflateConfig::offer(self)
+    }
+    fn accept(&self, params: &[ExtensionParam]) -> Result<Box<dyn Extension>, String> {
+        let n = self.negotiate(params)?;
+        Ok(Box::new(Deflate::new(self.clone(), n)))
+    }
+}
+
+/// The per-connection permessage-deflate codec.
+pub struct Deflate {
+    config: DeflateConfig,
+    params: Negotiated,
+    compress: Option<Compress>,
+    decompress: Decompress,
+    /// The peer ended the deflate stream (BFINAL) inside the current message.
+    ended: bool,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for Deflate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deflate").field("params", &self.params).finish()
+    }
+}
+
+impl Deflate {
+    /// A codec with `params` in force.
+    pub fn new(config: DeflateConfig, params: Negotiated) -> Self {
+        let compress = (params.client_max_window_bits >= 9)
+            .then(|| Compress::new_with_window_bits(Compression::new(config.level), false, params.client_max_window_bits));
+        Deflate { config, params, compress, decompress: Decompress::new_with_window_bits(false, 15), ended: false, scratch: Vec::new() }
+    }
+
+    /// The negotiated parameters.
+    pub fn params(&self) -> Negotiated {
+        self.params
+    }
+
+    fn wants(&self, opcode: OpCode, payload: &[u8]) -> bool {
+        payload.len() > self.config.threshold && self.config.predicate.as_ref().is_none_or(|p| p(opcode, payload))
+    }
+}
+
+impl Extension for Deflate {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn rsv(&self) -> u8 {
+        RSV1
+    }
+    fn describe(&self) -> String {
+        let p = self.params;
+        let mut s = format!("{NAME}; client_max_window_bits={}; server_max_window_bits={}", p.client_max_window_bits, p.server_max_window_bits);
+        if p.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if p.server_no_context_takeover {
+            s.push_str("; server_no_context_takeover");
+        }
+        s
+    }
+
+    fn encode(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Option<&[u8]>, String> {
+        if !self.wants(opcode, payload) {
+            return Ok(None);
+        }
+        let Some(c) = self.compress.as_mut() else { return Ok(None) };
+        let out = &mut self.scratch;
+        out.clear();
+        let start_in = c.total_in();
+        loop {
+            let consumed = (c.total_in() - start_in) as usize;
+            out.reserve((payload.len() - consumed) / 2 + 64);
+            c.compress_vec(&payload[consumed..], out, FlushCompress::Sync).map_err(|e| e.to_string())?;
+            if (c.total_in() - start_in) as usize == payload.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - 4);
+        }
+        if out.is_empty() {
+            // An empty message: a single empty stored block with BFINAL clear, as RFC 7692 §7.2.3.6 shows.
+            out.push(0x00);
+        }
+        if self.params.client_no_context_takeover {
+            c.reset();
+        }
+        Ok(Some(out))
+    }
+
+    fn decode(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
+        // After a block with BFINAL set the stream is over; RFC 7692 §7.2.3.4 shows a sender
+        // that still appends bytes behind it, which a receiver ignores.
+        if !self.ended {
+            self.ended = inflate_into(&mut self.decompress, input, out, limit)?;
+        }
+        if fin {
+            if !std::mem::take(&mut self.ended) {
+                inflate_into(&mut self.decompress, &TAIL, out, limit)?;
+            }
+            if self.params.server_no_context_takeover {
+                self.decompress.reset(false);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inflates `input` onto `out`, bounded by `limit`; `Ok(true)` if the deflate stream ended.
+fn inflate_into(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, DecodeError> {
+    loop {
+        if out.len() == out.capacity() {
+            let room = limit.saturating_add(1).saturating_sub(out.len());
+            if room == 0 {
+                return Err(DecodeError::TooBig { size: out.len() as u64 });
+            }
+            out.reserve_exact(room.min(out.len().max(input.len() * 2).max(16 * 1024)));
+        }
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(input, out, FlushDecompress::None)
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let used = (d.total_in() - in0) as usize;
+        let made = d.total_out() - out0;
+        input = &input[used..];
+        if out.len() > limit {
+            return Err(DecodeError::TooBig { size: out.len() as u64 });
+        }
+        if status == Status::StreamEnd {
+            // The sender ended the deflate stream (BFINAL); the next message starts a new one.
+            d.reset(false);
+            return Ok(true);
+        }
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(false);
+        }
+        if used == 0 && made == 0 && out.len() < out.capacity() {
+            return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extension::parse_extensions;
+
+    fn params(s: &str) -> Vec<ExtensionParam> {
+        parse_extensions(&format!("{NAME}{s}")).unwrap().remove(0).params
+    }
+
+    fn codec(cfg: DeflateConfig, answer: &str) -> Deflate {
+        let n = cfg.negotiate(&params(answer)).unwrap();
+        Deflate::new(cfg, n)
+    }
+
+    fn inflate(d: &mut Deflate, frames: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            d.decode(f, i + 1 == frames.len(), &mut out, 1 << 20).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_examples_inflate() {
+        // §7.2.3.1: "Hello" compressed.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
+        // §7.2.3.1: the same split over two fragments.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd], &[0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
+        // §7.2.3.2: two messages with context takeover; the second uses a back reference.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
+        assert_eq!(inflate(&mut d, &[&[0xf2, 0x00, 0x11, 0x00, 0x00]]), b"Hello");
+        // §7.2.3.3: a stored (uncompressed) block.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]]), b"Hello");
+        // §7.2.3.4: a block with BFINAL set.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]]), b"Hello");
+        // §7.2.3.5: two deflate blocks in one message.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(
+            inflate(&mut d, &[&[0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00]]),
+            b"Hello"
+        );
+        // §7.2.3.6: an empty message.
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(inflate(&mut d, &[&[0x00]]), b"");
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_1_deflate_byte_for_byte() {
+        let mut d = codec(DeflateConfig::default(), "");
+        assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        // §7.2.3.2: with context takeover the second "Hello" is a back reference.
+        assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x00, 0x11, 0x00, 0x00]);
+        // With client_no_context_takeover each message stands alone.
+        let mut d = codec(DeflateConfig::default(), "; client_no_context_takeover");
+        for _ in 0..2 {
+            assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        }
+    }
+
+    #[test]
+    fn round_trip_and_no_context_takeover() {
+        let text = br#"{"id":1,"name":"wsc","tags":["a","b","c"],"ok":true}"#.repeat(200);
+        for answer in ["", "; server_no_context_takeover; client_no_context_takeover", "; client_max_window_bits=9", "; server_max_window_bits=10"] {
+            let mut tx = codec(DeflateConfig::default(), answer);
+            let mut rx = codec(DeflateConfig::default(), answer);
+            for _ in 0..3 {
+                let c = tx.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
+                assert!(c.len() < text.len() / 5);
+                let (a, b) = c.split_at(c.len() / 2);
+                assert_eq!(inflate(&mut rx, &[a, b]), text);
+            }
+        }
+    }
+
+    #[test]
+    fn negotiation_table() {
+        let d = DeflateConfig::default();
+        let ok = |cfg: &DeflateConfig, a: &str| cfg.negotiate(&params(a));
+        assert_eq!(ok(&d, "").unwrap().client_max_window_bits, 15);
+        assert_eq!(ok(&d, "; client_max_window_bits=9").unwrap().client_max_window_bits, 9);
+        assert_eq!(ok(&d, "; client_max_window_bits=8").unwrap().client_max_window_bits, 8);
+        assert_eq!(ok(&d, "; server_max_window_bits=8").unwrap().server_max_window_bits, 8);
+        assert!(ok(&d, "; server_no_context_takeover").unwrap().server_no_context_takeover);
+        assert!(ok(&d, "; client_no_context_takeover").unwrap().client_no_context_takeover);
+        for bad in [
+            "; client_max_window_bits",
+            "; client_max_window_bits=7",
+            "; client_max_window_bits=16",
+            "; client_max_window_bits=010",
+            "; server_max_window_bits",
+            "; server_no_context_takeover=1",
+            "; server_no_context_takeover; server_no_context_takeover",
+            "; foo",
+        ] {
+            assert!(ok(&d, bad).is_err(), "{bad}");
+        }
+        let asked = DeflateConfig::default().client_max_window_bits(Some(10)).server_max_window_bits(Some(10)).server_no_context_takeover(true);
+        assert!(ok(&asked, "; server_max_window_bits=10; server_no_context_takeover").is_ok());
+        assert!(ok(&asked, "; server_max_window_bits=11; server_no_context_takeover").is_err());
+        assert!(ok(&asked, "; server_max_window_bits=10").is_err());
+        assert!(ok(&asked, "; server_no_context_takeover").is_err());
+        assert!(ok(&asked, "; server_max_window_bits=9; server_no_context_takeover; client_max_window_bits=11").is_err());
+    }
+
+    #[test]
+    fn window_bits_8_sends_uncompressed() {
+        let mut d = codec(DeflateConfig::default(), "; client_max_window_bits=8");
+        assert!(d.encode(OpCode::Text, b"Hello Hello Hello").unwrap().is_none());
+    }
+
+    #[test]
+    fn threshold_and_predicate() {
+        let mut d = codec(DeflateConfig::default().compress_if_bigger_than(10).compress_if(|op, _| op == OpCode::Text), "");
+        assert!(d.encode(OpCode::Text, b"short").unwrap().is_none());
+        assert!(d.encode(OpCode::Binary, b"long enough to compress").unwrap().is_none());
+        assert!(d.encode(OpCode::Text, b"long enough to compress").unwrap().is_some());
+    }
+
+    #[test]
+    fn bomb_is_refused_at_the_limit() {
+        // 1 GiB of zeros deflates to about 1 MiB; inflating must stop at the limit.
+        let mut c = Compress::new(Compression::best(), false);
+        let zeros = vec![0u8; 1 << 20];
+        let mut bomb = Vec::with_capacity(1100 << 10);
+        for _ in 0..1024 {
+            c.compress_vec(&zeros, &mut bomb, FlushCompress::None).unwrap();
+            if bomb.capacity() - bomb.len() < 4096 {
+                bomb.reserve(64 << 10);
+            }
+        }
+        c.compress_vec(&[], &mut bomb, FlushCompress::Sync).unwrap();
+        assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+        let mut d = codec(DeflateConfig::default(), "");
+        let mut out = Vec::new();
+        let limit = 16 << 20;
+        let err = d.decode(&bomb, true, &mut out, limit).unwrap_err();
+        assert!(matches!(err, DecodeError::TooBig { size } if size > limit as u64));
+        assert!(out.capacity() <= limit + 1, "{}", out.capacity());
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        let mut d = codec(DeflateConfig::default(), "");
+        let mut out = Vec::new();
+        assert!(matches!(d.decode(&[0xff, 0xff, 0xff], true, &mut out, 1000), Err(DecodeError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,241 @@
+//! The opening handshake of a client (RFC 6455 §4.1, §4.2.2): the request's bytes and the
+//! checks on the server's answer.
+//!
+//! Owns the header names the handshake itself sets, the key and its accept hash, and the
+//! parsing of the response head with httparse. Reading and writing are the caller's.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The largest response head accepted, in bytes.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// The most response header lines accepted.
+pub const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// Header names the handshake owns; a caller may not set them.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// A fresh `Sec-WebSocket-Key` from 16 random bytes.
+pub fn generate_key(random: [u8; 16]) -> String {
+    STANDARD.encode(random)
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer `key` with.
+///
+/// ```
+/// // RFC 6455 §1.3
+/// assert_eq!(wsc_proto::handshake::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+/// ```
+pub fn accept_key(key: &str) -> String {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(GUID.as_bytes());
+    STANDARD.encode(h.digest().bytes())
+}
+
+/// What goes into the request.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The `Host` header value (`host[:port]`).
+    pub host: &'a str,
+    /// The request target: path and query.
+    pub target: &'a str,
+    /// The `Sec-WebSocket-Key`.
+    pub key: &'a str,
+    /// Subprotocols offered, in preference order.
+    pub protocols: &'a [String],
+    /// The `Sec-WebSocket-Extensions` offer, if any.
+    pub extensions: Option<&'a str>,
+    /// The caller's other headers.
+    pub headers: &'a [(String, String)],
+}
+
+impl Request<'_> {
+    /// The request's bytes.
+    ///
+    /// ```
+    /// let r = wsc_proto::handshake::Request {
+    ///     host: "example.com", target: "/chat", key: "dGhlIHNhbXBsZSBub25jZQ==",
+    ///     protocols: &["chat".into()], extensions: None, headers: &[],
+    /// };
+    /// let s = String::from_utf8(r.to_bytes()).unwrap();
+    /// assert!(s.starts_with("GET /chat HTTP/1.1\r\nHost: example.com\r\n"));
+    /// assert!(s.contains("Sec-WebSocket-Protocol: chat\r\n") && s.ends_with("\r\n\r\n"));
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::with_capacity(256);
+        s.push_str("GET ");
+        s.push_str(self.target);
+        s.push_str(" HTTP/1.1\r\nHost: ");
+        s.push_str(self.host);
+        s.push_str("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+        s.push_str(self.key);
+        s.push_str("\r\nSec-WebSocket-Version: 13\r\n");
+        if !self.protocols.is_empty() {
+            s.push_str("Sec-WebSocket-Protocol: ");
+            s.push_str(&self.protocols.join(", "));
+            s.push_str("\r\n");
+        }
+        if let Some(e) = self.extensions {
+            s.push_str("Sec-WebSocket-Extensions: ");
+            s.push_str(e);
+            s.push_str("\r\n");
+        }
+        for (n, v) in self.headers {
+            s.push_str(n);
+            s.push_str(": ");
+            s.push_str(v);
+            s.push_str("\r\n");
+        }
+        s.push_str("\r\n");
+        s.into_bytes()
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: String,
+    /// The header lines in order, names as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// All values of header `name`, as text.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The body length the head announces (`Content-Length`), if any.
+    pub fn content_length(&self) -> Option<usize> {
+        self.header("content-length").and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// The server's answer was not a valid WebSocket upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The response head is not valid HTTP/1.1.
+    #[error("malformed HTTP response: {0}")]
+    Malformed(String),
+    /// The response head is larger than [`MAX_RESPONSE_HEAD`].
+    #[error("response head larger than {MAX_RESPONSE_HEAD} bytes")]
+    TooLarge,
+    /// A 101 without `Upgrade: websocket`.
+    #[error("101 response without `Upgrade: websocket`")]
+    NoUpgrade,
+    /// A 101 without `Connection: Upgrade`.
+    #[error("101 response without `Connection: Upgrade`")]
+    NoConnectionUpgrade,
+    /// `Sec-WebSocket-Accept` missing or not the hash of our key.
+    #[error("Sec-WebSocket-Accept is {0:?}, not the hash of the key sent")]
+    BadAccept(Option<String>),
+    /// The server chose a subprotocol that was not offered (or answered with several).
+    #[error("server chose subprotocol {0:?}, which was not offered")]
+    UnofferedProtocol(String),
+    /// The server's extension answer is unacceptable.
+    #[error("extension negotiation failed: {0}")]
+    Extension(String),
+}
+
+/// Parses a response head from the front of `buf`: `Ok(None)` until the blank line has
+/// arrived, then the response and the head's length (bytes after it belong to what follows).
+pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Response::new(&mut headers);
+    match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let resp = Response {
+                status: r.code.unwrap_or(0),
+                reason: r.reason.unwrap_or("").to_owned(),
+                headers: r.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect(),
+            };
+            Ok(Some((resp, n)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => Err(HandshakeError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HandshakeError::Malformed(e.to_string())),
+    }
+}
+
+/// Checks a 101 response against the request: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`
+/// and the chosen subprotocol, which is returned. Extensions are checked by
+/// [`negotiate`](crate::extension::negotiate).
+pub fn check_upgrade(resp: &Response, key: &str, offered: &[String]) -> Result<Option<String>, HandshakeError> {
+    let has_token = |name: &str, token: &str| resp.headers_named(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token));
+    if !has_token("upgrade", "websocket") {
+        return Err(HandshakeError::NoUpgrade);
+    }
+    if !has_token("connection", "upgrade") {
+        return Err(HandshakeError::NoConnectionUpgrade);
+    }
+    let accept = resp.header("sec-websocket-accept").map(str::trim);
+    if accept != Some(accept_key(key).as_str()) {
+        return Err(HandshakeError::BadAccept(accept.map(str::to_owned)));
+    }
+    let chosen: Vec<&str> = resp.headers_named("sec-websocket-protocol").flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+    match chosen.as_slice() {
+        [] => Ok(None),
+        [p] if offered.iter().any(|o| o == p) => Ok(Some((*p).to_owned())),
+        _ => Err(HandshakeError::UnofferedProtocol(chosen.join(", "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(extra: &str) -> Response {
+        let raw = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n");
+        parse_response(raw.as_bytes()).unwrap().unwrap().0
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn accepts_a_good_101_and_checks_protocols() {
+        let ok = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        assert_eq!(check_upgrade(&resp(ok), KEY, &[]), Ok(None));
+        let with = format!("{ok}Sec-WebSocket-Protocol: chat\r\n");
+        assert_eq!(check_upgrade(&resp(&with), KEY, &["x".into(), "chat".into()]), Ok(Some("chat".into())));
+        assert!(matches!(check_upgrade(&resp(&with), KEY, &[]), Err(HandshakeError::UnofferedProtocol(_))));
+        assert!(matches!(check_upgrade(&resp("Sec-WebSocket-Accept: nope\r\n"), KEY, &[]), Err(HandshakeError::BadAccept(_))));
+        assert!(matches!(check_upgrade(&resp(""), KEY, &[]), Err(HandshakeError::BadAccept(None))));
+    }
+
+    #[test]
+    fn partial_and_leftover() {
+        let raw = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+        assert_eq!(parse_response(&raw[..20]).unwrap(), None);
+        let (r, n) = parse_response(raw).unwrap().unwrap();
+        assert_eq!(r.status, 101);
+        assert_eq!(&raw[n..], b"\x81\x02hi");
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+        assert!(matches!(parse_response(&vec![b'a'; 100]), Err(HandshakeError::Malformed(_))));
+        let mut long = b"HTTP/1.1 101 OK\r\nX: ".to_vec();
+        long.resize(70_000, b'a');
+        assert_eq!(parse_response(&long), Err(HandshakeError::TooLarge));
+    }
+}
