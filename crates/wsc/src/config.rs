@@ -1,0 +1,190 @@
+//! Client configuration: the analog of Ktor's `install(WebSockets) { … }` block.
+//!
+//! Every setting has a documented default; limits are on by default. `build()` validates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wsc_proto::ExtensionFactory;
+use wsc_proto::deflate::DeflateConfig;
+
+use crate::Client;
+use crate::error::Error;
+
+/// Validated settings shared by every session a [`Client`] opens.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub max_frame_size: usize,
+    pub max_message_size: usize,
+    pub masking: bool,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+    pub close_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub outgoing_capacity: usize,
+    pub incoming_capacity: usize,
+    pub write_fragment_size: Option<usize>,
+    pub extensions: Vec<Arc<dyn ExtensionFactory>>,
+    pub user_agent: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            masking: true,
+            ping_interval: None,
+            ping_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(30),
+            outgoing_capacity: 1 << 20,
+            incoming_capacity: 256,
+            write_fragment_size: None,
+            extensions: Vec::new(),
+            user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
+        }
+    }
+}
+
+/// Builds a [`Client`]. Obtain with [`Client::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// let client = wsc::Client::builder()
+///     .max_frame_size(1 << 20)
+///     .ping_interval(Some(Duration::from_secs(20)))
+///     .deflate(wsc::DeflateConfig::default())
+///     .build()
+///     .unwrap();
+/// # let _ = client;
+/// ```
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl ClientBuilder {
+    /// Largest frame payload accepted from the peer; a larger one fails the session with 1009
+    /// (RFC 6455 §7.4.1). Default 16 MiB; `usize::MAX` turns the check off.
+    /// Ktor: `maxFrameSize`.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Largest message accepted, after reassembly and any inflation; a larger one fails the
+    /// session with 1009. Default 64 MiB; `usize::MAX` turns the check off.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Whether outgoing frames are masked. Default `true`, as RFC 6455 §5.3 requires of
+    /// clients; turn off only for a server you know accepts unmasked frames. Ktor: `masking`.
+    pub fn masking(mut self, on: bool) -> Self {
+        self.config.masking = on;
+        self
+    }
+
+    /// How often a default session pings the server to keep the connection alive
+    /// (RFC 6455 §5.5.2). Default `None` (off), as in Ktor. Ktor: `pingInterval`.
+    pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
+        self.config.ping_interval = every;
+        self
+    }
+
+    /// How long a default session waits for the Pong that echoes its Ping before it closes
+    /// with 1011 "Ping timeout". Default: twice the ping interval (Ktor's rule).
+    pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// How long a session waits for the peer's Close after sending its own, and then for the
+    /// server to close TCP (RFC 6455 §7.1.1). Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// How long opening the TCP connection may take. Default 30 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the opening handshake may take once connected. Default 30 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Bytes of encoded frames that may wait to be written before `send` waits
+    /// (backpressure). A message larger than this is still accepted when the queue is empty.
+    /// Default 1 MiB.
+    pub fn outgoing_queue_capacity(mut self, bytes: usize) -> Self {
+        self.config.outgoing_capacity = bytes;
+        self
+    }
+
+    /// Messages (or frames, for raw sessions) that may wait to be received before the session
+    /// stops reading from the socket (backpressure). Default 256.
+    pub fn incoming_queue_capacity(mut self, messages: usize) -> Self {
+        self.config.incoming_capacity = messages;
+        self
+    }
+
+    /// Splits outgoing messages larger than `bytes` into fragments of that size. Default: off
+    /// (one frame per message).
+    pub fn write_fragment_size(mut self, bytes: Option<usize>) -> Self {
+        self.config.write_fragment_size = bytes;
+        self
+    }
+
+    /// Installs permessage-deflate (RFC 7692) with `config`. Ktor:
+    /// `extensions { install(WebSocketDeflateExtension) { … } }`.
+    pub fn deflate(self, config: DeflateConfig) -> Self {
+        self.extension(config)
+    }
+
+    /// Installs an extension; offered in the order installed.
+    pub fn extension(mut self, factory: impl ExtensionFactory + 'static) -> Self {
+        self.config.extensions.push(Arc::new(factory));
+        self
+    }
+
+    /// The `User-Agent` header sent with the handshake. Default `wsc/<version>`; `None` sends none.
+    pub fn user_agent(mut self, ua: Option<String>) -> Self {
+        self.config.user_agent = ua;
+        self
+    }
+
+    /// Validates the settings and builds the client.
+    pub fn build(self) -> Result<Client, Error> {
+        let c = &self.config;
+        if c.max_frame_size == 0 || c.max_message_size == 0 {
+            return Err(Error::InvalidConfig("size limits must be at least 1 byte".into()));
+        }
+        if c.incoming_capacity == 0 || c.outgoing_capacity == 0 {
+            return Err(Error::InvalidConfig("queue capacities must be at least 1".into()));
+        }
+        if c.ping_interval == Some(Duration::ZERO) || c.ping_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig("ping interval and timeout must be positive (use None to turn off)".into()));
+        }
+        if c.write_fragment_size == Some(0) {
+            return Err(Error::InvalidConfig("fragment size must be at least 1 byte".into()));
+        }
+        let mut rsv = 0u8;
+        for f in &c.extensions {
+            if f.rsv() & rsv != 0 {
+                return Err(Error::InvalidConfig(format!("extension {} claims an RSV bit another extension already uses", f.name())));
+            }
+            rsv |= f.rsv();
+        }
+        Ok(Client::from_config(self.config))
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error type of the client, grouped by who is at fault.
+//!
+//! `Error` is `Clone` so that both halves of a split session report the same terminal cause.
+//! `Display` describes only its own level; the cause is in [`std::error::Error::source`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use wsc_proto::{CloseCode, CloseReason, HandshakeError, ProtocolError};
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Opening the TCP connection.
+    Connect,
+    /// The opening handshake (request sent, 101 not yet complete).
+    Handshake,
+    /// No Pong echoing our Ping within the ping timeout.
+    Ping,
+    /// The peer did not complete the closing handshake within the close timeout.
+    Close,
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::Handshake => "handshake",
+            TimeoutKind::Ping => "ping",
+            TimeoutKind::Close => "close",
+        })
+    }
+}
+
+/// Everything that can go wrong, as one enum a caller can match.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL cannot be used (wrong scheme, no host, a fragment, unparsable). Caller's fault.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration or request setting is invalid. Caller's fault.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// This build cannot do what was asked (e.g. a feature not compiled in).
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// The server answered the upgrade with something other than 101.
+    #[error("handshake refused with status {status}")]
+    HandshakeRefused {
+        /// The status.
+        status: StatusCode,
+        /// The response headers.
+        headers: Box<HeaderMap>,
+        /// Up to 64 KiB of the response body.
+        body: Bytes,
+    },
+    /// The server answered 101 but the upgrade is invalid (bad accept hash, unoffered
+    /// subprotocol or extension, malformed response). Server's fault.
+    #[error("invalid handshake response")]
+    Handshake(#[source] HandshakeError),
+    /// A deadline passed.
+    #[error("{0} timed out")]
+    Timeout(TimeoutKind),
+    /// The network failed.
+    #[error("I/O error")]
+    Io(#[source] Arc<std::io::Error>),
+    /// The peer broke the protocol; the session was failed with `code`.
+    #[error("protocol violation by the peer (closed with {code})")]
+    Protocol {
+        /// The close code sent.
+        code: CloseCode,
+        /// What the peer did.
+        #[source]
+        error: ProtocolError,
+    },
+    /// A message or frame passed a size limit (sent 1009 if it came from the peer).
+    #[error("message too big: {size} bytes, limit {max}")]
+    MessageTooBig {
+        /// Its size (or the size seen when the limit was passed).
+        size: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The session is closed; the close reason, if one was exchanged.
+    #[error("session closed{}", .0.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Closed(Option<CloseReason>),
+    /// No content converter is configured on the client (Ktor's
+    /// `WebsocketConverterNotFoundException`).
+    #[error("no content converter configured")]
+    NoConverter,
+}
+
+impl Error {
+    pub(crate) fn io(e: std::io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+
+    pub(crate) fn invalid_url(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidUrl { url: url.into(), reason: reason.into() }
+    }
+
+    /// From a protocol violation: size limits become [`Error::MessageTooBig`].
+    pub(crate) fn protocol(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::FrameTooBig { size, max } | ProtocolError::MessageTooBig { size, max } => Error::MessageTooBig { size, max },
+            error => Error::Protocol { code: error.close_code(), error },
+        }
+    }
+
+    /// The close code this error maps to on the wire or in a close reason, where one applies.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Error::Protocol { code, .. } => Some(*code),
+            Error::MessageTooBig { .. } => Some(CloseCode::TOO_BIG),
+            Error::Timeout(TimeoutKind::Ping) => Some(CloseCode::INTERNAL_ERROR),
+            Error::Closed(r) => r.as_ref().map(CloseReason::code),
+            Error::Io(_) => Some(CloseCode::CLOSED_ABNORMALLY),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::io(e)
+    }
+}

@@ -1,0 +1,621 @@
+//! The task that owns the socket once the handshake is done.
+//!
+//! It writes what senders queued, reads and decodes frames, delivers messages (default
+//! sessions) or frames (raw sessions), answers pings, keeps the connection alive, and runs the
+//! closing handshake. It is a hand-written poll loop, not a `select!`, so that reading,
+//! writing and timers make progress together without cancelling one another, and so that a
+//! whole read's worth of frames is decoded and delivered under a single lock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep, sleep_until};
+use wsc_proto::{Assembler, CloseCode, CloseReason, Decoder, Extension, Frame, Limits, MaskKeys, OpCode, Role, encode_frame};
+
+use super::shared::{Item, OutState, Outcome, Shared};
+use crate::entropy::OsEntropy;
+use crate::error::{Error, TimeoutKind};
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Work done in one poll before yielding to the scheduler.
+const BUDGET: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a Close; waiting for the peer's.
+    CloseSent,
+    /// The close handshake is over (or the session failed): write what is left, then wait
+    /// for the server to close TCP (RFC 6455 §7.1.1), bounded by the close timeout.
+    Draining,
+}
+
+enum Keepalive {
+    Off,
+    Idle,
+    Awaiting([u8; 16]),
+}
+
+pub(crate) struct Driver<S> {
+    io: S,
+    shared: Arc<Shared>,
+    raw: bool,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    written: u64,
+    decoder: Decoder,
+    assembler: Assembler,
+    extensions: Vec<Box<dyn Extension>>,
+    keys: MaskKeys<OsEntropy>,
+    masking: bool,
+    batch: Vec<Item>,
+    phase: Phase,
+    read_eof: bool,
+    peer_closed: Option<Option<CloseReason>>,
+    generation: u64,
+    keepalive: Keepalive,
+    ping_timer: Option<Pin<Box<Sleep>>>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// The session's outcome once decided; published when draining ends.
+    outcome: Option<Outcome>,
+    /// A peer's violation found behind messages the application has not taken yet: the
+    /// session fails once it has (so its replies to them go out first), or at the close timeout.
+    deferred: Option<(Error, String)>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(io: S, shared: Arc<Shared>, leftover: BytesMut, raw: bool, extensions: Vec<Box<dyn Extension>>) -> Self {
+        let s = &shared.settings;
+        let limits = Limits { max_frame_size: s.max_frame_size.load(Ordering::Acquire), max_message_size: s.max_message_size.load(Ordering::Acquire) };
+        let mut decoder = Decoder::new(Role::Client, limits);
+        decoder.set_allowed_rsv(extensions.iter().fold(0, |a, e| a | e.rsv()));
+        let masking = s.masking.load(Ordering::Acquire);
+        let has_leftover = !leftover.is_empty();
+        let mut d = Driver {
+            io,
+            raw,
+            rbuf: leftover,
+            wbuf: BytesMut::new(),
+            written: 0,
+            decoder,
+            assembler: Assembler::new(limits.max_message_size),
+            extensions,
+            keys: MaskKeys::new(OsEntropy::new()),
+            masking,
+            batch: Vec::new(),
+            phase: Phase::Open,
+            read_eof: false,
+            peer_closed: None,
+            generation: u64::MAX,
+            keepalive: Keepalive::Off,
+            ping_timer: None,
+            close_timer: None,
+            outcome: None,
+            deferred: None,
+            shared,
+        };
+        d.sync_settings();
+        if has_leftover {
+            // Frames that arrived with the 101 are the stream's first bytes.
+            d.decode_all();
+        }
+        d
+    }
+
+    fn sync_settings(&mut self) {
+        let s = &self.shared.settings;
+        let g = s.generation.load(Ordering::Acquire);
+        if g == self.generation {
+            return;
+        }
+        self.generation = g;
+        let limits = Limits { max_frame_size: s.max_frame_size.load(Ordering::Acquire), max_message_size: s.max_message_size.load(Ordering::Acquire) };
+        self.decoder.set_limits(limits);
+        self.assembler.set_max_message_size(limits.max_message_size);
+        self.masking = s.masking.load(Ordering::Acquire);
+        match (self.raw, self.shared.ping_interval()) {
+            (false, Some(every)) => {
+                self.keepalive = Keepalive::Idle;
+                self.arm_ping(Instant::now() + every);
+            }
+            _ => {
+                self.keepalive = Keepalive::Off;
+                self.ping_timer = None;
+            }
+        }
+    }
+
+    fn arm_ping(&mut self, at: Instant) {
+        match self.ping_timer.as_mut() {
+            Some(t) => t.as_mut().reset(at),
+            None => self.ping_timer = Some(Box::pin(sleep_until(at))),
+        }
+    }
+
+    fn arm_close(&mut self) {
+        let at = Instant::now() + self.shared.close_timeout;
+        match self.close_timer.as_mut() {
+            Some(t) => t.as_mut().reset(at),
+            None => self.close_timer = Some(Box::pin(sleep_until(at))),
+        }
+    }
+
+    fn key(&mut self) -> Option<[u8; 4]> {
+        self.masking.then(|| self.keys.next_key())
+    }
+
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let key = self.key();
+        encode_frame(&mut self.wbuf, opcode, true, 0, payload, key);
+    }
+
+    /// Fails the session: sends a Close with the error's code when it is a protocol matter,
+    /// then drains.
+    fn fail(&mut self, error: Error, reason_text: &str) {
+        if self.outcome.is_some() && self.phase == Phase::Draining {
+            return;
+        }
+        let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
+        let reason = CloseReason::truncated(code, reason_text);
+        let sendable = code.is_sendable() && !matches!(error, Error::Io(_));
+        let already_sent_close = self.phase != Phase::Open;
+        if sendable && !already_sent_close {
+            self.control(OpCode::Close, &reason.to_payload());
+        }
+        self.close_out(error.clone());
+        self.outcome = Some(Outcome { reason, peer: self.peer_closed.clone().flatten(), result: Err(error) });
+        self.enter_draining();
+    }
+
+    fn enter_draining(&mut self) {
+        if self.phase != Phase::Draining {
+            self.phase = Phase::Draining;
+            self.ping_timer = None;
+            self.arm_close();
+        }
+    }
+
+    /// Stops senders: further sends fail with `error`; what they queued is dropped unless it
+    /// is already being written.
+    fn close_out(&mut self, error: Error) {
+        let mut out = self.shared.out();
+        out.state = OutState::Closed;
+        if out.closed_error.is_none() {
+            out.closed_error = Some(error);
+        }
+        out.wake_waiters();
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), Error> {
+        if self.phase == Phase::Draining {
+            return Ok(()); // after the close handshake nothing more is delivered
+        }
+        match frame.opcode {
+            OpCode::Close => {
+                let reason = frame.close_reason().map_err(Error::protocol)?;
+                self.peer_closed = Some(reason.clone());
+                if self.raw {
+                    self.batch.push(Item::Frame(frame));
+                }
+                self.on_peer_close(reason);
+            }
+            _ if self.raw => self.batch.push(Item::Frame(frame)),
+            OpCode::Ping => {
+                if self.phase == Phase::Open {
+                    self.control(OpCode::Pong, &frame.payload);
+                }
+            }
+            OpCode::Pong => {
+                if let Keepalive::Awaiting(p) = self.keepalive {
+                    if frame.payload[..] == p[..] {
+                        self.keepalive = Keepalive::Idle;
+                        if let Some(every) = self.shared.ping_interval() {
+                            self.arm_ping(Instant::now() + every);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(m) = self.assembler.push(frame, &mut self.extensions).map_err(Error::protocol)? {
+                    self.batch.push(Item::Message(m));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_peer_close(&mut self, reason: Option<CloseReason>) {
+        match self.phase {
+            Phase::Open if self.raw => {
+                // A raw session replies to nothing: the caller sees the Close and answers it.
+                let mut out = self.shared.out();
+                if let OutState::Closing(ours) = out.state.clone() {
+                    out.state = OutState::Closed;
+                    drop(out);
+                    self.finish_handshake(ours, reason);
+                }
+            }
+            Phase::Open => {
+                // The peer closes first: send what is queued, then echo its code.
+                let mut out = self.shared.out();
+                let queued = std::mem::take(&mut out.buf);
+                let ours = match std::mem::replace(&mut out.state, OutState::Closed) {
+                    OutState::Closing(r) => Some(r),
+                    _ => None,
+                };
+                let shown = reason.clone().unwrap_or_else(CloseReason::normal);
+                out.closed_error = Some(Error::Closed(Some(shown.clone())));
+                out.wake_waiters();
+                drop(out);
+                self.wbuf.extend_from_slice(&queued);
+                match ours {
+                    // Our own Close was queued already: it is the reply.
+                    Some(r) => self.finish_handshake(r, reason),
+                    None => {
+                        let echo = reason.as_ref().map(|r| CloseReason::truncated(r.code(), r.reason()));
+                        let payload = echo.map(|r| r.to_payload()).unwrap_or_default();
+                        self.control(OpCode::Close, &payload);
+                        self.outcome = Some(Outcome { reason: shown, peer: reason, result: Ok(()) });
+                        self.enter_draining();
+                    }
+                }
+            }
+            Phase::CloseSent => {
+                let ours = match self.shared.out().state.clone() {
+                    OutState::Closing(r) => r,
+                    _ => CloseReason::normal(),
+                };
+                self.finish_handshake(ours, reason);
+            }
+            Phase::Draining => {}
+        }
+    }
+
+    fn finish_handshake(&mut self, ours: CloseReason, peer: Option<CloseReason>) {
+        self.close_out(Error::Closed(Some(ours.clone())));
+        self.outcome = Some(Outcome { reason: ours, peer, result: Ok(()) });
+        self.enter_draining();
+    }
+
+    /// Takes what senders queued, and notices close, terminate and abandonment.
+    fn take_outgoing(&mut self) -> Option<bool> {
+        let mut out = self.shared.out();
+        if out.terminate {
+            return None;
+        }
+        let mut progress = false;
+        if out.abandoned && out.state == OutState::Open && self.phase == Phase::Open {
+            // Every handle is gone without a close: close normally.
+            let r = CloseReason::normal();
+            let key = self.masking.then(|| out.keys.next_key());
+            let before = out.buf.len();
+            encode_frame(&mut out.buf, OpCode::Close, true, 0, &r.to_payload(), key);
+            out.queued += (out.buf.len() - before) as u64;
+            out.state = OutState::Closing(r);
+        }
+        if !out.buf.is_empty() && self.phase != Phase::Draining {
+            if self.wbuf.is_empty() {
+                std::mem::swap(&mut self.wbuf, &mut out.buf);
+            } else {
+                self.wbuf.extend_from_slice(&out.buf);
+                out.buf.clear();
+            }
+            out.wake_waiters();
+            progress = true;
+        }
+        if let OutState::Closing(ours) = out.state.clone() {
+            if self.phase == Phase::Open {
+                self.phase = Phase::CloseSent;
+                drop(out);
+                if self.peer_closed.is_some() {
+                    // Raw session answering the peer's Close.
+                    let peer = self.peer_closed.clone().flatten();
+                    self.finish_handshake(ours, peer);
+                } else {
+                    self.ping_timer = None;
+                    self.arm_close();
+                }
+                progress = true;
+            }
+        }
+        Some(progress)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let start = self.written;
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::io(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    self.written += n as u64;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::io(e))),
+                Poll::Pending => break,
+            }
+        }
+        if self.written != start || self.wbuf.is_empty() {
+            if self.wbuf.is_empty() {
+                // A flushed socket: tell flush() waiters.
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::io(e))),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            let mut out = self.shared.out();
+            if out.written != self.written {
+                out.written = self.written;
+                out.wake_waiters();
+            }
+        }
+        if self.wbuf.is_empty() { Poll::Ready(Ok(())) } else { Poll::Pending }
+    }
+
+    fn room_to_read(&self, cx: &mut Context<'_>) -> bool {
+        if self.deferred.is_some() {
+            return false; // nothing after a violation is worth reading
+        }
+        if self.phase == Phase::Draining {
+            return true;
+        }
+        let mut inc = self.shared.inc();
+        if inc.items.len() >= self.shared.incoming_capacity {
+            inc.driver = Some(cx.waker().clone());
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Reads once and handles every complete frame. `Ready(true)` if bytes arrived.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let wanted = self.decoder.wanted();
+        let need = wanted.saturating_sub(self.rbuf.len()).max(1);
+        if self.rbuf.capacity() - self.rbuf.len() < need.min(READ_CHUNK) {
+            // Large frames: reserve exactly what the frame still needs so reads land in place.
+            self.rbuf.reserve(if wanted > self.rbuf.len() { need.max(READ_CHUNK.min(need)) } else { READ_CHUNK });
+        }
+        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.read_eof = true;
+                if self.outcome.is_none() {
+                    self.fail(Error::io(e), "");
+                }
+                return Poll::Ready(true);
+            }
+            Poll::Ready(Ok(n)) => n,
+        };
+        if n == 0 {
+            self.read_eof = true;
+            if self.outcome.is_none() {
+                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame");
+                self.close_out(Error::io(e));
+                self.outcome = Some(Outcome {
+                    reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "Connection was closed without close frame"),
+                    peer: None,
+                    result: Err(Error::io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame"))),
+                });
+                self.enter_draining();
+            }
+            return Poll::Ready(true);
+        }
+        if self.phase == Phase::Draining {
+            self.rbuf.clear();
+            return Poll::Ready(true);
+        }
+        self.decode_all();
+        Poll::Ready(true)
+    }
+
+    /// Handles every complete frame in the read buffer.
+    fn decode_all(&mut self) {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.on_frame(frame) {
+                        let text = match &e {
+                            Error::Protocol { error, .. } => error.to_string(),
+                            e => e.to_string(),
+                        };
+                        self.defer(e, text);
+                        break;
+                    }
+                    if self.phase == Phase::Draining {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let text = e.to_string();
+                    self.defer(Error::protocol(e), text);
+                    break;
+                }
+            }
+        }
+        self.deliver();
+    }
+
+    fn defer(&mut self, error: Error, text: String) {
+        self.deferred = Some((error, text));
+        self.arm_close();
+    }
+
+    /// Fails a deferred violation once the application has taken every message delivered
+    /// before it and is waiting for more.
+    fn settle_deferred(&mut self) -> bool {
+        if self.deferred.is_none() {
+            return false;
+        }
+        let caught_up = {
+            let inc = self.shared.inc();
+            inc.items.is_empty() && inc.receiver.is_some()
+        } && self.batch.is_empty();
+        if caught_up {
+            self.fail_deferred();
+        }
+        caught_up
+    }
+
+    fn fail_deferred(&mut self) {
+        if let Some((e, text)) = self.deferred.take() {
+            // What the application sent in reply goes out before the Close.
+            let _ = self.take_outgoing();
+            self.fail(e, &text);
+        }
+    }
+
+    fn deliver(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut inc = self.shared.inc();
+        inc.items.extend(self.batch.drain(..));
+        if let Some(w) = inc.receiver.take() {
+            drop(inc);
+            w.wake();
+        }
+    }
+
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if let Some(t) = self.close_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                self.close_timer = None;
+                progress = true;
+                if self.deferred.is_some() {
+                    self.fail_deferred();
+                    return progress;
+                }
+                match self.phase {
+                    Phase::CloseSent => {
+                        // The peer never answered our Close.
+                        let ours = match self.shared.out().state.clone() {
+                            OutState::Closing(r) => r,
+                            _ => CloseReason::normal(),
+                        };
+                        self.close_out(Error::Timeout(TimeoutKind::Close));
+                        self.outcome = Some(Outcome { reason: ours, peer: None, result: Err(Error::Timeout(TimeoutKind::Close)) });
+                        self.phase = Phase::Draining;
+                        // Give up on the TCP close, and on bytes the peer will not read.
+                        self.read_eof = true;
+                        self.wbuf.clear();
+                    }
+                    _ => {
+                        self.read_eof = true;
+                        self.wbuf.clear();
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.ping_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                progress = true;
+                match self.keepalive {
+                    Keepalive::Off => self.ping_timer = None,
+                    Keepalive::Idle => {
+                        let mut p = [0u8; 16];
+                        wsc_proto::Entropy::fill(self.keys.source(), &mut p);
+                        self.control(OpCode::Ping, &p);
+                        self.keepalive = Keepalive::Awaiting(p);
+                        let timeout = self.shared.ping_timeout().unwrap_or(Duration::from_secs(30));
+                        self.arm_ping(Instant::now() + timeout);
+                    }
+                    Keepalive::Awaiting(_) => {
+                        let paused = self.shared.inc().items.len() >= self.shared.incoming_capacity;
+                        if paused {
+                            // We stopped reading because the application is slow; the pong
+                            // may be sitting unread. Wait another round.
+                            let timeout = self.shared.ping_timeout().unwrap_or(Duration::from_secs(30));
+                            self.arm_ping(Instant::now() + timeout);
+                        } else {
+                            self.fail(Error::Timeout(TimeoutKind::Ping), "Ping timeout");
+                        }
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    fn publish(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| Outcome {
+            reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
+            peer: None,
+            result: Ok(()),
+        });
+        {
+            let mut out = self.shared.out();
+            out.state = OutState::Closed;
+            if out.closed_error.is_none() {
+                out.closed_error = Some(Error::Closed(Some(outcome.reason.clone())));
+            }
+            out.buf = BytesMut::new();
+            out.wake_waiters();
+        }
+        {
+            let mut inc = self.shared.inc();
+            inc.end = Some(outcome.result.clone());
+            if let Some(w) = inc.receiver.take() {
+                w.wake();
+            }
+        }
+        self.shared.outcome.send_replace(Some(outcome));
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BUDGET {
+            self.shared.out().driver = Some(cx.waker().clone());
+            self.sync_settings();
+            let Some(mut progress) = self.take_outgoing() else {
+                // terminate(): drop the connection at once.
+                self.publish();
+                return Poll::Ready(());
+            };
+            progress |= self.settle_deferred();
+            match self.poll_write(cx) {
+                Poll::Ready(Err(e)) => {
+                    self.wbuf.clear();
+                    self.read_eof = true;
+                    if self.outcome.is_none() {
+                        self.fail(e, "");
+                    }
+                    progress = true;
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+            if !self.read_eof && self.room_to_read(cx) {
+                if let Poll::Ready(true) = self.poll_read(cx) {
+                    progress = true;
+                }
+            }
+            progress |= self.poll_timers(cx);
+            if self.phase == Phase::Draining && self.wbuf.is_empty() && self.read_eof {
+                self.publish();
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        ready!(this.poll_run(cx));
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,640 @@
+//! Sessions: the handles an application holds once the handshake is done.
+//!
+//! [`Session`] (default) delivers whole [`Message`]s and runs pings, keepalive, reassembly and
+//! the close handshake in its driver task; [`RawSession`] delivers every [`Frame`] and does
+//! none of it. Both split into a cloneable [`Sender`] and a receiver that can live in
+//! different tasks.
+//!
+//! Cancel safety: dropping a `recv()`, `send()` or `flush()` future loses nothing and leaves
+//! the session usable — a message is queued whole within one poll or not at all, and a
+//! received item is removed from the queue only when it is returned.
+
+mod driver;
+mod shared;
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::{HeaderMap, Method, StatusCode};
+use url::Url;
+use wsc_proto::{CloseReason, Extension, Frame, Message, OpCode};
+
+pub(crate) use driver::Driver;
+pub(crate) use shared::Shared;
+use shared::{Item, OutState, Outcome};
+
+use crate::error::{Error, TimeoutKind};
+
+/// The HTTP exchange that opened a session (Ktor's `call`).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub(crate) url: Url,
+    pub(crate) request_headers: HeaderMap,
+    pub(crate) status: StatusCode,
+    pub(crate) response_headers: HeaderMap,
+    pub(crate) protocol: Option<String>,
+    pub(crate) extensions: Vec<String>,
+}
+
+impl Call {
+    /// The request URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+    /// The request method (always GET for an HTTP/1.1 upgrade).
+    pub fn method(&self) -> Method {
+        Method::GET
+    }
+    /// The request headers as sent.
+    pub fn request_headers(&self) -> &HeaderMap {
+        &self.request_headers
+    }
+    /// The response status (101).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// The response headers.
+    pub fn response_headers(&self) -> &HeaderMap {
+        &self.response_headers
+    }
+    /// The subprotocol the server chose, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+    /// The negotiated extensions, each as its parameters in force.
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+}
+
+/// Drops to signal the driver that every handle is gone.
+struct Guard(Arc<Shared>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.out().abandoned = true;
+        self.0.wake_driver();
+    }
+}
+
+/// The sending half of a session: cheap to clone, usable from many tasks (Ktor's `outgoing`).
+///
+/// Sends encode and mask the message straight into the session's outgoing queue; the driver
+/// task writes it. When the queue holds more than the configured capacity, `send` waits
+/// (backpressure). Sending on a closed session is an [`Error::Closed`] (or the error that
+/// ended the session), never a panic.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    raw: bool,
+    _guard: Arc<Guard>,
+    flush_target: Option<u64>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("raw", &self.raw).finish()
+    }
+}
+
+enum Outgoing<'a> {
+    Data(OpCode, &'a [u8], Option<usize>),
+    Frame(&'a Frame),
+}
+
+impl Sender {
+    fn poll_enqueue(&self, cx: &mut Context<'_>, what: &Outgoing<'_>) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        if out.state != OutState::Open {
+            return Poll::Ready(Err(out.send_error()));
+        }
+        if out.buf.len() >= self.shared.outgoing_capacity {
+            out.waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let was_empty = out.buf.is_empty();
+        let masking = self.shared.settings.masking.load(Ordering::Relaxed);
+        match *what {
+            Outgoing::Data(op, payload, frag) => out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size))?,
+            Outgoing::Frame(f) if f.opcode == OpCode::Close => {
+                let reason = f.close_reason().map_err(|e| Error::InvalidConfig(format!("invalid Close frame: {e}")))?.unwrap_or_else(CloseReason::normal);
+                out.encode_raw(f, masking);
+                out.state = OutState::Closing(reason);
+            }
+            Outgoing::Frame(f) => out.encode_raw(f, masking),
+        }
+        let driver = if was_empty { out.driver.clone() } else { None };
+        drop(out);
+        if let Some(w) = driver {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    async fn enqueue(&self, what: Outgoing<'_>) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_enqueue(cx, &what)).await
+    }
+
+    /// Sends a message: `&str`, `String`, `Vec<u8>`, `Bytes` or [`Message`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        let m = message.into();
+        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), None)).await
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&self, text: &str) -> Result<(), Error> {
+        self.enqueue(Outgoing::Data(OpCode::Text, text.as_bytes(), None)).await
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
+        self.enqueue(Outgoing::Data(OpCode::Binary, data, None)).await
+    }
+
+    /// Sends a message as fragments of at most `fragment_size` bytes (RFC 6455 §5.4).
+    pub async fn send_fragmented(&self, message: impl Into<Message>, fragment_size: usize) -> Result<(), Error> {
+        if fragment_size == 0 {
+            return Err(Error::InvalidConfig("fragment size must be at least 1 byte".into()));
+        }
+        let m = message.into();
+        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), Some(fragment_size))).await
+    }
+
+    /// Sends a frame exactly as given: no extension, no fragmentation. A Close frame starts
+    /// the closing handshake. Control frames must have FIN set and at most 125 bytes.
+    pub async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
+        if frame.opcode.is_control() && (!frame.fin || frame.payload.len() > 125) {
+            return Err(Error::InvalidConfig("control frames must be final and at most 125 bytes".into()));
+        }
+        self.enqueue(Outgoing::Frame(&frame)).await
+    }
+
+    /// Sends a Ping with `payload` (at most 125 bytes).
+    pub async fn ping(&self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.send_frame(Frame::ping(payload)).await
+    }
+
+    fn poll_flush_to(&self, cx: &mut Context<'_>, target: u64) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        if out.written >= target {
+            return Poll::Ready(Ok(()));
+        }
+        if out.state == OutState::Closed && !self.driver_alive() {
+            return Poll::Ready(Err(out.send_error()));
+        }
+        out.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn driver_alive(&self) -> bool {
+        self.shared.outcome.borrow().is_none()
+    }
+
+    /// Waits until everything sent so far has been written to the socket (Ktor's `flush()`).
+    pub async fn flush(&self) -> Result<(), Error> {
+        let target = self.shared.out().queued;
+        poll_fn(|cx| self.poll_flush_to(cx, target)).await
+    }
+
+    /// Starts the closing handshake with `reason` and waits for it to finish: the peer's
+    /// Close, or the close timeout. Returns the peer's reason (`None` if its Close was empty).
+    ///
+    /// Closing an already closing or closed session waits for the same outcome.
+    pub async fn close(&self, reason: CloseReason) -> Result<Option<CloseReason>, Error> {
+        let frame = Frame::close(Some(&reason));
+        match self.enqueue(Outgoing::Frame(&frame)).await {
+            Ok(()) | Err(Error::Closed(_)) => {}
+            Err(e) if !self.driver_alive() => return Err(e),
+            Err(_) => {}
+        }
+        let outcome = self.outcome().await;
+        match outcome.result {
+            Ok(()) => Ok(outcome.peer),
+            Err(Error::Timeout(TimeoutKind::Close)) => Err(Error::Timeout(TimeoutKind::Close)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the connection at once, without a closing handshake (Ktor's `terminate()`).
+    pub fn terminate(&self) {
+        self.shared.out().terminate = true;
+        self.shared.wake_driver();
+    }
+
+    async fn outcome(&self) -> Outcome {
+        let mut rx = self.shared.outcome.subscribe();
+        loop {
+            if let Some(o) = rx.borrow_and_update().clone() {
+                return o;
+            }
+            if rx.changed().await.is_err() {
+                return Outcome { reason: CloseReason::truncated(1006, "session dropped"), peer: None, result: Err(Error::Closed(None)) };
+            }
+        }
+    }
+
+    /// Waits for the session to end and returns its close reason (Ktor's `closeReason`): the
+    /// peer's if it closed first (an empty Close reads as 1000), ours if we did, 1006 if the
+    /// connection dropped, the failure's code (1002, 1007, 1009, 1011 …) if it failed.
+    pub async fn close_reason(&self) -> CloseReason {
+        self.outcome().await.reason
+    }
+
+    /// The close reason if the session has ended, without waiting.
+    pub fn try_close_reason(&self) -> Option<CloseReason> {
+        self.shared.outcome.borrow().as_ref().map(|o| o.reason.clone())
+    }
+
+    /// Whether the session still accepts sends.
+    pub fn is_open(&self) -> bool {
+        self.shared.out().state == OutState::Open
+    }
+
+    /// The largest frame accepted from the peer.
+    pub fn max_frame_size(&self) -> usize {
+        self.shared.settings.max_frame_size.load(Ordering::Acquire)
+    }
+    /// Changes the largest frame accepted from the peer, from the next frame on.
+    pub fn set_max_frame_size(&self, bytes: usize) {
+        self.shared.settings.max_frame_size.store(bytes.max(1), Ordering::Release);
+        self.shared.settings_changed();
+    }
+    /// The largest message accepted from the peer.
+    pub fn max_message_size(&self) -> usize {
+        self.shared.settings.max_message_size.load(Ordering::Acquire)
+    }
+    /// Changes the largest message accepted from the peer.
+    pub fn set_max_message_size(&self, bytes: usize) {
+        self.shared.settings.max_message_size.store(bytes.max(1), Ordering::Release);
+        self.shared.settings_changed();
+    }
+    /// Whether outgoing frames are masked.
+    pub fn masking(&self) -> bool {
+        self.shared.settings.masking.load(Ordering::Acquire)
+    }
+    /// Turns masking of outgoing frames on or off (RFC 6455 requires it of clients).
+    pub fn set_masking(&self, on: bool) {
+        self.shared.settings.masking.store(on, Ordering::Release);
+        self.shared.settings_changed();
+    }
+    /// The keepalive ping interval (`None`: off).
+    pub fn ping_interval(&self) -> Option<Duration> {
+        self.shared.ping_interval()
+    }
+    /// Changes the ping interval; the schedule restarts from now.
+    pub fn set_ping_interval(&self, every: Option<Duration>) {
+        self.shared.set_ping(every.filter(|d| !d.is_zero()), None);
+    }
+    /// The ping timeout in force.
+    pub fn ping_timeout(&self) -> Option<Duration> {
+        self.shared.ping_timeout()
+    }
+    /// Changes the ping timeout (`None`: twice the interval).
+    pub fn set_ping_timeout(&self, timeout: Option<Duration>) {
+        self.shared.set_ping(self.shared.ping_interval(), Some(timeout.filter(|d| !d.is_zero())));
+    }
+}
+
+impl futures_sink::Sink<Message> for Sender {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        if out.state != OutState::Open {
+            return Poll::Ready(Err(out.send_error()));
+        }
+        if out.buf.len() >= self.shared.outgoing_capacity {
+            out.waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let this = self.get_mut();
+        let mut out = this.shared.out();
+        if out.state != OutState::Open {
+            return Err(out.send_error());
+        }
+        let was_empty = out.buf.is_empty();
+        let masking = this.shared.settings.masking.load(Ordering::Relaxed);
+        out.encode_message(item.opcode(), item.as_bytes(), masking, this.shared.fragment_size)?;
+        let target = out.queued;
+        let driver = if was_empty { out.driver.clone() } else { None };
+        drop(out);
+        this.flush_target = Some(target);
+        if let Some(w) = driver {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        match this.flush_target {
+            None => Poll::Ready(Ok(())),
+            Some(t) => {
+                let r = this.poll_flush_to(cx, t);
+                if r.is_ready() {
+                    this.flush_target = None;
+                }
+                r
+            }
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        {
+            let mut out = this.shared.out();
+            if out.state == OutState::Open {
+                let masking = this.shared.settings.masking.load(Ordering::Relaxed);
+                let r = CloseReason::normal();
+                out.encode_raw(&Frame::close(Some(&r)), masking);
+                out.state = OutState::Closing(r);
+                let w = out.driver.clone();
+                drop(out);
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+        }
+        let mut rx = this.shared.outcome.subscribe();
+        if rx.borrow_and_update().is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        // Wait for the outcome: poll the watch's change future once (it registers the waker).
+        let fut = rx.changed();
+        tokio::pin!(fut);
+        match fut.poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+/// Receives items from the driver: batches them out of the shared queue under one lock.
+struct Inbox {
+    shared: Arc<Shared>,
+    local: VecDeque<Item>,
+    done: bool,
+    _guard: Arc<Guard>,
+}
+
+impl Inbox {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Error>>> {
+        if let Some(i) = self.local.pop_front() {
+            return Poll::Ready(Some(Ok(i)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut inc = self.shared.inc();
+        if !inc.items.is_empty() {
+            std::mem::swap(&mut self.local, &mut inc.items);
+            let driver = inc.driver.take();
+            drop(inc);
+            if let Some(w) = driver {
+                w.wake();
+            }
+            return Poll::Ready(self.local.pop_front().map(Ok));
+        }
+        match &inc.end {
+            Some(Ok(())) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e.clone())))
+            }
+            None => {
+                inc.receiver = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The receiving half of a default session (Ktor's `incoming`): whole messages, control frames
+/// handled. A [`Stream`] of `Result<Message, Error>`; ends (`None`) after a normal close, or
+/// yields the error that failed the session once and then ends.
+pub struct Receiver {
+    inbox: Inbox,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receiver")
+    }
+}
+
+impl Receiver {
+    /// The next message; `None` after a normal close. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            return match self.inbox.poll_item(cx) {
+                Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(m))),
+                Poll::Ready(Some(Ok(Item::Frame(_)))) => continue,
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+impl Stream for Receiver {
+    type Item = Result<Message, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+/// The receiving half of a raw session: every frame as it arrived.
+pub struct RawReceiver {
+    inbox: Inbox,
+}
+
+impl std::fmt::Debug for RawReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawReceiver")
+    }
+}
+
+impl RawReceiver {
+    /// The next frame; `None` once the connection is closed cleanly. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
+        match self.inbox.poll_item(cx) {
+            Poll::Ready(Some(Ok(Item::Frame(f)))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(Frame::new(m.opcode(), m.into_bytes())))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Stream for RawReceiver {
+    type Item = Result<Frame, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+pub(crate) fn start<S>(
+    io: S,
+    shared: Arc<Shared>,
+    leftover: bytes::BytesMut,
+    raw: bool,
+    incoming_extensions: Vec<Box<dyn Extension>>,
+) -> (Sender, Inbox2)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let driver = Driver::new(io, shared.clone(), leftover, raw, incoming_extensions);
+    tokio::spawn(driver);
+    let guard = Arc::new(Guard(shared.clone()));
+    let sender = Sender { shared: shared.clone(), raw, _guard: guard.clone(), flush_target: None };
+    (sender, Inbox2(Inbox { shared, local: VecDeque::new(), done: false, _guard: guard }))
+}
+
+/// An inbox not yet typed as default or raw.
+pub(crate) struct Inbox2(Inbox);
+
+/// A default session (Ktor's `DefaultClientWebSocketSession`): send and receive messages;
+/// pings answered, keepalive, fragments reassembled, close handshake completed for you.
+///
+/// Derefs to its [`Sender`], so `session.send(..)`, `session.close(..)`,
+/// `session.set_ping_interval(..)` and the rest work directly.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsc::Error> {
+/// let client = wsc::Client::new();
+/// let mut session = client.connect("ws://127.0.0.1:9001/echo").await?;
+/// session.send("hello").await?;
+/// if let Some(Ok(reply)) = session.recv().await {
+///     println!("{reply:?}");
+/// }
+/// session.close(wsc::CloseReason::normal()).await?;
+/// # Ok(()) }
+/// ```
+pub struct Session {
+    sender: Sender,
+    receiver: Receiver,
+    call: Arc<Call>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("url", &self.call.url.as_str()).finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
+        Session { sender, receiver: Receiver { inbox: inbox.0 }, call: Arc::new(call) }
+    }
+    /// The next message; `None` after a normal close. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        self.receiver.recv().await
+    }
+    /// The HTTP exchange that opened the session.
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+    /// The subprotocol the server chose.
+    pub fn protocol(&self) -> Option<&str> {
+        self.call.protocol()
+    }
+    /// A sender for other tasks (the session keeps its own).
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+    /// Splits into a sender and a receiver that can live in different tasks.
+    pub fn split(self) -> (Sender, Receiver) {
+        (self.sender, self.receiver)
+    }
+    /// The receiving half, borrowed (for `StreamExt` combinators).
+    pub fn receiver(&mut self) -> &mut Receiver {
+        &mut self.receiver
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Sender;
+    fn deref(&self) -> &Sender {
+        &self.sender
+    }
+}
+
+impl Stream for Session {
+    type Item = Result<Message, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().receiver.poll_recv(cx)
+    }
+}
+
+/// A raw session (Ktor's `webSocketRawSession`): every frame in, frames out as given; no
+/// automatic Pong, keepalive, reassembly or Close reply. Frames are still validated (RFC 6455
+/// §5), so a broken peer fails the session with the right code.
+pub struct RawSession {
+    sender: Sender,
+    receiver: RawReceiver,
+    call: Arc<Call>,
+}
+
+impl std::fmt::Debug for RawSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSession").field("url", &self.call.url.as_str()).finish()
+    }
+}
+
+impl RawSession {
+    pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
+        RawSession { sender, receiver: RawReceiver { inbox: inbox.0 }, call: Arc::new(call) }
+    }
+    /// The next frame. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
+        self.receiver.recv().await
+    }
+    /// The HTTP exchange that opened the session.
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+    /// Splits into a sender and a receiver.
+    pub fn split(self) -> (Sender, RawReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+impl std::ops::Deref for RawSession {
+    type Target = Sender;
+    fn deref(&self) -> &Sender {
+        &self.sender
+    }
+}
+
+impl Stream for RawSession {
+    type Item = Result<Frame, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().receiver.poll_recv(cx)
+    }
+}

@@ -1,0 +1,257 @@
+//! The state a session's handles share with its driver task.
+//!
+//! Owns the outgoing byte queue (senders encode and mask frames straight into it, so a send
+//! costs one lock and no channel hop), the incoming item queue (the driver pushes a whole
+//! read's worth of messages under one lock; a receiver takes them all at once), the live
+//! settings, and the session's final outcome.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::watch;
+use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, encode_frame};
+
+use crate::config::Config;
+use crate::entropy::OsEntropy;
+use crate::error::Error;
+
+/// What the driver hands to a receiver.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Message(Message),
+    Frame(Frame),
+}
+
+/// How the session ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// The close reason in Ktor's sense: the peer's if it closed first, ours if we did,
+    /// 1006 for a dropped connection, the failure code for a failed one.
+    pub reason: CloseReason,
+    /// The peer's Close, if one arrived.
+    pub peer: Option<CloseReason>,
+    /// `Ok` for a completed close handshake.
+    pub result: Result<(), Error>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OutState {
+    Open,
+    /// The user queued a Close with this reason.
+    Closing(CloseReason),
+    /// No more sends; the error senders get.
+    Closed,
+}
+
+pub(crate) struct Out {
+    pub buf: BytesMut,
+    pub queued: u64,
+    pub written: u64,
+    pub state: OutState,
+    pub closed_error: Option<Error>,
+    pub driver: Option<Waker>,
+    pub waiters: Vec<Waker>,
+    pub keys: MaskKeys<OsEntropy>,
+    pub extensions: Vec<Box<dyn Extension>>,
+    pub terminate: bool,
+    pub abandoned: bool,
+}
+
+pub(crate) struct In {
+    pub items: VecDeque<Item>,
+    pub end: Option<Result<(), Error>>,
+    pub receiver: Option<Waker>,
+    pub driver: Option<Waker>,
+}
+
+/// Settings that can change while the session runs.
+pub(crate) struct Settings {
+    pub max_frame_size: AtomicUsize,
+    pub max_message_size: AtomicUsize,
+    pub masking: AtomicBool,
+    /// Milliseconds; 0 = off.
+    pub ping_interval: AtomicU64,
+    /// Milliseconds; 0 = twice the interval.
+    pub ping_timeout: AtomicU64,
+    pub generation: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub out: Mutex<Out>,
+    pub inc: Mutex<In>,
+    pub settings: Settings,
+    pub outcome: watch::Sender<Option<Outcome>>,
+    pub outgoing_capacity: usize,
+    pub incoming_capacity: usize,
+    pub fragment_size: Option<usize>,
+    pub close_timeout: Duration,
+}
+
+fn millis(d: Option<Duration>) -> u64 {
+    d.map(|d| (d.as_millis() as u64).max(1)).unwrap_or(0)
+}
+
+impl Shared {
+    pub(crate) fn new(config: &Config, extensions: Vec<Box<dyn Extension>>) -> Arc<Shared> {
+        let (outcome, _) = watch::channel(None);
+        Arc::new(Shared {
+            out: Mutex::new(Out {
+                buf: BytesMut::new(),
+                queued: 0,
+                written: 0,
+                state: OutState::Open,
+                closed_error: None,
+                driver: None,
+                waiters: Vec::new(),
+                keys: MaskKeys::new(OsEntropy::new()),
+                extensions,
+                terminate: false,
+                abandoned: false,
+            }),
+            inc: Mutex::new(In { items: VecDeque::new(), end: None, receiver: None, driver: None }),
+            settings: Settings {
+                max_frame_size: AtomicUsize::new(config.max_frame_size),
+                max_message_size: AtomicUsize::new(config.max_message_size),
+                masking: AtomicBool::new(config.masking),
+                ping_interval: AtomicU64::new(millis(config.ping_interval)),
+                ping_timeout: AtomicU64::new(millis(config.ping_timeout)),
+                generation: AtomicU64::new(0),
+            },
+            outcome,
+            outgoing_capacity: config.outgoing_capacity,
+            incoming_capacity: config.incoming_capacity,
+            fragment_size: config.write_fragment_size,
+            close_timeout: config.close_timeout,
+        })
+    }
+
+    pub(crate) fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn inc(&self) -> MutexGuard<'_, In> {
+        self.inc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the driver that something changed.
+    pub(crate) fn wake_driver(&self) {
+        let w = self.out().driver.clone();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn settings_changed(&self) {
+        self.settings.generation.fetch_add(1, Ordering::Release);
+        self.wake_driver();
+    }
+
+    pub(crate) fn ping_interval(&self) -> Option<Duration> {
+        match self.settings.ping_interval.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn ping_timeout(&self) -> Option<Duration> {
+        match self.settings.ping_timeout.load(Ordering::Acquire) {
+            0 => self.ping_interval().map(|i| i * 2),
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn set_ping(&self, interval: Option<Duration>, timeout: Option<Option<Duration>>) {
+        self.settings.ping_interval.store(millis(interval), Ordering::Release);
+        if let Some(t) = timeout {
+            self.settings.ping_timeout.store(millis(t), Ordering::Release);
+        }
+        self.settings_changed();
+    }
+}
+
+impl Out {
+    /// The error a send gets once the session no longer accepts frames.
+    pub(crate) fn send_error(&self) -> Error {
+        self.closed_error.clone().unwrap_or(Error::Closed(None))
+    }
+
+    /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
+    pub(crate) fn encode_message(&mut self, opcode: OpCode, payload: &[u8], masking: bool, fragment: Option<usize>) -> Result<(), Error> {
+        let mut exts = std::mem::take(&mut self.extensions);
+        let r = self.encode_through(&mut exts, opcode, payload, masking, fragment);
+        self.extensions = exts;
+        r
+    }
+
+    fn encode_through(
+        &mut self,
+        exts: &mut [Box<dyn Extension>],
+        opcode: OpCode,
+        payload: &[u8],
+        masking: bool,
+        fragment: Option<usize>,
+    ) -> Result<(), Error> {
+        let mut rsv = 0u8;
+        let mut owned: Option<Vec<u8>> = None;
+        let last = exts.len().saturating_sub(1);
+        for (i, e) in exts.iter_mut().enumerate() {
+            let input = owned.as_deref().unwrap_or(payload);
+            let (bits, name) = (e.rsv(), e.name());
+            let encoded = e.encode(opcode, input).map_err(|err| Error::InvalidConfig(format!("extension {name} failed to encode: {err}")))?;
+            match encoded {
+                // The common case, one extension: frame its output straight from its buffer.
+                Some(out) if i == last => {
+                    self.encode_data(opcode, rsv | bits, out, masking, fragment);
+                    return Ok(());
+                }
+                Some(out) => {
+                    owned = Some(out.to_vec());
+                    rsv |= bits;
+                }
+                None => {}
+            }
+        }
+        let data = owned.as_deref().unwrap_or(payload);
+        self.encode_data(opcode, rsv, data, masking, fragment);
+        Ok(())
+    }
+
+    fn encode_data(&mut self, opcode: OpCode, rsv: u8, data: &[u8], masking: bool, fragment: Option<usize>) {
+        let before = self.buf.len();
+        match fragment {
+            Some(size) if data.len() > size => {
+                let mut chunks = data.chunks(size).peekable();
+                let mut first = true;
+                while let Some(c) = chunks.next() {
+                    let op = if first { opcode } else { OpCode::Continuation };
+                    let key = masking.then(|| self.keys.next_key());
+                    encode_frame(&mut self.buf, op, chunks.peek().is_none(), if first { rsv } else { 0 }, c, key);
+                    first = false;
+                }
+            }
+            _ => {
+                let key = masking.then(|| self.keys.next_key());
+                encode_frame(&mut self.buf, opcode, true, rsv, data, key);
+            }
+        }
+        self.queued += (self.buf.len() - before) as u64;
+    }
+
+    /// Encodes one frame as given (no extension processing).
+    pub(crate) fn encode_raw(&mut self, frame: &Frame, masking: bool) {
+        let before = self.buf.len();
+        let key = masking.then(|| self.keys.next_key());
+        encode_frame(&mut self.buf, frame.opcode, frame.fin, frame.rsv, &frame.payload, key);
+        self.queued += (self.buf.len() - before) as u64;
+    }
+
+    pub(crate) fn wake_waiters(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
