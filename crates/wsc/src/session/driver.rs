@@ -170,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.control(OpCode::Close, &reason.to_payload());
         }
         self.close_out(error.clone());
-        self.outcome = Some(Outcome { reason, peer: self.peer_closed.clone().flatten(), result: Err(error) });
+        self.set_outcome(Outcome { reason, peer: self.peer_closed.clone().flatten(), result: Err(error) });
         self.enter_draining();
     }
 
@@ -262,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         let echo = reason.as_ref().map(|r| CloseReason::truncated(r.code(), r.reason()));
                         let payload = echo.map(|r| r.to_payload()).unwrap_or_default();
                         self.control(OpCode::Close, &payload);
-                        self.outcome = Some(Outcome { reason: shown, peer: reason, result: Ok(()) });
+                        self.set_outcome(Outcome { reason: shown, peer: reason, result: Ok(()) });
                         self.enter_draining();
                     }
                 }
@@ -280,7 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn finish_handshake(&mut self, ours: CloseReason, peer: Option<CloseReason>) {
         self.close_out(Error::Closed(Some(ours.clone())));
-        self.outcome = Some(Outcome { reason: ours, peer, result: Ok(()) });
+        self.set_outcome(Outcome { reason: ours, peer, result: Ok(()) });
         self.enter_draining();
     }
 
@@ -399,7 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.outcome.is_none() {
                 let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame");
                 self.close_out(Error::io(e));
-                self.outcome = Some(Outcome {
+                self.set_outcome(Outcome {
                     reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "Connection was closed without close frame"),
                     peer: None,
                     result: Err(Error::io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame"))),
@@ -503,7 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                             _ => CloseReason::normal(),
                         };
                         self.close_out(Error::Timeout(TimeoutKind::Close));
-                        self.outcome = Some(Outcome { reason: ours, peer: None, result: Err(Error::Timeout(TimeoutKind::Close)) });
+                        self.set_outcome(Outcome { reason: ours, peer: None, result: Err(Error::Timeout(TimeoutKind::Close)) });
                         self.phase = Phase::Draining;
                         // Give up on the TCP close, and on bytes the peer will not read.
                         self.read_eof = true;
@@ -546,12 +546,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         progress
     }
 
+    /// Decides how the session ended and tells the handles at once; the driver may still
+    /// drain the connection afterwards. Only the first decision counts.
+    fn set_outcome(&mut self, outcome: Outcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(outcome.clone());
+        {
+            let mut inc = self.shared.inc();
+            inc.end = Some(outcome.result.clone());
+            if let Some(w) = inc.receiver.take() {
+                w.wake();
+            }
+        }
+        self.shared.outcome.send_replace(Some(outcome));
+    }
+
     fn publish(&mut self) {
-        let outcome = self.outcome.take().unwrap_or_else(|| Outcome {
-            reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
-            peer: None,
-            result: Ok(()),
-        });
+        if self.outcome.is_none() {
+            self.set_outcome(Outcome {
+                reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
+                peer: None,
+                result: Ok(()),
+            });
+        }
+        let outcome = self.outcome.clone().expect("set above");
         {
             let mut out = self.shared.out();
             out.state = OutState::Closed;
@@ -561,14 +581,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             out.buf = BytesMut::new();
             out.wake_waiters();
         }
-        {
-            let mut inc = self.shared.inc();
-            inc.end = Some(outcome.result.clone());
-            if let Some(w) = inc.receiver.take() {
-                w.wake();
-            }
-        }
-        self.shared.outcome.send_replace(Some(outcome));
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {

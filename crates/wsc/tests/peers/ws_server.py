@@ -1,0 +1,73 @@
+"""A WebSocket server for wsc's integration tests, built on the `websockets` package.
+
+Usage: ws_server.py [--deflate] [--no-context-takeover]
+Binds 127.0.0.1 on a free port and prints `READY <port>`. Paths:
+  /            echo every message (a text "close:CODE:REASON" makes the server close so)
+  /refuse      answers 403 with body "go away"
+  /stall       accepts, then stops reading (so pings go unanswered)
+  /fragments   sends one text message in three fragments, then echoes
+  /big?n=N     sends one binary message of N bytes, then echoes
+"""
+import asyncio
+import http
+import sys
+from urllib.parse import urlparse, parse_qs
+
+from websockets.asyncio.server import serve
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+
+async def handler(ws):
+    url = urlparse(ws.request.path)
+    if url.path == "/stall":
+        ws.transport.pause_reading()
+        await asyncio.sleep(3600)
+        return
+    if url.path == "/fragments":
+        await ws.send(["frag-one ", "frag-two ", "frag-three"])
+    if url.path == "/big":
+        n = int(parse_qs(url.query)["n"][0])
+        await ws.send(bytes(i % 251 for i in range(n)))
+    async for msg in ws:
+        if isinstance(msg, str) and msg.startswith("close:"):
+            _, code, reason = msg.split(":", 2)
+            await ws.close(int(code), reason)
+            return
+        await ws.send(msg)
+
+
+def process_request(conn, request):
+    if request.path.startswith("/refuse"):
+        return conn.respond(http.HTTPStatus.FORBIDDEN, "go away\n")
+    return None
+
+
+def select_subprotocol(conn, offered):
+    for p in ("chat", "superchat"):
+        if p in offered:
+            return p
+    return None
+
+
+async def main():
+    ext = None
+    if "--deflate" in sys.argv:
+        nct = "--no-context-takeover" in sys.argv
+        ext = [ServerPerMessageDeflateFactory(server_no_context_takeover=nct, client_no_context_takeover=nct)]
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        process_request=process_request,
+        select_subprotocol=select_subprotocol,
+        max_size=None,
+        ping_interval=None,
+        compression=None if ext is None else None,
+        extensions=ext,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"READY {port}", flush=True)
+        await server.serve_forever()
+
+
+asyncio.run(main())
