@@ -39,7 +39,14 @@ pub struct Assembler {
 impl Assembler {
     /// An assembler enforcing `max_message_size` (after extensions).
     pub fn new(max_message_size: usize) -> Self {
-        Assembler { max_message_size, open: None, plain: BytesMut::new(), inflated: Vec::new(), stage: Vec::new(), utf8: Utf8Validator::default() }
+        Assembler {
+            max_message_size,
+            open: None,
+            plain: BytesMut::new(),
+            inflated: Vec::new(),
+            stage: Vec::new(),
+            utf8: Utf8Validator::default(),
+        }
     }
 
     /// Changes the limit; applies from the next fragment.
@@ -50,13 +57,21 @@ impl Assembler {
     /// Takes the next data frame (Text, Binary or Continuation; the caller routes control
     /// frames elsewhere) and returns a message when `frame` completes one. `extensions` are
     /// the negotiated ones, applied in reverse order to messages that carry their RSV bits.
-    pub fn push(&mut self, frame: Frame, extensions: &mut [Box<dyn Extension>]) -> Result<Option<Message>, ProtocolError> {
+    pub fn push(
+        &mut self,
+        frame: Frame,
+        extensions: &mut [Box<dyn Extension>],
+    ) -> Result<Option<Message>, ProtocolError> {
         let text = match (frame.opcode, &self.open) {
             (OpCode::Text, None) => true,
             (OpCode::Binary, None) => false,
-            (OpCode::Continuation, Some(Open::Plain { text } | Open::Transformed { text, .. })) => *text,
+            (OpCode::Continuation, Some(Open::Plain { text } | Open::Transformed { text, .. })) => {
+                *text
+            }
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
             _ => return Ok(None),
         };
         if self.open.is_none() {
@@ -66,13 +81,20 @@ impl Assembler {
                 }
                 self.open = Some(Open::Plain { text });
             } else {
-                self.open = Some(Open::Transformed { text, rsv: frame.rsv, checked: 0 });
+                self.open = Some(Open::Transformed {
+                    text,
+                    rsv: frame.rsv,
+                    checked: 0,
+                });
             }
         }
         match self.open.as_mut() {
             Some(Open::Plain { .. }) => {
                 if self.plain.len() + frame.payload.len() > self.max_message_size {
-                    return Err(ProtocolError::MessageTooBig { size: (self.plain.len() + frame.payload.len()) as u64, max: self.max_message_size });
+                    return Err(ProtocolError::MessageTooBig {
+                        size: (self.plain.len() + frame.payload.len()) as u64,
+                        max: self.max_message_size,
+                    });
                 }
                 self.plain.extend_from_slice(&frame.payload);
                 if frame.fin {
@@ -88,7 +110,9 @@ impl Assembler {
                     *checked = self.inflated.len();
                 }
                 if text {
-                    self.utf8.feed(&self.inflated[from..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.utf8
+                        .feed(&self.inflated[from..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
                     if frame.fin {
                         self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                     }
@@ -104,31 +128,52 @@ impl Assembler {
         }
     }
 
-    fn decode(&mut self, rsv: u8, input: &[u8], fin: bool, extensions: &mut [Box<dyn Extension>]) -> Result<(), ProtocolError> {
+    fn decode(
+        &mut self,
+        rsv: u8,
+        input: &[u8],
+        fin: bool,
+        extensions: &mut [Box<dyn Extension>],
+    ) -> Result<(), ProtocolError> {
         let limit = self.max_message_size;
-        let mut applying = extensions.iter_mut().rev().filter(|e| e.rsv() & rsv != 0).peekable();
+        let mut applying = extensions
+            .iter_mut()
+            .rev()
+            .filter(|e| e.rsv() & rsv != 0)
+            .peekable();
         let Some(first) = applying.next() else {
             return Err(ProtocolError::ReservedBits(rsv >> 4));
         };
         let map = |name: &'static str, e: DecodeError, had: usize| match e {
-            DecodeError::TooBig { size } => ProtocolError::MessageTooBig { size: size.max(had as u64), max: limit },
+            DecodeError::TooBig { size } => ProtocolError::MessageTooBig {
+                size: size.max(had as u64),
+                max: limit,
+            },
             DecodeError::Corrupt(detail) => ProtocolError::Extension { name, detail },
         };
         if applying.peek().is_none() {
             let had = self.inflated.len();
-            return first.decode(input, fin, &mut self.inflated, limit).map_err(|e| map(first.name(), e, had));
+            return first
+                .decode(input, fin, &mut self.inflated, limit)
+                .map_err(|e| map(first.name(), e, had));
         }
         // Several extensions on one message: each stage's output is the next one's input.
         self.stage.clear();
-        first.decode(input, fin, &mut self.stage, usize::MAX).map_err(|e| map(first.name(), e, 0))?;
+        first
+            .decode(input, fin, &mut self.stage, usize::MAX)
+            .map_err(|e| map(first.name(), e, 0))?;
         let mut cur = std::mem::take(&mut self.stage);
         for ext in applying {
             let mut next = Vec::new();
-            ext.decode(&cur, fin, &mut next, usize::MAX).map_err(|e| map(ext.name(), e, 0))?;
+            ext.decode(&cur, fin, &mut next, usize::MAX)
+                .map_err(|e| map(ext.name(), e, 0))?;
             cur = next;
         }
         if self.inflated.len() + cur.len() > limit {
-            return Err(ProtocolError::MessageTooBig { size: (self.inflated.len() + cur.len()) as u64, max: limit });
+            return Err(ProtocolError::MessageTooBig {
+                size: (self.inflated.len() + cur.len()) as u64,
+                max: limit,
+            });
         }
         self.inflated.extend_from_slice(&cur);
         cur.clear();
@@ -155,11 +200,26 @@ mod tests {
     #[test]
     fn plain_fragments_and_limit() {
         let mut a = Assembler::new(5);
-        assert_eq!(a.push(Frame::binary(vec![1, 2]).with_fin(false), &mut []).unwrap(), None);
-        assert_eq!(a.push(Frame::continuation(vec![3], false), &mut []).unwrap(), None);
-        assert_eq!(a.push(Frame::continuation(vec![4], true), &mut []).unwrap(), Some(Message::binary(vec![1, 2, 3, 4])));
-        a.push(Frame::binary(vec![1, 2, 3]).with_fin(false), &mut []).unwrap();
-        assert!(matches!(a.push(Frame::continuation(vec![4, 5, 6], true), &mut []), Err(ProtocolError::MessageTooBig { size: 6, max: 5 })));
+        assert_eq!(
+            a.push(Frame::binary(vec![1, 2]).with_fin(false), &mut [])
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            a.push(Frame::continuation(vec![3], false), &mut [])
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            a.push(Frame::continuation(vec![4], true), &mut []).unwrap(),
+            Some(Message::binary(vec![1, 2, 3, 4]))
+        );
+        a.push(Frame::binary(vec![1, 2, 3]).with_fin(false), &mut [])
+            .unwrap();
+        assert!(matches!(
+            a.push(Frame::continuation(vec![4, 5, 6], true), &mut []),
+            Err(ProtocolError::MessageTooBig { size: 6, max: 5 })
+        ));
     }
 
     #[test]
@@ -167,12 +227,34 @@ mod tests {
         let f = DeflateConfig::default();
         let mut exts = vec![f.accept(&[]).unwrap()];
         let mut tx = f.accept(&[]).unwrap();
-        let good = tx.encode(OpCode::Text, "héllo wörld".as_bytes()).unwrap().unwrap().to_vec();
+        let good = tx
+            .encode(OpCode::Text, "héllo wörld".as_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec();
         let mut a = Assembler::new(1 << 20);
         let (x, y) = good.split_at(3);
-        assert_eq!(a.push(Frame::text(x.to_vec()).with_fin(false).with_rsv(0x40), &mut exts).unwrap(), None);
-        assert_eq!(a.push(Frame::continuation(y.to_vec(), true), &mut exts).unwrap(), Some(Message::text("héllo wörld")));
-        let bad = tx.encode(OpCode::Text, &[0x61, 0xff, 0x62]).unwrap().unwrap().to_vec();
-        assert_eq!(a.push(Frame::text(bad).with_rsv(0x40), &mut exts), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            a.push(
+                Frame::text(x.to_vec()).with_fin(false).with_rsv(0x40),
+                &mut exts
+            )
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            a.push(Frame::continuation(y.to_vec(), true), &mut exts)
+                .unwrap(),
+            Some(Message::text("héllo wörld"))
+        );
+        let bad = tx
+            .encode(OpCode::Text, &[0x61, 0xff, 0x62])
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            a.push(Frame::text(bad).with_rsv(0x40), &mut exts),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 }

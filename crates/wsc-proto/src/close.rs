@@ -148,12 +148,18 @@ pub struct ReasonTooLong(pub usize);
 
 impl CloseReason {
     /// A reason with `code` and `reason`; fails if `reason` is over 123 bytes of UTF-8.
-    pub fn new(code: impl Into<CloseCode>, reason: impl Into<String>) -> Result<Self, ReasonTooLong> {
+    pub fn new(
+        code: impl Into<CloseCode>,
+        reason: impl Into<String>,
+    ) -> Result<Self, ReasonTooLong> {
         let reason = reason.into();
         if reason.len() > MAX_REASON_LEN {
             return Err(ReasonTooLong(reason.len()));
         }
-        Ok(CloseReason { code: code.into(), reason })
+        Ok(CloseReason {
+            code: code.into(),
+            reason,
+        })
     }
 
     /// A reason with `code` and `reason` cut to at most 123 bytes at a character boundary.
@@ -162,12 +168,18 @@ impl CloseReason {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        CloseReason { code: code.into(), reason: reason[..end].to_owned() }
+        CloseReason {
+            code: code.into(),
+            reason: reason[..end].to_owned(),
+        }
     }
 
     /// 1000 with no text.
     pub fn normal() -> Self {
-        CloseReason { code: CloseCode::NORMAL, reason: String::new() }
+        CloseReason {
+            code: CloseCode::NORMAL,
+            reason: String::new(),
+        }
     }
 
     /// The code.
@@ -208,7 +220,10 @@ impl CloseReason {
                 }
                 let reason = simdutf8::basic::from_utf8(&payload[2..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
-                Ok(Some(CloseReason { code, reason: reason.to_owned() }))
+                Ok(Some(CloseReason {
+                    code,
+                    reason: reason.to_owned(),
+                }))
             }
         }
     }
@@ -236,10 +251,14 @@ mod tests {
 
     #[test]
     fn sendable_codes_match_autobahn_7_7_and_7_9() {
-        for c in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        for c in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
             assert!(CloseCode(c).is_sendable(), "{c}");
         }
-        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for c in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(c).is_sendable(), "{c}");
         }
     }
@@ -248,9 +267,17 @@ mod tests {
     fn parse_rules() {
         assert_eq!(CloseReason::parse(&[]).unwrap(), None);
         assert_eq!(CloseReason::parse(&[3]), Err(ProtocolError::CloseTooShort));
-        assert_eq!(CloseReason::parse(&[0x03, 0xed]), Err(ProtocolError::InvalidCloseCode(1005)));
-        assert_eq!(CloseReason::parse(&[0x03, 0xe8, 0xff]), Err(ProtocolError::InvalidUtf8));
-        let r = CloseReason::parse(&[0x03, 0xe8, b'o', b'k']).unwrap().unwrap();
+        assert_eq!(
+            CloseReason::parse(&[0x03, 0xed]),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            CloseReason::parse(&[0x03, 0xe8, 0xff]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let r = CloseReason::parse(&[0x03, 0xe8, b'o', b'k'])
+            .unwrap()
+            .unwrap();
         assert_eq!((r.code(), r.reason()), (CloseCode::NORMAL, "ok"));
         assert_eq!(&r.to_payload()[..], &[0x03, 0xe8, b'o', b'k']);
     }

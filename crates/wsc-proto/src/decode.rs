@@ -35,7 +35,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame_size: 16 << 20, max_message_size: 64 << 20 }
+        Limits {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+        }
     }
 }
 
@@ -78,7 +81,15 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for `role` with `limits` and no extension (no RSV bit allowed).
     pub fn new(role: Role, limits: Limits) -> Self {
-        Decoder { role, limits, allowed_rsv: 0, open: None, utf8: Utf8Validator::default(), checked: 0, wanted: 0 }
+        Decoder {
+            role,
+            limits,
+            allowed_rsv: 0,
+            open: None,
+            utf8: Utf8Validator::default(),
+            checked: 0,
+            wanted: 0,
+        }
     }
 
     /// Allows RSV bits (`0x40`, `0x20`, `0x10`) that negotiated extensions claim, on the first
@@ -148,8 +159,12 @@ impl Decoder {
             }
         }
         match (self.role, masked) {
-            (Role::Client, true) => return Err(ProtocolError::Masking("masked frame from a server")),
-            (Role::Server, false) => return Err(ProtocolError::Masking("unmasked frame from a client")),
+            (Role::Client, true) => {
+                return Err(ProtocolError::Masking("masked frame from a server"));
+            }
+            (Role::Server, false) => {
+                return Err(ProtocolError::Masking("unmasked frame from a client"));
+            }
             _ => {}
         }
 
@@ -175,7 +190,10 @@ impl Decoder {
             n => (u64::from(n), 2),
         };
         if len > self.limits.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooBig { size: len, max: self.limits.max_frame_size });
+            return Err(ProtocolError::FrameTooBig {
+                size: len,
+                max: self.limits.max_frame_size,
+            });
         }
         let is_data = !opcode.is_control();
         let (text, compressed, msg_len) = match (opcode, self.open) {
@@ -184,7 +202,10 @@ impl Decoder {
             _ => (false, rsv != 0, len),
         };
         if is_data && !compressed && msg_len > self.limits.max_message_size as u64 {
-            return Err(ProtocolError::MessageTooBig { size: msg_len, max: self.limits.max_message_size });
+            return Err(ProtocolError::MessageTooBig {
+                size: msg_len,
+                max: self.limits.max_message_size,
+            });
         }
         let mask_at = header;
         if masked {
@@ -198,13 +219,22 @@ impl Decoder {
             // Fail fast on invalid UTF-8 inside a frame that is still arriving (unmasked only).
             if check_utf8 && !masked && buf.len() > header + self.checked {
                 let avail = &buf[header + self.checked..];
-                self.utf8.feed(avail).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8
+                    .feed(avail)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
                 self.checked += avail.len();
             }
             return Ok(None);
         }
         self.wanted = 0;
-        let key = masked.then(|| [buf[mask_at], buf[mask_at + 1], buf[mask_at + 2], buf[mask_at + 3]]);
+        let key = masked.then(|| {
+            [
+                buf[mask_at],
+                buf[mask_at + 1],
+                buf[mask_at + 2],
+                buf[mask_at + 3],
+            ]
+        });
         buf.advance(header);
         let mut payload = buf.split_to(len as usize);
         if let Some(k) = key {
@@ -212,17 +242,32 @@ impl Decoder {
         }
         let already = std::mem::take(&mut self.checked);
         if check_utf8 {
-            self.utf8.feed(&payload[already..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .feed(&payload[already..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
             if fin {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         }
         if is_data {
-            self.open = if fin { None } else { Some(Open { text, compressed, len: msg_len }) };
+            self.open = if fin {
+                None
+            } else {
+                Some(Open {
+                    text,
+                    compressed,
+                    len: msg_len,
+                })
+            };
         } else if opcode == OpCode::Close {
             CloseReason::parse(&payload)?;
         }
-        Ok(Some(Frame { opcode, fin, rsv, payload: payload.freeze() }))
+        Ok(Some(Frame {
+            opcode,
+            fin,
+            rsv,
+            payload: payload.freeze(),
+        }))
     }
 }
 
@@ -246,14 +291,29 @@ mod tests {
         assert_eq!(one(b"\x8b\x00"), Err(ProtocolError::ReservedOpcode(0xb)));
         assert_eq!(one(b"\xc1\x00"), Err(ProtocolError::ReservedBits(4)));
         assert_eq!(one(b"\x09\x00"), Err(ProtocolError::FragmentedControl));
-        assert_eq!(one(b"\x89\x7e\x00\x7e"), Err(ProtocolError::ControlTooLong(126)));
+        assert_eq!(
+            one(b"\x89\x7e\x00\x7e"),
+            Err(ProtocolError::ControlTooLong(126))
+        );
         assert_eq!(one(b"\x80\x00"), Err(ProtocolError::UnexpectedContinuation));
-        assert!(matches!(one(b"\x81\x80\0\0\0\0"), Err(ProtocolError::Masking(_))));
+        assert!(matches!(
+            one(b"\x81\x80\0\0\0\0"),
+            Err(ProtocolError::Masking(_))
+        ));
         assert_eq!(one(b"\x88\x01\x03"), Err(ProtocolError::CloseTooShort));
-        assert_eq!(one(b"\x88\x02\x03\xee"), Err(ProtocolError::InvalidCloseCode(1006)));
-        assert_eq!(one(b"\x88\x03\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            one(b"\x88\x02\x03\xee"),
+            Err(ProtocolError::InvalidCloseCode(1006))
+        );
+        assert_eq!(
+            one(b"\x88\x03\x03\xe8\xff"),
+            Err(ProtocolError::InvalidUtf8)
+        );
         assert_eq!(one(b"\x81\x02\xc3\x28"), Err(ProtocolError::InvalidUtf8));
-        assert_eq!(one(b"\x82\x7f\x80\0\0\0\0\0\0\0"), Err(ProtocolError::InvalidLength));
+        assert_eq!(
+            one(b"\x82\x7f\x80\0\0\0\0\0\0\0"),
+            Err(ProtocolError::InvalidLength)
+        );
         let mut d = client();
         let mut b = BytesMut::from(&b"\x01\x01a\x81\x01b"[..]);
         assert!(d.decode(&mut b).unwrap().is_some());
@@ -263,19 +323,36 @@ mod tests {
     #[test]
     fn error_codes() {
         assert_eq!(ProtocolError::InvalidUtf8.close_code().as_u16(), 1007);
-        assert_eq!(ProtocolError::FrameTooBig { size: 1, max: 0 }.close_code().as_u16(), 1009);
+        assert_eq!(
+            ProtocolError::FrameTooBig { size: 1, max: 0 }
+                .close_code()
+                .as_u16(),
+            1009
+        );
         assert_eq!(ProtocolError::ReservedOpcode(3).close_code().as_u16(), 1002);
     }
 
     #[test]
     fn limits_give_1009() {
-        let mut d = Decoder::new(Role::Client, Limits { max_frame_size: 10, max_message_size: 15 });
-        assert!(matches!(d.decode(&mut BytesMut::from(&b"\x82\x0b"[..])), Err(ProtocolError::FrameTooBig { size: 11, .. })));
+        let mut d = Decoder::new(
+            Role::Client,
+            Limits {
+                max_frame_size: 10,
+                max_message_size: 15,
+            },
+        );
+        assert!(matches!(
+            d.decode(&mut BytesMut::from(&b"\x82\x0b"[..])),
+            Err(ProtocolError::FrameTooBig { size: 11, .. })
+        ));
         let mut b = BytesMut::new();
         encode_frame(&mut b, OpCode::Binary, false, 0, &[0; 10], None);
         encode_frame(&mut b, OpCode::Continuation, true, 0, &[0; 10], None);
         assert!(d.decode(&mut b).unwrap().is_some());
-        assert!(matches!(d.decode(&mut b), Err(ProtocolError::MessageTooBig { size: 20, max: 15 })));
+        assert!(matches!(
+            d.decode(&mut b),
+            Err(ProtocolError::MessageTooBig { size: 20, max: 15 })
+        ));
     }
 
     #[test]
@@ -304,26 +381,44 @@ mod tests {
     #[test]
     fn server_role_unmasks() {
         let mut wire = BytesMut::new();
-        encode_frame(&mut wire, OpCode::Text, true, 0, b"Hello", Some([1, 2, 3, 4]));
+        encode_frame(
+            &mut wire,
+            OpCode::Text,
+            true,
+            0,
+            b"Hello",
+            Some([1, 2, 3, 4]),
+        );
         let mut d = Decoder::new(Role::Server, Limits::default());
         let f = d.decode(&mut wire).unwrap().unwrap();
         assert_eq!(&f.payload[..], b"Hello");
-        assert!(matches!(d.decode(&mut BytesMut::from(&b"\x81\x00"[..])), Err(ProtocolError::Masking(_))));
+        assert!(matches!(
+            d.decode(&mut BytesMut::from(&b"\x81\x00"[..])),
+            Err(ProtocolError::Masking(_))
+        ));
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
-        let data = (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..70_000)).prop_map(|(text, p)| {
-            if text {
-                Frame::text(String::from_utf8_lossy(&p).into_owned())
-            } else {
-                Frame::binary(p)
-            }
-        });
-        let control = (0u8..3, proptest::collection::vec(any::<u8>(), 0..=125)).prop_map(|(k, p)| match k {
-            0 => Frame::ping(p),
-            1 => Frame::pong(p),
-            _ => Frame::close(Some(&CloseReason::truncated(3000 + u16::from(p.first().copied().unwrap_or(0)), &String::from_utf8_lossy(&p)))),
-        });
+        let data = (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..70_000),
+        )
+            .prop_map(|(text, p)| {
+                if text {
+                    Frame::text(String::from_utf8_lossy(&p).into_owned())
+                } else {
+                    Frame::binary(p)
+                }
+            });
+        let control =
+            (0u8..3, proptest::collection::vec(any::<u8>(), 0..=125)).prop_map(|(k, p)| match k {
+                0 => Frame::ping(p),
+                1 => Frame::pong(p),
+                _ => Frame::close(Some(&CloseReason::truncated(
+                    3000 + u16::from(p.first().copied().unwrap_or(0)),
+                    &String::from_utf8_lossy(&p),
+                ))),
+            });
         prop_oneof![3 => data, 1 => control]
     }
 

@@ -109,7 +109,10 @@ impl DeflateConfig {
     }
     /// Compresses only messages for which `f` returns true (Ktor's `compressIf`); combined
     /// with the size threshold by AND, as in Ktor.
-    pub fn compress_if(mut self, f: impl Fn(OpCode, &[u8]) -> bool + Send + Sync + 'static) -> Self {
+    pub fn compress_if(
+        mut self,
+        f: impl Fn(OpCode, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.predicate = Some(Arc::new(f));
         self
     }
@@ -141,57 +144,65 @@ impl DeflateConfig {
             client_no_context_takeover: self.client_no_context_takeover,
             server_no_context_takeover: false,
         };
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for p in params {
             let name = p.name.to_ascii_lowercase();
-            if seen.contains(&name.as_str()) {
+            if seen.contains(&name) {
                 return Err(format!("parameter {name} given twice"));
             }
             let bits = |v: &Option<String>| -> Result<u8, String> {
-                let v = v.as_deref().ok_or_else(|| format!("{name} needs a value"))?;
+                let v = v
+                    .as_deref()
+                    .ok_or_else(|| format!("{name} needs a value"))?;
                 match v.parse::<u8>() {
                     Ok(b @ 8..=15) if v.len() <= 2 && !v.starts_with('0') => Ok(b),
                     _ => Err(format!("{name}={v} is not a window size of 8 to 15 bits")),
                 }
             };
             match name.as_str() {
-                "server_no_context_takeover" | "client_no_context_takeover" if p.value.is_some() => {
+                "server_no_context_takeover" | "client_no_context_takeover"
+                    if p.value.is_some() =>
+                {
                     return Err(format!("{name} takes no value"));
                 }
                 "server_no_context_takeover" => n.server_no_context_takeover = true,
                 "client_no_context_takeover" => n.client_no_context_takeover = true,
                 "server_max_window_bits" => {
                     let b = bits(&p.value)?;
-                    if let Some(asked) = self.server_max_window_bits {
-                        if b > asked {
-                            return Err(format!("server_max_window_bits={b} is above the {asked} offered"));
-                        }
+                    if let Some(asked) = self.server_max_window_bits
+                        && b > asked
+                    {
+                        return Err(format!(
+                            "server_max_window_bits={b} is above the {asked} offered"
+                        ));
                     }
                     n.server_max_window_bits = b;
                 }
                 "client_max_window_bits" => {
                     let b = bits(&p.value)?;
                     if b > n.client_max_window_bits {
-                        return Err(format!("client_max_window_bits={b} is above the {} offered", n.client_max_window_bits));
+                        return Err(format!(
+                            "client_max_window_bits={b} is above the {} offered",
+                            n.client_max_window_bits
+                        ));
                     }
                     n.client_max_window_bits = b;
                 }
                 other => return Err(format!("unknown parameter {other}")),
             }
-            seen.push(match name.as_str() {
-                "server_no_context_takeover" => "server_no_context_takeover",
-                "client_no_context_takeover" => "client_no_context_takeover",
-                "server_max_window_bits" => "server_max_window_bits",
-                _ => "client_max_window_bits",
-            });
+            seen.push(name);
         }
         if self.server_no_context_takeover && !n.server_no_context_takeover {
             return Err("server_no_context_takeover was requested but not granted".into());
         }
-        if let Some(asked) = self.server_max_window_bits {
-            if !params.iter().any(|p| p.name.eq_ignore_ascii_case("server_max_window_bits")) {
-                return Err(format!("server_max_window_bits={asked} was requested but not granted"));
-            }
+        if let Some(asked) = self.server_max_window_bits
+            && !params
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("server_max_window_bits"))
+        {
+            return Err(format!(
+                "server_max_window_bits={asked} was requested but not granted"
+            ));
         }
         Ok(n)
     }
@@ -239,16 +250,30 @@ pub struct Deflate {
 
 impl fmt::Debug for Deflate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deflate").field("params", &self.params).finish()
+        f.debug_struct("Deflate")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
 impl Deflate {
     /// A codec with `params` in force.
     pub fn new(config: DeflateConfig, params: Negotiated) -> Self {
-        let compress = (params.client_max_window_bits >= 9)
-            .then(|| Compress::new_with_window_bits(Compression::new(config.level), false, params.client_max_window_bits));
-        Deflate { config, params, compress, decompress: Decompress::new_with_window_bits(false, 15), ended: false, scratch: Vec::new() }
+        let compress = (params.client_max_window_bits >= 9).then(|| {
+            Compress::new_with_window_bits(
+                Compression::new(config.level),
+                false,
+                params.client_max_window_bits,
+            )
+        });
+        Deflate {
+            config,
+            params,
+            compress,
+            decompress: Decompress::new_with_window_bits(false, 15),
+            ended: false,
+            scratch: Vec::new(),
+        }
     }
 
     /// The negotiated parameters.
@@ -257,7 +282,12 @@ impl Deflate {
     }
 
     fn wants(&self, opcode: OpCode, payload: &[u8]) -> bool {
-        payload.len() > self.config.threshold && self.config.predicate.as_ref().is_none_or(|p| p(opcode, payload))
+        payload.len() > self.config.threshold
+            && self
+                .config
+                .predicate
+                .as_ref()
+                .is_none_or(|p| p(opcode, payload))
     }
 }
 
@@ -270,7 +300,10 @@ impl Extension for Deflate {
     }
     fn describe(&self) -> String {
         let p = self.params;
-        let mut s = format!("{NAME}; client_max_window_bits={}; server_max_window_bits={}", p.client_max_window_bits, p.server_max_window_bits);
+        let mut s = format!(
+            "{NAME}; client_max_window_bits={}; server_max_window_bits={}",
+            p.client_max_window_bits, p.server_max_window_bits
+        );
         if p.client_no_context_takeover {
             s.push_str("; client_no_context_takeover");
         }
@@ -284,14 +317,17 @@ impl Extension for Deflate {
         if !self.wants(opcode, payload) {
             return Ok(None);
         }
-        let Some(c) = self.compress.as_mut() else { return Ok(None) };
+        let Some(c) = self.compress.as_mut() else {
+            return Ok(None);
+        };
         let out = &mut self.scratch;
         out.clear();
         let start_in = c.total_in();
         loop {
             let consumed = (c.total_in() - start_in) as usize;
             out.reserve((payload.len() - consumed) / 2 + 64);
-            c.compress_vec(&payload[consumed..], out, FlushCompress::Sync).map_err(|e| e.to_string())?;
+            c.compress_vec(&payload[consumed..], out, FlushCompress::Sync)
+                .map_err(|e| e.to_string())?;
             if (c.total_in() - start_in) as usize == payload.len() && out.len() < out.capacity() {
                 break;
             }
@@ -309,7 +345,13 @@ impl Extension for Deflate {
         Ok(Some(out))
     }
 
-    fn decode(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
+    fn decode(
+        &mut self,
+        input: &[u8],
+        fin: bool,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), DecodeError> {
         // After a block with BFINAL set the stream is over; RFC 7692 §7.2.3.4 shows a sender
         // that still appends bytes behind it, which a receiver ignores.
         if !self.ended {
@@ -328,12 +370,19 @@ impl Extension for Deflate {
 }
 
 /// Inflates `input` onto `out`, bounded by `limit`; `Ok(true)` if the deflate stream ended.
-fn inflate_into(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, DecodeError> {
+fn inflate_into(
+    d: &mut Decompress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, DecodeError> {
     loop {
         if out.len() == out.capacity() {
             let room = limit.saturating_add(1).saturating_sub(out.len());
             if room == 0 {
-                return Err(DecodeError::TooBig { size: out.len() as u64 });
+                return Err(DecodeError::TooBig {
+                    size: out.len() as u64,
+                });
             }
             out.reserve_exact(room.min(out.len().max(input.len() * 2).max(16 * 1024)));
         }
@@ -345,7 +394,9 @@ fn inflate_into(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: 
         let made = d.total_out() - out0;
         input = &input[used..];
         if out.len() > limit {
-            return Err(DecodeError::TooBig { size: out.len() as u64 });
+            return Err(DecodeError::TooBig {
+                size: out.len() as u64,
+            });
         }
         if status == Status::StreamEnd {
             // The sender ended the deflate stream (BFINAL); the next message starts a new one.
@@ -367,7 +418,10 @@ mod tests {
     use crate::extension::parse_extensions;
 
     fn params(s: &str) -> Vec<ExtensionParam> {
-        parse_extensions(&format!("{NAME}{s}")).unwrap().remove(0).params
+        parse_extensions(&format!("{NAME}{s}"))
+            .unwrap()
+            .remove(0)
+            .params
     }
 
     fn codec(cfg: DeflateConfig, answer: &str) -> Deflate {
@@ -378,7 +432,8 @@ mod tests {
     fn inflate(d: &mut Deflate, frames: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, f) in frames.iter().enumerate() {
-            d.decode(f, i + 1 == frames.len(), &mut out, 1 << 20).unwrap();
+            d.decode(f, i + 1 == frames.len(), &mut out, 1 << 20)
+                .unwrap();
         }
         out
     }
@@ -387,24 +442,52 @@ mod tests {
     fn rfc7692_7_2_3_examples_inflate() {
         // §7.2.3.1: "Hello" compressed.
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
+        assert_eq!(
+            inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]),
+            b"Hello"
+        );
         // §7.2.3.1: the same split over two fragments.
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd], &[0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
+        assert_eq!(
+            inflate(&mut d, &[&[0xf2, 0x48, 0xcd], &[0xc9, 0xc9, 0x07, 0x00]]),
+            b"Hello"
+        );
         // §7.2.3.2: two messages with context takeover; the second uses a back reference.
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]), b"Hello");
-        assert_eq!(inflate(&mut d, &[&[0xf2, 0x00, 0x11, 0x00, 0x00]]), b"Hello");
+        assert_eq!(
+            inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]),
+            b"Hello"
+        );
+        assert_eq!(
+            inflate(&mut d, &[&[0xf2, 0x00, 0x11, 0x00, 0x00]]),
+            b"Hello"
+        );
         // §7.2.3.3: a stored (uncompressed) block.
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(inflate(&mut d, &[&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]]), b"Hello");
+        assert_eq!(
+            inflate(
+                &mut d,
+                &[&[
+                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00
+                ]]
+            ),
+            b"Hello"
+        );
         // §7.2.3.4: a block with BFINAL set.
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(inflate(&mut d, &[&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]]), b"Hello");
+        assert_eq!(
+            inflate(&mut d, &[&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]]),
+            b"Hello"
+        );
         // §7.2.3.5: two deflate blocks in one message.
         let mut d = codec(DeflateConfig::default(), "");
         assert_eq!(
-            inflate(&mut d, &[&[0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00]]),
+            inflate(
+                &mut d,
+                &[&[
+                    0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00
+                ]]
+            ),
             b"Hello"
         );
         // §7.2.3.6: an empty message.
@@ -415,20 +498,34 @@ mod tests {
     #[test]
     fn rfc7692_7_2_3_1_deflate_byte_for_byte() {
         let mut d = codec(DeflateConfig::default(), "");
-        assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(
+            d.encode(OpCode::Text, b"Hello").unwrap().unwrap(),
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+        );
         // §7.2.3.2: with context takeover the second "Hello" is a back reference.
-        assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x00, 0x11, 0x00, 0x00]);
+        assert_eq!(
+            d.encode(OpCode::Text, b"Hello").unwrap().unwrap(),
+            &[0xf2, 0x00, 0x11, 0x00, 0x00]
+        );
         // With client_no_context_takeover each message stands alone.
         let mut d = codec(DeflateConfig::default(), "; client_no_context_takeover");
         for _ in 0..2 {
-            assert_eq!(d.encode(OpCode::Text, b"Hello").unwrap().unwrap(), &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+            assert_eq!(
+                d.encode(OpCode::Text, b"Hello").unwrap().unwrap(),
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+            );
         }
     }
 
     #[test]
     fn round_trip_and_no_context_takeover() {
         let text = br#"{"id":1,"name":"wsc","tags":["a","b","c"],"ok":true}"#.repeat(200);
-        for answer in ["", "; server_no_context_takeover; client_no_context_takeover", "; client_max_window_bits=9", "; server_max_window_bits=10"] {
+        for answer in [
+            "",
+            "; server_no_context_takeover; client_no_context_takeover",
+            "; client_max_window_bits=9",
+            "; server_max_window_bits=10",
+        ] {
             let mut tx = codec(DeflateConfig::default(), answer);
             let mut rx = codec(DeflateConfig::default(), answer);
             for _ in 0..3 {
@@ -445,11 +542,34 @@ mod tests {
         let d = DeflateConfig::default();
         let ok = |cfg: &DeflateConfig, a: &str| cfg.negotiate(&params(a));
         assert_eq!(ok(&d, "").unwrap().client_max_window_bits, 15);
-        assert_eq!(ok(&d, "; client_max_window_bits=9").unwrap().client_max_window_bits, 9);
-        assert_eq!(ok(&d, "; client_max_window_bits=8").unwrap().client_max_window_bits, 8);
-        assert_eq!(ok(&d, "; server_max_window_bits=8").unwrap().server_max_window_bits, 8);
-        assert!(ok(&d, "; server_no_context_takeover").unwrap().server_no_context_takeover);
-        assert!(ok(&d, "; client_no_context_takeover").unwrap().client_no_context_takeover);
+        assert_eq!(
+            ok(&d, "; client_max_window_bits=9")
+                .unwrap()
+                .client_max_window_bits,
+            9
+        );
+        assert_eq!(
+            ok(&d, "; client_max_window_bits=8")
+                .unwrap()
+                .client_max_window_bits,
+            8
+        );
+        assert_eq!(
+            ok(&d, "; server_max_window_bits=8")
+                .unwrap()
+                .server_max_window_bits,
+            8
+        );
+        assert!(
+            ok(&d, "; server_no_context_takeover")
+                .unwrap()
+                .server_no_context_takeover
+        );
+        assert!(
+            ok(&d, "; client_no_context_takeover")
+                .unwrap()
+                .client_no_context_takeover
+        );
         for bad in [
             "; client_max_window_bits",
             "; client_max_window_bits=7",
@@ -462,26 +582,64 @@ mod tests {
         ] {
             assert!(ok(&d, bad).is_err(), "{bad}");
         }
-        let asked = DeflateConfig::default().client_max_window_bits(Some(10)).server_max_window_bits(Some(10)).server_no_context_takeover(true);
-        assert!(ok(&asked, "; server_max_window_bits=10; server_no_context_takeover").is_ok());
-        assert!(ok(&asked, "; server_max_window_bits=11; server_no_context_takeover").is_err());
+        let asked = DeflateConfig::default()
+            .client_max_window_bits(Some(10))
+            .server_max_window_bits(Some(10))
+            .server_no_context_takeover(true);
+        assert!(
+            ok(
+                &asked,
+                "; server_max_window_bits=10; server_no_context_takeover"
+            )
+            .is_ok()
+        );
+        assert!(
+            ok(
+                &asked,
+                "; server_max_window_bits=11; server_no_context_takeover"
+            )
+            .is_err()
+        );
         assert!(ok(&asked, "; server_max_window_bits=10").is_err());
         assert!(ok(&asked, "; server_no_context_takeover").is_err());
-        assert!(ok(&asked, "; server_max_window_bits=9; server_no_context_takeover; client_max_window_bits=11").is_err());
+        assert!(
+            ok(
+                &asked,
+                "; server_max_window_bits=9; server_no_context_takeover; client_max_window_bits=11"
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn window_bits_8_sends_uncompressed() {
         let mut d = codec(DeflateConfig::default(), "; client_max_window_bits=8");
-        assert!(d.encode(OpCode::Text, b"Hello Hello Hello").unwrap().is_none());
+        assert!(
+            d.encode(OpCode::Text, b"Hello Hello Hello")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn threshold_and_predicate() {
-        let mut d = codec(DeflateConfig::default().compress_if_bigger_than(10).compress_if(|op, _| op == OpCode::Text), "");
+        let mut d = codec(
+            DeflateConfig::default()
+                .compress_if_bigger_than(10)
+                .compress_if(|op, _| op == OpCode::Text),
+            "",
+        );
         assert!(d.encode(OpCode::Text, b"short").unwrap().is_none());
-        assert!(d.encode(OpCode::Binary, b"long enough to compress").unwrap().is_none());
-        assert!(d.encode(OpCode::Text, b"long enough to compress").unwrap().is_some());
+        assert!(
+            d.encode(OpCode::Binary, b"long enough to compress")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            d.encode(OpCode::Text, b"long enough to compress")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -491,7 +649,8 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         let mut bomb = Vec::with_capacity(1100 << 10);
         for _ in 0..1024 {
-            c.compress_vec(&zeros, &mut bomb, FlushCompress::None).unwrap();
+            c.compress_vec(&zeros, &mut bomb, FlushCompress::None)
+                .unwrap();
             if bomb.capacity() - bomb.len() < 4096 {
                 bomb.reserve(64 << 10);
             }
@@ -510,6 +669,9 @@ mod tests {
     fn corrupt_input_is_an_error() {
         let mut d = codec(DeflateConfig::default(), "");
         let mut out = Vec::new();
-        assert!(matches!(d.decode(&[0xff, 0xff, 0xff], true, &mut out, 1000), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(
+            d.decode(&[0xff, 0xff, 0xff], true, &mut out, 1000),
+            Err(DecodeError::Corrupt(_))
+        ));
     }
 }

@@ -31,7 +31,11 @@ pub struct MaskKeys<E> {
 impl<E: Entropy> MaskKeys<E> {
     /// Keys from `source`.
     pub fn new(source: E) -> Self {
-        MaskKeys { source, block: [0; 256], pos: 256 }
+        MaskKeys {
+            source,
+            block: [0; 256],
+            pos: 256,
+        }
     }
 
     /// The next key.
@@ -41,7 +45,12 @@ impl<E: Entropy> MaskKeys<E> {
             self.source.fill(&mut self.block);
             self.pos = 0;
         }
-        let k = [self.block[self.pos], self.block[self.pos + 1], self.block[self.pos + 2], self.block[self.pos + 3]];
+        let k = [
+            self.block[self.pos],
+            self.block[self.pos + 1],
+            self.block[self.pos + 2],
+            self.block[self.pos + 3],
+        ];
         self.pos += 4;
         k
     }

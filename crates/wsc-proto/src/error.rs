@@ -71,7 +71,9 @@ impl ProtocolError {
     /// UTF-8, 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::FrameTooBig { .. } | ProtocolError::MessageTooBig { .. } => CloseCode::TOO_BIG,
+            ProtocolError::FrameTooBig { .. } | ProtocolError::MessageTooBig { .. } => {
+                CloseCode::TOO_BIG
+            }
             ProtocolError::InvalidUtf8 => CloseCode::NOT_CONSISTENT,
             _ => CloseCode::PROTOCOL_ERROR,
         }

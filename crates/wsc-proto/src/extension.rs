@@ -69,9 +69,15 @@ pub fn parse_extensions(value: &str) -> Result<Vec<ExtensionItem>, String> {
                 Some(v) if is_token(v) => Some(v.to_owned()),
                 Some(v) => return Err(format!("malformed value {v:?} of {n} in {name}")),
             };
-            params.push(ExtensionParam { name: n.to_owned(), value });
+            params.push(ExtensionParam {
+                name: n.to_owned(),
+                value,
+            });
         }
-        items.push(ExtensionItem { name: name.to_owned(), params });
+        items.push(ExtensionItem {
+            name: name.to_owned(),
+            params,
+        });
     }
     Ok(items)
 }
@@ -96,7 +102,8 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// An incoming message payload could not be decoded.
@@ -127,7 +134,13 @@ pub trait Extension: Send + fmt::Debug {
     /// first frame, appending to `out`; `fin` marks the message's last fragment. Must fail with
     /// [`DecodeError::TooBig`] as soon as `out` would pass `limit` bytes, without allocating
     /// much past it.
-    fn decode(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError>;
+    fn decode(
+        &mut self,
+        input: &[u8],
+        fin: bool,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), DecodeError>;
 }
 
 /// Offers an extension in the handshake and builds it from the server's answer (Ktor's
@@ -156,15 +169,26 @@ pub fn negotiate(
     let mut out: Vec<Box<dyn Extension>> = Vec::new();
     let mut used_rsv = 0u8;
     for item in response {
-        let Some(f) = factories.iter().find(|f| f.name().eq_ignore_ascii_case(&item.name)) else {
-            return Err(format!("server accepted extension {:?}, which was not offered", item.name));
+        let Some(f) = factories
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(&item.name))
+        else {
+            return Err(format!(
+                "server accepted extension {:?}, which was not offered",
+                item.name
+            ));
         };
         if out.iter().any(|e| e.name() == f.name()) {
             return Err(format!("server accepted extension {:?} twice", item.name));
         }
-        let ext = f.accept(&item.params).map_err(|e| format!("{}: {e}", item.name))?;
+        let ext = f
+            .accept(&item.params)
+            .map_err(|e| format!("{}: {e}", item.name))?;
         if ext.rsv() & used_rsv != 0 {
-            return Err(format!("extension {:?} claims an RSV bit another extension already uses", item.name));
+            return Err(format!(
+                "extension {:?} claims an RSV bit another extension already uses",
+                item.name
+            ));
         }
         used_rsv |= ext.rsv();
         out.push(ext);
@@ -180,8 +204,20 @@ mod tests {
     fn parses_quoted_and_multiple() {
         let v = parse_extensions("foo; a=\"1\", bar ;b; c = 2").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].params[0], ExtensionParam { name: "a".into(), value: Some("1".into()) });
-        assert_eq!(v[1].params[1], ExtensionParam { name: "c".into(), value: Some("2".into()) });
+        assert_eq!(
+            v[0].params[0],
+            ExtensionParam {
+                name: "a".into(),
+                value: Some("1".into())
+            }
+        );
+        assert_eq!(
+            v[1].params[1],
+            ExtensionParam {
+                name: "c".into(),
+                value: Some("2".into())
+            }
+        );
         assert!(parse_extensions("foo; a=b c").is_err());
         assert!(parse_extensions("f o").is_err());
     }

@@ -83,7 +83,12 @@ pub struct Frame {
 impl Frame {
     /// A frame with `opcode`, FIN set, no RSV bits.
     pub fn new(opcode: OpCode, payload: impl Into<Bytes>) -> Self {
-        Frame { opcode, fin: true, rsv: 0, payload: payload.into() }
+        Frame {
+            opcode,
+            fin: true,
+            rsv: 0,
+            payload: payload.into(),
+        }
     }
     /// A final text frame. The payload's UTF-8 is the caller's business for frames built from bytes.
     pub fn text(payload: impl Into<Bytes>) -> Self {
@@ -95,7 +100,10 @@ impl Frame {
     }
     /// A continuation frame.
     pub fn continuation(payload: impl Into<Bytes>, fin: bool) -> Self {
-        Frame { fin, ..Frame::new(OpCode::Continuation, payload) }
+        Frame {
+            fin,
+            ..Frame::new(OpCode::Continuation, payload)
+        }
     }
     /// A Ping.
     pub fn ping(payload: impl Into<Bytes>) -> Self {
@@ -107,7 +115,10 @@ impl Frame {
     }
     /// A Close carrying `reason` (or an empty Close for `None`).
     pub fn close(reason: Option<&CloseReason>) -> Self {
-        Frame::new(OpCode::Close, reason.map(CloseReason::to_payload).unwrap_or_default())
+        Frame::new(
+            OpCode::Close,
+            reason.map(CloseReason::to_payload).unwrap_or_default(),
+        )
     }
     /// The same frame with FIN set to `fin`.
     pub fn with_fin(mut self, fin: bool) -> Self {
@@ -151,7 +162,14 @@ pub const fn header_len(payload_len: usize, masked: bool) -> usize {
 
 /// Appends a frame header to `out`.
 #[inline]
-pub fn encode_header(out: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, len: usize, mask: Option<[u8; 4]>) {
+pub fn encode_header(
+    out: &mut BytesMut,
+    opcode: OpCode,
+    fin: bool,
+    rsv: u8,
+    len: usize,
+    mask: Option<[u8; 4]>,
+) {
     let b0 = (u8::from(fin) << 7) | (rsv & 0x70) | opcode as u8;
     let m = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
@@ -179,7 +197,14 @@ pub fn encode_header(out: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, len
 /// assert_eq!(&out[..], b"\x81\x05Hello"); // RFC 6455 §5.7
 /// ```
 #[inline]
-pub fn encode_frame(out: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+pub fn encode_frame(
+    out: &mut BytesMut,
+    opcode: OpCode,
+    fin: bool,
+    rsv: u8,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.reserve(header_len(payload.len(), mask.is_some()) + payload.len());
     encode_header(out, opcode, fin, rsv, payload.len(), mask);
     let start = out.len();
@@ -196,12 +221,27 @@ mod tests {
     #[test]
     fn rfc_6455_5_7_examples() {
         let mut out = BytesMut::new();
-        encode_frame(&mut out, OpCode::Text, true, 0, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
-        assert_eq!(&out[..], &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        encode_frame(
+            &mut out,
+            OpCode::Text,
+            true,
+            0,
+            b"Hello",
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
+        assert_eq!(
+            &out[..],
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+            ]
+        );
         out.clear();
         encode_frame(&mut out, OpCode::Text, false, 0, b"Hel", None);
         encode_frame(&mut out, OpCode::Continuation, true, 0, b"lo", None);
-        assert_eq!(&out[..], &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]);
+        assert_eq!(
+            &out[..],
+            &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]
+        );
         out.clear();
         encode_frame(&mut out, OpCode::Binary, true, 0, &[0u8; 256], None);
         assert_eq!(&out[..4], &[0x82, 0x7e, 0x01, 0x00]);

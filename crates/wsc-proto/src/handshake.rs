@@ -119,17 +119,24 @@ pub struct Response {
 impl Response {
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// All values of header `name`, as text.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// The body length the head announces (`Content-Length`), if any.
     pub fn content_length(&self) -> Option<usize> {
-        self.header("content-length").and_then(|v| v.trim().parse().ok())
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
@@ -170,11 +177,17 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, Handshake
             let resp = Response {
                 status: r.code.unwrap_or(0),
                 reason: r.reason.unwrap_or("").to_owned(),
-                headers: r.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                    .collect(),
             };
             Ok(Some((resp, n)))
         }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => Err(HandshakeError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            Err(HandshakeError::TooLarge)
+        }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(HandshakeError::Malformed(e.to_string())),
     }
@@ -183,8 +196,16 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, Handshake
 /// Checks a 101 response against the request: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`
 /// and the chosen subprotocol, which is returned. Extensions are checked by
 /// [`negotiate`](crate::extension::negotiate).
-pub fn check_upgrade(resp: &Response, key: &str, offered: &[String]) -> Result<Option<String>, HandshakeError> {
-    let has_token = |name: &str, token: &str| resp.headers_named(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token));
+pub fn check_upgrade(
+    resp: &Response,
+    key: &str,
+    offered: &[String],
+) -> Result<Option<String>, HandshakeError> {
+    let has_token = |name: &str, token: &str| {
+        resp.headers_named(name)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
     if !has_token("upgrade", "websocket") {
         return Err(HandshakeError::NoUpgrade);
     }
@@ -195,7 +216,12 @@ pub fn check_upgrade(resp: &Response, key: &str, offered: &[String]) -> Result<O
     if accept != Some(accept_key(key).as_str()) {
         return Err(HandshakeError::BadAccept(accept.map(str::to_owned)));
     }
-    let chosen: Vec<&str> = resp.headers_named("sec-websocket-protocol").flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+    let chosen: Vec<&str> = resp
+        .headers_named("sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     match chosen.as_slice() {
         [] => Ok(None),
         [p] if offered.iter().any(|o| o == p) => Ok(Some((*p).to_owned())),
@@ -208,7 +234,9 @@ mod tests {
     use super::*;
 
     fn resp(extra: &str) -> Response {
-        let raw = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n");
+        let raw = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        );
         parse_response(raw.as_bytes()).unwrap().unwrap().0
     }
 
@@ -219,10 +247,22 @@ mod tests {
         let ok = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
         assert_eq!(check_upgrade(&resp(ok), KEY, &[]), Ok(None));
         let with = format!("{ok}Sec-WebSocket-Protocol: chat\r\n");
-        assert_eq!(check_upgrade(&resp(&with), KEY, &["x".into(), "chat".into()]), Ok(Some("chat".into())));
-        assert!(matches!(check_upgrade(&resp(&with), KEY, &[]), Err(HandshakeError::UnofferedProtocol(_))));
-        assert!(matches!(check_upgrade(&resp("Sec-WebSocket-Accept: nope\r\n"), KEY, &[]), Err(HandshakeError::BadAccept(_))));
-        assert!(matches!(check_upgrade(&resp(""), KEY, &[]), Err(HandshakeError::BadAccept(None))));
+        assert_eq!(
+            check_upgrade(&resp(&with), KEY, &["x".into(), "chat".into()]),
+            Ok(Some("chat".into()))
+        );
+        assert!(matches!(
+            check_upgrade(&resp(&with), KEY, &[]),
+            Err(HandshakeError::UnofferedProtocol(_))
+        ));
+        assert!(matches!(
+            check_upgrade(&resp("Sec-WebSocket-Accept: nope\r\n"), KEY, &[]),
+            Err(HandshakeError::BadAccept(_))
+        ));
+        assert!(matches!(
+            check_upgrade(&resp(""), KEY, &[]),
+            Err(HandshakeError::BadAccept(None))
+        ));
     }
 
     #[test]
@@ -233,7 +273,10 @@ mod tests {
         assert_eq!(r.status, 101);
         assert_eq!(&raw[n..], b"\x81\x02hi");
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
-        assert!(matches!(parse_response(&vec![b'a'; 100]), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(
+            parse_response(&[b'a'; 100]),
+            Err(HandshakeError::Malformed(_))
+        ));
         let mut long = b"HTTP/1.1 101 OK\r\nX: ".to_vec();
         long.resize(70_000, b'a');
         assert_eq!(parse_response(&long), Err(HandshakeError::TooLarge));

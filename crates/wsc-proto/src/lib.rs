@@ -28,7 +28,9 @@ pub use close::{CloseCode, CloseReason, MAX_REASON_LEN, ReasonTooLong};
 pub use decode::{Decoder, Limits, Role};
 pub use entropy::{Entropy, MaskKeys};
 pub use error::ProtocolError;
-pub use extension::{DecodeError, Extension, ExtensionFactory, ExtensionItem, ExtensionParam, parse_extensions};
+pub use extension::{
+    DecodeError, Extension, ExtensionFactory, ExtensionItem, ExtensionParam, parse_extensions,
+};
 pub use frame::{Frame, OpCode, RSV1, RSV2, RSV3, encode_frame, encode_header, header_len};
 pub use handshake::HandshakeError;
 pub use mask::apply_mask;

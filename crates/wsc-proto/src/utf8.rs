@@ -89,11 +89,18 @@ mod tests {
         let mut out = Vec::new();
         for cut in 0..=bytes.len() {
             let mut v = Utf8Validator::default();
-            let ok = v.feed(&bytes[..cut]).is_ok() && v.feed(&bytes[cut..]).is_ok() && v.finish().is_ok();
+            let ok = v.feed(&bytes[..cut]).is_ok()
+                && v.feed(&bytes[cut..]).is_ok()
+                && v.finish().is_ok();
             out.push(ok);
         }
         let mut v = Utf8Validator::default();
-        out.push(bytes.iter().all(|b| v.feed(std::slice::from_ref(b)).is_ok()) && v.finish().is_ok());
+        out.push(
+            bytes
+                .iter()
+                .all(|b| v.feed(std::slice::from_ref(b)).is_ok())
+                && v.finish().is_ok(),
+        );
         out
     }
 

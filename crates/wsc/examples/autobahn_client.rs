@@ -9,7 +9,9 @@ use wsc::{Client, DeflateConfig, Error, Message};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let base = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9001".into());
+    let base = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9001".into());
     let base = base.trim_end_matches('/').to_owned();
     let agent = std::env::args().nth(2).unwrap_or_else(|| "wsc".into());
     let client = Client::builder()
@@ -46,7 +48,9 @@ async fn main() -> Result<(), Error> {
             Err(e) => eprintln!("case {case}: {e}"),
         }
     }
-    let s = client.connect(format!("{base}/updateReports?agent={agent}")).await?;
+    let s = client
+        .connect(format!("{base}/updateReports?agent={agent}"))
+        .await?;
     let _ = s.close(wsc::CloseReason::normal()).await;
     Ok(())
 }

@@ -48,7 +48,9 @@ impl Default for Client {
 impl Client {
     /// A client with every default (see [`ClientBuilder`]).
     pub fn new() -> Client {
-        Client { config: Arc::new(Config::default()) }
+        Client {
+            config: Arc::new(Config::default()),
+        }
     }
 
     /// A builder for a configured client.
@@ -57,12 +59,17 @@ impl Client {
     }
 
     pub(crate) fn from_config(config: Config) -> Client {
-        Client { config: Arc::new(config) }
+        Client {
+            config: Arc::new(config),
+        }
     }
 
     /// A request to refine (headers, query, subprotocols, timeout) before connecting.
     pub fn request(&self, target: impl IntoRequest) -> RequestBuilder {
-        RequestBuilder { client: self.clone(), request: target.into_request() }
+        RequestBuilder {
+            client: self.clone(),
+            request: target.into_request(),
+        }
     }
 
     /// A `ws://host:port/path` request (Ktor's `ws(host, port, path)`).
@@ -152,7 +159,10 @@ impl RequestBuilder {
         self.map(|r| Ok(r.timeout(timeout)))
     }
 
-    async fn open(self, raw: bool) -> Result<(session::Sender, session::Inbox2, session::Call), Error> {
+    async fn open(
+        self,
+        raw: bool,
+    ) -> Result<(session::Sender, session::Inbox2, session::Call), Error> {
         let request = self.request?;
         let config = &self.client.config;
         let up = connect::open(config, &request, raw).await?;
@@ -198,19 +208,33 @@ impl RequestBuilder {
 
 type Panic = Box<dyn std::any::Any + Send>;
 
-async fn finish<T, E: Display>(sender: &session::Sender, outcome: Result<Result<T, E>, Panic>) -> Result<T, E> {
+async fn finish<T, E: Display>(
+    sender: &session::Sender,
+    outcome: Result<Result<T, E>, Panic>,
+) -> Result<T, E> {
     match outcome {
         Ok(Ok(v)) => {
             let _ = sender.close(CloseReason::normal()).await;
             Ok(v)
         }
         Ok(Err(e)) => {
-            let _ = sender.close(CloseReason::truncated(CloseCode::INTERNAL_ERROR, &e.to_string())).await;
+            let _ = sender
+                .close(CloseReason::truncated(
+                    CloseCode::INTERNAL_ERROR,
+                    &e.to_string(),
+                ))
+                .await;
             Err(e)
         }
         Err(panic) => {
-            let text = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into());
-            let _ = sender.close(CloseReason::truncated(CloseCode::INTERNAL_ERROR, &text)).await;
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            let _ = sender
+                .close(CloseReason::truncated(CloseCode::INTERNAL_ERROR, &text))
+                .await;
             std::panic::resume_unwind(panic)
         }
     }

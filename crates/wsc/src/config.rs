@@ -167,21 +167,32 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let c = &self.config;
         if c.max_frame_size == 0 || c.max_message_size == 0 {
-            return Err(Error::InvalidConfig("size limits must be at least 1 byte".into()));
+            return Err(Error::InvalidConfig(
+                "size limits must be at least 1 byte".into(),
+            ));
         }
         if c.incoming_capacity == 0 || c.outgoing_capacity == 0 {
-            return Err(Error::InvalidConfig("queue capacities must be at least 1".into()));
+            return Err(Error::InvalidConfig(
+                "queue capacities must be at least 1".into(),
+            ));
         }
         if c.ping_interval == Some(Duration::ZERO) || c.ping_timeout == Some(Duration::ZERO) {
-            return Err(Error::InvalidConfig("ping interval and timeout must be positive (use None to turn off)".into()));
+            return Err(Error::InvalidConfig(
+                "ping interval and timeout must be positive (use None to turn off)".into(),
+            ));
         }
         if c.write_fragment_size == Some(0) {
-            return Err(Error::InvalidConfig("fragment size must be at least 1 byte".into()));
+            return Err(Error::InvalidConfig(
+                "fragment size must be at least 1 byte".into(),
+            ));
         }
         let mut rsv = 0u8;
         for f in &c.extensions {
             if f.rsv() & rsv != 0 {
-                return Err(Error::InvalidConfig(format!("extension {} claims an RSV bit another extension already uses", f.name())));
+                return Err(Error::InvalidConfig(format!(
+                    "extension {} claims an RSV bit another extension already uses",
+                    f.name()
+                )));
             }
             rsv |= f.rsv();
         }

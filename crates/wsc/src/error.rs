@@ -105,14 +105,21 @@ impl Error {
     }
 
     pub(crate) fn invalid_url(url: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidUrl { url: url.into(), reason: reason.into() }
+        Error::InvalidUrl {
+            url: url.into(),
+            reason: reason.into(),
+        }
     }
 
     /// From a protocol violation: size limits become [`Error::MessageTooBig`].
     pub(crate) fn protocol(e: ProtocolError) -> Self {
         match e {
-            ProtocolError::FrameTooBig { size, max } | ProtocolError::MessageTooBig { size, max } => Error::MessageTooBig { size, max },
-            error => Error::Protocol { code: error.close_code(), error },
+            ProtocolError::FrameTooBig { size, max }
+            | ProtocolError::MessageTooBig { size, max } => Error::MessageTooBig { size, max },
+            error => Error::Protocol {
+                code: error.close_code(),
+                error,
+            },
         }
     }
 

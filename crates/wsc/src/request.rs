@@ -39,18 +39,34 @@ impl Request {
     pub fn from_url(url: Url) -> Result<Request, Error> {
         match url.scheme() {
             "ws" | "wss" => {}
-            other => return Err(Error::invalid_url(url.as_str(), format!("scheme {other:?} is not ws or wss"))),
+            other => {
+                return Err(Error::invalid_url(
+                    url.as_str(),
+                    format!("scheme {other:?} is not ws or wss"),
+                ));
+            }
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(Error::invalid_url(url.as_str(), "no host"));
         }
         if url.fragment().is_some() {
-            return Err(Error::invalid_url(url.as_str(), "WebSocket URLs may not have a fragment"));
+            return Err(Error::invalid_url(
+                url.as_str(),
+                "WebSocket URLs may not have a fragment",
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(Error::invalid_url(url.as_str(), "credentials in the URL are not sent; use a header"));
+            return Err(Error::invalid_url(
+                url.as_str(),
+                "credentials in the URL are not sent; use a header",
+            ));
         }
-        Ok(Request { url, headers: Vec::new(), protocols: Vec::new(), timeout: None })
+        Ok(Request {
+            url,
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            timeout: None,
+        })
     }
 
     /// A `ws://host:port/path` request (Ktor's `ws(host, port, path)`).
@@ -64,8 +80,16 @@ impl Request {
     }
 
     fn by_parts(scheme: &str, host: &str, port: u16, path: &str) -> Result<Request, Error> {
-        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
-        let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
         Request::parse(&format!("{scheme}://{host}:{port}{path}"))
     }
 
@@ -77,10 +101,14 @@ impl Request {
     /// Adds a header; the handshake's own headers (Host, Upgrade, Connection, Sec-WebSocket-*)
     /// are refused.
     pub fn header(mut self, name: &str, value: &str) -> Result<Request, Error> {
-        let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::InvalidConfig(format!("invalid header name {name:?}")))?;
-        http::HeaderValue::from_str(value).map_err(|_| Error::InvalidConfig(format!("invalid value for header {name}")))?;
+        let n = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::InvalidConfig(format!("invalid header name {name:?}")))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| Error::InvalidConfig(format!("invalid value for header {name}")))?;
         if wsc_proto::handshake::RESERVED_HEADERS.contains(&n.as_str()) {
-            return Err(Error::InvalidConfig(format!("header {name} is set by the handshake itself")));
+            return Err(Error::InvalidConfig(format!(
+                "header {name} is set by the handshake itself"
+            )));
         }
         self.headers.push((name.to_owned(), value.to_owned()));
         Ok(self)
@@ -94,8 +122,14 @@ impl Request {
 
     /// Offers a subprotocol (`Sec-WebSocket-Protocol`), in preference order.
     pub fn protocol(mut self, name: &str) -> Result<Request, Error> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
-            return Err(Error::InvalidConfig(format!("invalid subprotocol name {name:?}")));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Err(Error::InvalidConfig(format!(
+                "invalid subprotocol name {name:?}"
+            )));
         }
         self.protocols.push(name.to_owned());
         Ok(self)
@@ -113,7 +147,9 @@ impl Request {
     }
 
     pub(crate) fn port(&self) -> u16 {
-        self.url.port_or_known_default().unwrap_or(if self.url.scheme() == "wss" { 443 } else { 80 })
+        self.url
+            .port_or_known_default()
+            .unwrap_or(if self.url.scheme() == "wss" { 443 } else { 80 })
     }
 
     /// The `Host` header: host, with the port unless it is the scheme's default.
@@ -186,10 +222,22 @@ mod tests {
     #[test]
     fn validation() {
         assert!(Request::parse("ws://h/").is_ok());
-        assert!(matches!(Request::parse("ftp://h/"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Request::parse("ws:///x"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Request::parse("not a url"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Request::parse("ws://u:p@h/"), Err(Error::InvalidUrl { .. })));
+        assert!(matches!(
+            Request::parse("ftp://h/"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Request::parse("ws:///x"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Request::parse("not a url"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Request::parse("ws://u:p@h/"),
+            Err(Error::InvalidUrl { .. })
+        ));
         let r = Request::parse("ws://h").unwrap();
         assert!(r.clone().header("Sec-WebSocket-Key", "x").is_err());
         assert!(r.clone().header("bad name", "x").is_err());
@@ -205,6 +253,9 @@ mod tests {
         assert_eq!(r.target(), "/x?a=b+c");
         let r = Request::parse("wss://example.com/p").unwrap();
         assert_eq!((r.port(), r.host_header()), (443, "example.com".to_owned()));
-        assert_eq!(Request::parse("ws://example.com:80").unwrap().host_header(), "example.com");
+        assert_eq!(
+            Request::parse("ws://example.com:80").unwrap().host_header(),
+            "example.com"
+        );
     }
 }

@@ -20,9 +20,15 @@ async fn text_and_binary_round_trip() {
     s.send(vec![0u8, 1, 2, 255]).await.unwrap();
     s.send_text("").await.unwrap();
     assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("héllo"));
-    assert_eq!(s.recv().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     assert_eq!(s.recv().await.unwrap().unwrap(), Message::text(""));
-    let peer_reason = s.close(CloseReason::new(CloseCode::NORMAL, "done").unwrap()).await.unwrap();
+    let peer_reason = s
+        .close(CloseReason::new(CloseCode::NORMAL, "done").unwrap())
+        .await
+        .unwrap();
     assert_eq!(peer_reason.unwrap().code(), CloseCode::NORMAL);
     assert_eq!(s.close_reason().await.code(), CloseCode::NORMAL);
     assert!(s.recv().await.is_none(), "a normal close ends the stream");
@@ -44,13 +50,24 @@ async fn sixteen_mib_message() {
 async fn fragmented_both_ways() {
     let peer = server();
     let mut s = Client::new().connect(peer.url("/fragments")).await.unwrap();
-    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("frag-one frag-two frag-three"));
-    s.send_fragmented(Message::text("abcdefghij"), 3).await.unwrap();
-    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("abcdefghij"));
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::text("frag-one frag-two frag-three")
+    );
+    s.send_fragmented(Message::text("abcdefghij"), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::text("abcdefghij")
+    );
     s.close(CloseReason::normal()).await.unwrap();
 
     // A raw session sees the fragments as they are on the wire.
-    let mut raw = Client::new().connect_raw(peer.url("/fragments")).await.unwrap();
+    let mut raw = Client::new()
+        .connect_raw(peer.url("/fragments"))
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     loop {
         let f = raw.recv().await.unwrap().unwrap();
@@ -75,15 +92,24 @@ async fn ping_pong() {
     let mut raw = Client::new().connect_raw(peer.url("/")).await.unwrap();
     raw.ping(&b"are you there"[..]).await.unwrap();
     let f = raw.recv().await.unwrap().unwrap();
-    assert_eq!((f.opcode, &f.payload[..]), (OpCode::Pong, &b"are you there"[..]));
+    assert_eq!(
+        (f.opcode, &f.payload[..]),
+        (OpCode::Pong, &b"are you there"[..])
+    );
     raw.close(CloseReason::normal()).await.unwrap();
 
     // A default session's keepalive: pings every 50 ms, the server answers, nothing times out.
-    let client = Client::builder().ping_interval(Some(Duration::from_millis(50))).build().unwrap();
+    let client = Client::builder()
+        .ping_interval(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
     let mut s = client.connect(peer.url("/")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     s.send("still here").await.unwrap();
-    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("still here"));
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
     s.close(CloseReason::normal()).await.unwrap();
 }
 
@@ -92,23 +118,38 @@ async fn close_codes_both_ways() {
     let peer = server();
     // We close with an application code; the server echoes it.
     let s = Client::new().connect(peer.url("/")).await.unwrap();
-    let echoed = s.close(CloseReason::new(4001, "bye").unwrap()).await.unwrap();
+    let echoed = s
+        .close(CloseReason::new(4001, "bye").unwrap())
+        .await
+        .unwrap();
     assert_eq!(echoed.map(|r| r.code()), Some(CloseCode::from(4001)));
-    assert_eq!(s.close_reason().await, CloseReason::new(4001, "bye").unwrap());
+    assert_eq!(
+        s.close_reason().await,
+        CloseReason::new(4001, "bye").unwrap()
+    );
 
     // The server closes with 4002 "server says so": recv ends, the reason is the server's.
     let mut s = Client::new().connect(peer.url("/")).await.unwrap();
     s.send("close:4002:server says so").await.unwrap();
     assert!(s.recv().await.is_none());
-    assert_eq!(s.close_reason().await, CloseReason::new(4002, "server says so").unwrap());
-    assert!(matches!(s.send("x").await, Err(Error::Closed(Some(r))) if r.code() == CloseCode::from(4002)));
+    assert_eq!(
+        s.close_reason().await,
+        CloseReason::new(4002, "server says so").unwrap()
+    );
+    assert!(
+        matches!(s.send("x").await, Err(Error::Closed(Some(r))) if r.code() == CloseCode::from(4002))
+    );
 }
 
 #[tokio::test]
 async fn refused_handshake_keeps_status_headers_body() {
     let peer = server();
     match Client::new().connect(peer.url("/refuse")).await {
-        Err(Error::HandshakeRefused { status, headers, body }) => {
+        Err(Error::HandshakeRefused {
+            status,
+            headers,
+            body,
+        }) => {
             assert_eq!(status, 403);
             assert!(headers.contains_key("content-type"));
             assert_eq!(&body[..], b"go away\n");
@@ -120,7 +161,11 @@ async fn refused_handshake_keeps_status_headers_body() {
 #[tokio::test]
 async fn ping_timeout_closes_with_1011() {
     let peer = server();
-    let client = Client::builder().ping_interval(Some(Duration::from_millis(100))).ping_timeout(Some(Duration::from_millis(200))).build().unwrap();
+    let client = Client::builder()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .ping_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
     let mut s = client.connect(peer.url("/stall")).await.unwrap();
     let start = Instant::now();
     match s.recv().await {
@@ -128,9 +173,15 @@ async fn ping_timeout_closes_with_1011() {
         other => panic!("expected a ping timeout, got {other:?}"),
     }
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     let r = s.close_reason().await;
-    assert_eq!((r.code(), r.reason()), (CloseCode::INTERNAL_ERROR, "Ping timeout"));
+    assert_eq!(
+        (r.code(), r.reason()),
+        (CloseCode::INTERNAL_ERROR, "Ping timeout")
+    );
 }
 
 #[tokio::test]
@@ -147,7 +198,10 @@ async fn subprotocols_headers_and_query() {
     assert_eq!(s.protocol(), Some("chat"));
     assert_eq!(s.call().request_headers()["x-trace"], "abc");
     assert_eq!(s.call().url().query(), Some("room=a+b"));
-    assert_eq!(s.call().response_headers()["sec-websocket-protocol"], "chat");
+    assert_eq!(
+        s.call().response_headers()["sec-websocket-protocol"],
+        "chat"
+    );
     s.close(CloseReason::normal()).await.unwrap();
 }
 
@@ -195,7 +249,10 @@ async fn split_halves_in_different_tasks() {
         })
     };
     for i in 0..1000 {
-        assert_eq!(rx.next().await.unwrap().unwrap(), Message::text(format!("m{i}")));
+        assert_eq!(
+            rx.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
     }
     writer.await.unwrap();
     tx.close(CloseReason::normal()).await.unwrap();
@@ -220,22 +277,37 @@ async fn message_over_the_limit_closes_with_1009() {
     assert_eq!(s.recv().await.unwrap().unwrap().len(), 5000);
     s.set_max_message_size(1000);
     s.send(vec![7u8; 5000]).await.unwrap();
-    assert!(matches!(s.recv().await, Some(Err(Error::MessageTooBig { .. }))));
+    assert!(matches!(
+        s.recv().await,
+        Some(Err(Error::MessageTooBig { .. }))
+    ));
 }
 
 #[tokio::test]
 async fn raw_session_sends_frames_as_given() {
     let peer = server();
     let mut raw = Client::new().connect_raw(peer.url("/")).await.unwrap();
-    raw.send_frame(Frame::binary(vec![1u8, 2]).with_fin(false)).await.unwrap();
-    raw.send_frame(Frame::continuation(vec![3u8], true)).await.unwrap();
+    raw.send_frame(Frame::binary(vec![1u8, 2]).with_fin(false))
+        .await
+        .unwrap();
+    raw.send_frame(Frame::continuation(vec![3u8], true))
+        .await
+        .unwrap();
     let f = raw.recv().await.unwrap().unwrap();
-    assert_eq!((f.opcode, &f.payload[..]), (OpCode::Binary, &[1u8, 2, 3][..]));
+    assert_eq!(
+        (f.opcode, &f.payload[..]),
+        (OpCode::Binary, &[1u8, 2, 3][..])
+    );
     // The server's Close reaches a raw session as a frame, and is not answered for us.
     raw.send("close:4003:raw").await.unwrap();
     let f = raw.recv().await.unwrap().unwrap();
     assert_eq!(f.opcode, OpCode::Close);
-    assert_eq!(f.close_reason().unwrap().unwrap().code(), CloseCode::from(4003));
-    raw.send_frame(Frame::close(f.close_reason().unwrap().as_ref())).await.unwrap();
+    assert_eq!(
+        f.close_reason().unwrap().unwrap().code(),
+        CloseCode::from(4003)
+    );
+    raw.send_frame(Frame::close(f.close_reason().unwrap().as_ref()))
+        .await
+        .unwrap();
     assert_eq!(raw.close_reason().await.code(), CloseCode::from(4003));
 }

@@ -16,13 +16,18 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
-use wsc_proto::{Assembler, CloseCode, CloseReason, Decoder, Extension, Frame, Limits, MaskKeys, OpCode, Role, encode_frame};
+use wsc_proto::{
+    Assembler, CloseCode, CloseReason, Decoder, Extension, Frame, Limits, MaskKeys, OpCode, Role,
+    encode_frame,
+};
 
 use super::shared::{Item, OutState, Outcome, Shared};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, TimeoutKind};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Below this many unwritten bytes, the driver appends the senders' queue to its own.
+const COALESCE: usize = 64 * 1024;
 /// Work done in one poll before yielding to the scheduler.
 const BUDGET: usize = 64;
 
@@ -71,9 +76,18 @@ pub(crate) struct Driver<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    pub(crate) fn new(io: S, shared: Arc<Shared>, leftover: BytesMut, raw: bool, extensions: Vec<Box<dyn Extension>>) -> Self {
+    pub(crate) fn new(
+        io: S,
+        shared: Arc<Shared>,
+        leftover: BytesMut,
+        raw: bool,
+        extensions: Vec<Box<dyn Extension>>,
+    ) -> Self {
         let s = &shared.settings;
-        let limits = Limits { max_frame_size: s.max_frame_size.load(Ordering::Acquire), max_message_size: s.max_message_size.load(Ordering::Acquire) };
+        let limits = Limits {
+            max_frame_size: s.max_frame_size.load(Ordering::Acquire),
+            max_message_size: s.max_message_size.load(Ordering::Acquire),
+        };
         let mut decoder = Decoder::new(Role::Client, limits);
         decoder.set_allowed_rsv(extensions.iter().fold(0, |a, e| a | e.rsv()));
         let masking = s.masking.load(Ordering::Acquire);
@@ -116,7 +130,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         self.generation = g;
-        let limits = Limits { max_frame_size: s.max_frame_size.load(Ordering::Acquire), max_message_size: s.max_message_size.load(Ordering::Acquire) };
+        let limits = Limits {
+            max_frame_size: s.max_frame_size.load(Ordering::Acquire),
+            max_message_size: s.max_message_size.load(Ordering::Acquire),
+        };
         self.decoder.set_limits(limits);
         self.assembler.set_max_message_size(limits.max_message_size);
         self.masking = s.masking.load(Ordering::Acquire);
@@ -170,7 +187,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.control(OpCode::Close, &reason.to_payload());
         }
         self.close_out(error.clone());
-        self.set_outcome(Outcome { reason, peer: self.peer_closed.clone().flatten(), result: Err(error) });
+        self.set_outcome(Outcome {
+            reason,
+            peer: self.peer_closed.clone().flatten(),
+            result: Err(error),
+        });
         self.enter_draining();
     }
 
@@ -213,17 +234,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             OpCode::Pong => {
-                if let Keepalive::Awaiting(p) = self.keepalive {
-                    if frame.payload[..] == p[..] {
-                        self.keepalive = Keepalive::Idle;
-                        if let Some(every) = self.shared.ping_interval() {
-                            self.arm_ping(Instant::now() + every);
-                        }
+                if let Keepalive::Awaiting(p) = self.keepalive
+                    && frame.payload[..] == p[..]
+                {
+                    self.keepalive = Keepalive::Idle;
+                    if let Some(every) = self.shared.ping_interval() {
+                        self.arm_ping(Instant::now() + every);
                     }
                 }
             }
             _ => {
-                if let Some(m) = self.assembler.push(frame, &mut self.extensions).map_err(Error::protocol)? {
+                if let Some(m) = self
+                    .assembler
+                    .push(frame, &mut self.extensions)
+                    .map_err(Error::protocol)?
+                {
                     self.batch.push(Item::Message(m));
                 }
             }
@@ -259,10 +284,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // Our own Close was queued already: it is the reply.
                     Some(r) => self.finish_handshake(r, reason),
                     None => {
-                        let echo = reason.as_ref().map(|r| CloseReason::truncated(r.code(), r.reason()));
+                        let echo = reason
+                            .as_ref()
+                            .map(|r| CloseReason::truncated(r.code(), r.reason()));
                         let payload = echo.map(|r| r.to_payload()).unwrap_or_default();
                         self.control(OpCode::Close, &payload);
-                        self.set_outcome(Outcome { reason: shown, peer: reason, result: Ok(()) });
+                        self.set_outcome(Outcome {
+                            reason: shown,
+                            peer: reason,
+                            result: Ok(()),
+                        });
                         self.enter_draining();
                     }
                 }
@@ -280,7 +311,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn finish_handshake(&mut self, ours: CloseReason, peer: Option<CloseReason>) {
         self.close_out(Error::Closed(Some(ours.clone())));
-        self.set_outcome(Outcome { reason: ours, peer, result: Ok(()) });
+        self.set_outcome(Outcome {
+            reason: ours,
+            peer,
+            result: Ok(()),
+        });
         self.enter_draining();
     }
 
@@ -300,7 +335,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             out.queued += (out.buf.len() - before) as u64;
             out.state = OutState::Closing(r);
         }
-        if !out.buf.is_empty() && self.phase != Phase::Draining {
+        // Take the senders' bytes only when ours are (nearly) written, so the queue they see
+        // is what bounds memory.
+        if !out.buf.is_empty() && self.phase != Phase::Draining && self.wbuf.len() < COALESCE {
             if self.wbuf.is_empty() {
                 std::mem::swap(&mut self.wbuf, &mut out.buf);
             } else {
@@ -310,20 +347,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             out.wake_waiters();
             progress = true;
         }
-        if let OutState::Closing(ours) = out.state.clone() {
-            if self.phase == Phase::Open {
-                self.phase = Phase::CloseSent;
-                drop(out);
-                if self.peer_closed.is_some() {
-                    // Raw session answering the peer's Close.
-                    let peer = self.peer_closed.clone().flatten();
-                    self.finish_handshake(ours, peer);
-                } else {
-                    self.ping_timer = None;
-                    self.arm_close();
-                }
-                progress = true;
+        if let OutState::Closing(ours) = out.state.clone()
+            && self.phase == Phase::Open
+        {
+            self.phase = Phase::CloseSent;
+            drop(out);
+            if self.peer_closed.is_some() {
+                // Raw session answering the peer's Close.
+                let peer = self.peer_closed.clone().flatten();
+                self.finish_handshake(ours, peer);
+            } else {
+                self.ping_timer = None;
+                self.arm_close();
             }
+            progress = true;
         }
         Some(progress)
     }
@@ -332,7 +369,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let start = self.written;
         while !self.wbuf.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::io(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Error::io(std::io::ErrorKind::WriteZero.into())));
+                }
                 Poll::Ready(Ok(n)) => {
                     self.wbuf.advance(n);
                     self.written += n as u64;
@@ -356,7 +395,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 out.wake_waiters();
             }
         }
-        if self.wbuf.is_empty() { Poll::Ready(Ok(())) } else { Poll::Pending }
+        if self.wbuf.is_empty() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
     fn room_to_read(&self, cx: &mut Context<'_>) -> bool {
@@ -381,7 +424,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let need = wanted.saturating_sub(self.rbuf.len()).max(1);
         if self.rbuf.capacity() - self.rbuf.len() < need.min(READ_CHUNK) {
             // Large frames: reserve exactly what the frame still needs so reads land in place.
-            self.rbuf.reserve(if wanted > self.rbuf.len() { need.max(READ_CHUNK.min(need)) } else { READ_CHUNK });
+            self.rbuf.reserve(if wanted > self.rbuf.len() {
+                need.max(READ_CHUNK.min(need))
+            } else {
+                READ_CHUNK
+            });
         }
         let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
             Poll::Pending => return Poll::Pending,
@@ -397,12 +444,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if n == 0 {
             self.read_eof = true;
             if self.outcome.is_none() {
-                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame");
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed without a Close frame",
+                );
                 self.close_out(Error::io(e));
                 self.set_outcome(Outcome {
-                    reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "Connection was closed without close frame"),
+                    reason: CloseReason::truncated(
+                        CloseCode::CLOSED_ABNORMALLY,
+                        "Connection was closed without close frame",
+                    ),
                     peer: None,
-                    result: Err(Error::io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a Close frame"))),
+                    result: Err(Error::io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed without a Close frame",
+                    ))),
                 });
                 self.enter_draining();
             }
@@ -487,58 +543,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        if let Some(t) = self.close_timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                self.close_timer = None;
-                progress = true;
-                if self.deferred.is_some() {
-                    self.fail_deferred();
-                    return progress;
+        if let Some(t) = self.close_timer.as_mut()
+            && t.as_mut().poll(cx).is_ready()
+        {
+            self.close_timer = None;
+            progress = true;
+            if self.deferred.is_some() {
+                self.fail_deferred();
+                return progress;
+            }
+            match self.phase {
+                Phase::CloseSent => {
+                    // The peer never answered our Close.
+                    let ours = match self.shared.out().state.clone() {
+                        OutState::Closing(r) => r,
+                        _ => CloseReason::normal(),
+                    };
+                    self.close_out(Error::Timeout(TimeoutKind::Close));
+                    self.set_outcome(Outcome {
+                        reason: ours,
+                        peer: None,
+                        result: Err(Error::Timeout(TimeoutKind::Close)),
+                    });
+                    self.phase = Phase::Draining;
+                    // Give up on the TCP close, and on bytes the peer will not read.
+                    self.read_eof = true;
+                    self.wbuf.clear();
                 }
-                match self.phase {
-                    Phase::CloseSent => {
-                        // The peer never answered our Close.
-                        let ours = match self.shared.out().state.clone() {
-                            OutState::Closing(r) => r,
-                            _ => CloseReason::normal(),
-                        };
-                        self.close_out(Error::Timeout(TimeoutKind::Close));
-                        self.set_outcome(Outcome { reason: ours, peer: None, result: Err(Error::Timeout(TimeoutKind::Close)) });
-                        self.phase = Phase::Draining;
-                        // Give up on the TCP close, and on bytes the peer will not read.
-                        self.read_eof = true;
-                        self.wbuf.clear();
-                    }
-                    _ => {
-                        self.read_eof = true;
-                        self.wbuf.clear();
-                    }
+                _ => {
+                    self.read_eof = true;
+                    self.wbuf.clear();
                 }
             }
         }
-        if let Some(t) = self.ping_timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                progress = true;
-                match self.keepalive {
-                    Keepalive::Off => self.ping_timer = None,
-                    Keepalive::Idle => {
-                        let mut p = [0u8; 16];
-                        wsc_proto::Entropy::fill(self.keys.source(), &mut p);
-                        self.control(OpCode::Ping, &p);
-                        self.keepalive = Keepalive::Awaiting(p);
-                        let timeout = self.shared.ping_timeout().unwrap_or(Duration::from_secs(30));
+        if let Some(t) = self.ping_timer.as_mut()
+            && t.as_mut().poll(cx).is_ready()
+        {
+            progress = true;
+            match self.keepalive {
+                Keepalive::Off => self.ping_timer = None,
+                Keepalive::Idle => {
+                    let mut p = [0u8; 16];
+                    wsc_proto::Entropy::fill(self.keys.source(), &mut p);
+                    self.control(OpCode::Ping, &p);
+                    self.keepalive = Keepalive::Awaiting(p);
+                    let timeout = self
+                        .shared
+                        .ping_timeout()
+                        .unwrap_or(Duration::from_secs(30));
+                    self.arm_ping(Instant::now() + timeout);
+                }
+                Keepalive::Awaiting(_) => {
+                    let paused = self.shared.inc().items.len() >= self.shared.incoming_capacity;
+                    if paused {
+                        // We stopped reading because the application is slow; the pong
+                        // may be sitting unread. Wait another round.
+                        let timeout = self
+                            .shared
+                            .ping_timeout()
+                            .unwrap_or(Duration::from_secs(30));
                         self.arm_ping(Instant::now() + timeout);
-                    }
-                    Keepalive::Awaiting(_) => {
-                        let paused = self.shared.inc().items.len() >= self.shared.incoming_capacity;
-                        if paused {
-                            // We stopped reading because the application is slow; the pong
-                            // may be sitting unread. Wait another round.
-                            let timeout = self.shared.ping_timeout().unwrap_or(Duration::from_secs(30));
-                            self.arm_ping(Instant::now() + timeout);
-                        } else {
-                            self.fail(Error::Timeout(TimeoutKind::Ping), "Ping timeout");
-                        }
+                    } else {
+                        self.fail(Error::Timeout(TimeoutKind::Ping), "Ping timeout");
                     }
                 }
             }
@@ -604,10 +670,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Poll::Ready(Ok(())) | Poll::Pending => {}
             }
-            if !self.read_eof && self.room_to_read(cx) {
-                if let Poll::Ready(true) = self.poll_read(cx) {
-                    progress = true;
-                }
+            if !self.read_eof
+                && self.room_to_read(cx)
+                && let Poll::Ready(true) = self.poll_read(cx)
+            {
+                progress = true;
             }
             progress |= self.poll_timers(cx);
             if self.phase == Phase::Draining && self.wbuf.is_empty() && self.read_eof {

@@ -122,9 +122,14 @@ impl Sender {
         let was_empty = out.buf.is_empty();
         let masking = self.shared.settings.masking.load(Ordering::Relaxed);
         match *what {
-            Outgoing::Data(op, payload, frag) => out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size))?,
+            Outgoing::Data(op, payload, frag) => {
+                out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size))?
+            }
             Outgoing::Frame(f) if f.opcode == OpCode::Close => {
-                let reason = f.close_reason().map_err(|e| Error::InvalidConfig(format!("invalid Close frame: {e}")))?.unwrap_or_else(CloseReason::normal);
+                let reason = f
+                    .close_reason()
+                    .map_err(|e| Error::InvalidConfig(format!("invalid Close frame: {e}")))?
+                    .unwrap_or_else(CloseReason::normal);
                 out.encode_raw(f, masking);
                 out.state = OutState::Closing(reason);
             }
@@ -145,33 +150,49 @@ impl Sender {
     /// Sends a message: `&str`, `String`, `Vec<u8>`, `Bytes` or [`Message`].
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let m = message.into();
-        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), None)).await
+        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), None))
+            .await
     }
 
     /// Sends a text message.
     pub async fn send_text(&self, text: &str) -> Result<(), Error> {
-        self.enqueue(Outgoing::Data(OpCode::Text, text.as_bytes(), None)).await
+        self.enqueue(Outgoing::Data(OpCode::Text, text.as_bytes(), None))
+            .await
     }
 
     /// Sends a binary message.
     pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.enqueue(Outgoing::Data(OpCode::Binary, data, None)).await
+        self.enqueue(Outgoing::Data(OpCode::Binary, data, None))
+            .await
     }
 
     /// Sends a message as fragments of at most `fragment_size` bytes (RFC 6455 §5.4).
-    pub async fn send_fragmented(&self, message: impl Into<Message>, fragment_size: usize) -> Result<(), Error> {
+    pub async fn send_fragmented(
+        &self,
+        message: impl Into<Message>,
+        fragment_size: usize,
+    ) -> Result<(), Error> {
         if fragment_size == 0 {
-            return Err(Error::InvalidConfig("fragment size must be at least 1 byte".into()));
+            return Err(Error::InvalidConfig(
+                "fragment size must be at least 1 byte".into(),
+            ));
         }
         let m = message.into();
-        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), Some(fragment_size))).await
+        self.enqueue(Outgoing::Data(
+            m.opcode(),
+            m.as_bytes(),
+            Some(fragment_size),
+        ))
+        .await
     }
 
     /// Sends a frame exactly as given: no extension, no fragmentation. A Close frame starts
     /// the closing handshake. Control frames must have FIN set and at most 125 bytes.
     pub async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
         if frame.opcode.is_control() && (!frame.fin || frame.payload.len() > 125) {
-            return Err(Error::InvalidConfig("control frames must be final and at most 125 bytes".into()));
+            return Err(Error::InvalidConfig(
+                "control frames must be final and at most 125 bytes".into(),
+            ));
         }
         self.enqueue(Outgoing::Frame(&frame)).await
     }
@@ -235,7 +256,11 @@ impl Sender {
                 return o;
             }
             if rx.changed().await.is_err() {
-                return Outcome { reason: CloseReason::truncated(1006, "session dropped"), peer: None, result: Err(Error::Closed(None)) };
+                return Outcome {
+                    reason: CloseReason::truncated(1006, "session dropped"),
+                    peer: None,
+                    result: Err(Error::Closed(None)),
+                };
             }
         }
     }
@@ -249,7 +274,11 @@ impl Sender {
 
     /// The close reason if the session has ended, without waiting.
     pub fn try_close_reason(&self) -> Option<CloseReason> {
-        self.shared.outcome.borrow().as_ref().map(|o| o.reason.clone())
+        self.shared
+            .outcome
+            .borrow()
+            .as_ref()
+            .map(|o| o.reason.clone())
     }
 
     /// Whether the session still accepts sends.
@@ -263,16 +292,25 @@ impl Sender {
     }
     /// Changes the largest frame accepted from the peer, from the next frame on.
     pub fn set_max_frame_size(&self, bytes: usize) {
-        self.shared.settings.max_frame_size.store(bytes.max(1), Ordering::Release);
+        self.shared
+            .settings
+            .max_frame_size
+            .store(bytes.max(1), Ordering::Release);
         self.shared.settings_changed();
     }
     /// The largest message accepted from the peer.
     pub fn max_message_size(&self) -> usize {
-        self.shared.settings.max_message_size.load(Ordering::Acquire)
+        self.shared
+            .settings
+            .max_message_size
+            .load(Ordering::Acquire)
     }
     /// Changes the largest message accepted from the peer.
     pub fn set_max_message_size(&self, bytes: usize) {
-        self.shared.settings.max_message_size.store(bytes.max(1), Ordering::Release);
+        self.shared
+            .settings
+            .max_message_size
+            .store(bytes.max(1), Ordering::Release);
         self.shared.settings_changed();
     }
     /// Whether outgoing frames are masked.
@@ -298,7 +336,10 @@ impl Sender {
     }
     /// Changes the ping timeout (`None`: twice the interval).
     pub fn set_ping_timeout(&self, timeout: Option<Duration>) {
-        self.shared.set_ping(self.shared.ping_interval(), Some(timeout.filter(|d| !d.is_zero())));
+        self.shared.set_ping(
+            self.shared.ping_interval(),
+            Some(timeout.filter(|d| !d.is_zero())),
+        );
     }
 }
 
@@ -325,7 +366,12 @@ impl futures_sink::Sink<Message> for Sender {
         }
         let was_empty = out.buf.is_empty();
         let masking = this.shared.settings.masking.load(Ordering::Relaxed);
-        out.encode_message(item.opcode(), item.as_bytes(), masking, this.shared.fragment_size)?;
+        out.encode_message(
+            item.opcode(),
+            item.as_bytes(),
+            masking,
+            this.shared.fragment_size,
+        )?;
         let target = out.queued;
         let driver = if was_empty { out.driver.clone() } else { None };
         drop(out);
@@ -484,7 +530,9 @@ impl RawReceiver {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
         match self.inbox.poll_item(cx) {
             Poll::Ready(Some(Ok(Item::Frame(f)))) => Poll::Ready(Some(Ok(f))),
-            Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(Frame::new(m.opcode(), m.into_bytes())))),
+            Poll::Ready(Some(Ok(Item::Message(m)))) => {
+                Poll::Ready(Some(Ok(Frame::new(m.opcode(), m.into_bytes()))))
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -512,8 +560,21 @@ where
     let driver = Driver::new(io, shared.clone(), leftover, raw, incoming_extensions);
     tokio::spawn(driver);
     let guard = Arc::new(Guard(shared.clone()));
-    let sender = Sender { shared: shared.clone(), raw, _guard: guard.clone(), flush_target: None };
-    (sender, Inbox2(Inbox { shared, local: VecDeque::new(), done: false, _guard: guard }))
+    let sender = Sender {
+        shared: shared.clone(),
+        raw,
+        _guard: guard.clone(),
+        flush_target: None,
+    };
+    (
+        sender,
+        Inbox2(Inbox {
+            shared,
+            local: VecDeque::new(),
+            done: false,
+            _guard: guard,
+        }),
+    )
 }
 
 /// An inbox not yet typed as default or raw.
@@ -544,13 +605,19 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("url", &self.call.url.as_str()).finish()
+        f.debug_struct("Session")
+            .field("url", &self.call.url.as_str())
+            .finish()
     }
 }
 
 impl Session {
     pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
-        Session { sender, receiver: Receiver { inbox: inbox.0 }, call: Arc::new(call) }
+        Session {
+            sender,
+            receiver: Receiver { inbox: inbox.0 },
+            call: Arc::new(call),
+        }
     }
     /// The next message; `None` after a normal close. Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
@@ -603,13 +670,19 @@ pub struct RawSession {
 
 impl std::fmt::Debug for RawSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawSession").field("url", &self.call.url.as_str()).finish()
+        f.debug_struct("RawSession")
+            .field("url", &self.call.url.as_str())
+            .finish()
     }
 }
 
 impl RawSession {
     pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
-        RawSession { sender, receiver: RawReceiver { inbox: inbox.0 }, call: Arc::new(call) }
+        RawSession {
+            sender,
+            receiver: RawReceiver { inbox: inbox.0 },
+            call: Arc::new(call),
+        }
     }
     /// The next frame. Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {

@@ -112,7 +112,12 @@ impl Shared {
                 terminate: false,
                 abandoned: false,
             }),
-            inc: Mutex::new(In { items: VecDeque::new(), end: None, receiver: None, driver: None }),
+            inc: Mutex::new(In {
+                items: VecDeque::new(),
+                end: None,
+                receiver: None,
+                driver: None,
+            }),
             settings: Settings {
                 max_frame_size: AtomicUsize::new(config.max_frame_size),
                 max_message_size: AtomicUsize::new(config.max_message_size),
@@ -165,9 +170,13 @@ impl Shared {
     }
 
     pub(crate) fn set_ping(&self, interval: Option<Duration>, timeout: Option<Option<Duration>>) {
-        self.settings.ping_interval.store(millis(interval), Ordering::Release);
+        self.settings
+            .ping_interval
+            .store(millis(interval), Ordering::Release);
         if let Some(t) = timeout {
-            self.settings.ping_timeout.store(millis(t), Ordering::Release);
+            self.settings
+                .ping_timeout
+                .store(millis(t), Ordering::Release);
         }
         self.settings_changed();
     }
@@ -180,7 +189,13 @@ impl Out {
     }
 
     /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
-    pub(crate) fn encode_message(&mut self, opcode: OpCode, payload: &[u8], masking: bool, fragment: Option<usize>) -> Result<(), Error> {
+    pub(crate) fn encode_message(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        masking: bool,
+        fragment: Option<usize>,
+    ) -> Result<(), Error> {
         let mut exts = std::mem::take(&mut self.extensions);
         let r = self.encode_through(&mut exts, opcode, payload, masking, fragment);
         self.extensions = exts;
@@ -201,7 +216,9 @@ impl Out {
         for (i, e) in exts.iter_mut().enumerate() {
             let input = owned.as_deref().unwrap_or(payload);
             let (bits, name) = (e.rsv(), e.name());
-            let encoded = e.encode(opcode, input).map_err(|err| Error::InvalidConfig(format!("extension {name} failed to encode: {err}")))?;
+            let encoded = e.encode(opcode, input).map_err(|err| {
+                Error::InvalidConfig(format!("extension {name} failed to encode: {err}"))
+            })?;
             match encoded {
                 // The common case, one extension: frame its output straight from its buffer.
                 Some(out) if i == last => {
@@ -220,7 +237,14 @@ impl Out {
         Ok(())
     }
 
-    fn encode_data(&mut self, opcode: OpCode, rsv: u8, data: &[u8], masking: bool, fragment: Option<usize>) {
+    fn encode_data(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        data: &[u8],
+        masking: bool,
+        fragment: Option<usize>,
+    ) {
         let before = self.buf.len();
         match fragment {
             Some(size) if data.len() > size => {
@@ -229,7 +253,14 @@ impl Out {
                 while let Some(c) = chunks.next() {
                     let op = if first { opcode } else { OpCode::Continuation };
                     let key = masking.then(|| self.keys.next_key());
-                    encode_frame(&mut self.buf, op, chunks.peek().is_none(), if first { rsv } else { 0 }, c, key);
+                    encode_frame(
+                        &mut self.buf,
+                        op,
+                        chunks.peek().is_none(),
+                        if first { rsv } else { 0 },
+                        c,
+                        key,
+                    );
                     first = false;
                 }
             }
@@ -245,7 +276,14 @@ impl Out {
     pub(crate) fn encode_raw(&mut self, frame: &Frame, masking: bool) {
         let before = self.buf.len();
         let key = masking.then(|| self.keys.next_key());
-        encode_frame(&mut self.buf, frame.opcode, frame.fin, frame.rsv, &frame.payload, key);
+        encode_frame(
+            &mut self.buf,
+            frame.opcode,
+            frame.fin,
+            frame.rsv,
+            &frame.payload,
+            key,
+        );
         self.queued += (self.buf.len() - before) as u64;
     }
 

@@ -10,25 +10,44 @@ use std::sync::OnceLock;
 pub const PY_PACKAGES: &[&str] = &["websockets==17.4"];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The virtualenv's python, made and filled on first use (as scripts/test does).
 pub fn python() -> PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
-        let venv = std::env::var_os("WSC_VENV").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/venv"));
+        let venv = std::env::var_os("WSC_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target/venv"));
         let py = venv.join("bin/python");
         if !py.exists() {
-            let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed for the tests' peers");
+            let ok = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .expect("python3 is needed for the tests' peers");
             assert!(ok.success(), "could not create {venv:?}");
         }
         let missing = PY_PACKAGES.iter().any(|p| {
             let name = p.split("==").next().unwrap();
-            !Command::new(&py).args(["-m", "pip", "show", "-q", name]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+            !Command::new(&py)
+                .args(["-m", "pip", "show", "-q", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         });
         if missing {
-            let ok = Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(PY_PACKAGES).status().unwrap();
+            let ok = Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PY_PACKAGES)
+                .status()
+                .unwrap();
             assert!(ok.success(), "pip install failed");
         }
         py
@@ -56,16 +75,28 @@ impl Drop for Peer {
 }
 
 pub fn spawn_ready(mut cmd: Command) -> Peer {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("peer failed to start");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("peer failed to start");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("peer said {line:?}")).parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("peer said {line:?}"))
+        .parse()
+        .unwrap();
     Peer { child, port }
 }
 
 /// The Python `websockets` test server (tests/peers/ws_server.py) with `args`.
 pub fn python_server(args: &[&str]) -> Peer {
     let mut cmd = Command::new(python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_server.py")).args(args);
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_server.py"))
+        .args(args);
     spawn_ready(cmd)
 }

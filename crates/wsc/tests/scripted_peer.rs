@@ -1,0 +1,247 @@
+//! Conversations with a scripted TCP peer, for what a well-behaved server never does:
+//! frames glued to the 101, a wrong accept hash, an unoffered subprotocol, silence.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wsc::{Client, CloseCode, Error, Message, TimeoutKind};
+
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&b[..n]);
+    }
+    String::from_utf8(buf).unwrap()
+}
+
+fn key_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Serves one connection with `reply(request head)` written in a single write.
+async fn one_shot(
+    reply: impl FnOnce(String) -> Vec<u8> + Send + 'static,
+) -> (String, tokio::task::JoinHandle<TcpStream>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let h = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = read_head(&mut s).await;
+        s.write_all(&reply(head)).await.unwrap();
+        s
+    });
+    (url, h)
+}
+
+fn switching(key: &str, extra: &str) -> String {
+    let accept = wsc::proto::handshake::accept_key(key);
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn frames_glued_to_the_101_are_not_lost() {
+    let (url, server) = one_shot(|head| {
+        let mut r = switching(&key_of(&head), "").into_bytes();
+        r.extend_from_slice(b"\x81\x05first\x82\x03\x01\x02\x03");
+        r
+    })
+    .await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("first"));
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn request_has_the_rfc_6455_headers() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (url, _server) = one_shot(move |head| {
+        let r = switching(&key_of(&head), "").into_bytes();
+        let _ = tx.send(head);
+        r
+    })
+    .await;
+    let _s = Client::new()
+        .request(url)
+        .header("X-Custom", "1")
+        .connect()
+        .await
+        .unwrap();
+    let head = rx.await.unwrap();
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"));
+    for h in [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "X-Custom: 1",
+        "Host: 127.0.0.1:",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+    let key = key_of(&head);
+    assert_eq!(base64_len(&key), 16);
+}
+
+fn base64_len(k: &str) -> usize {
+    // 16 bytes encode to 24 characters with two '=' of padding.
+    if k.len() == 24 && k.ends_with("==") {
+        16
+    } else {
+        0
+    }
+}
+
+#[tokio::test]
+async fn wrong_accept_hash_is_refused() {
+    let (url, _s) = one_shot(|_| switching("not-the-key", "").into_bytes()).await;
+    assert!(matches!(
+        Client::new().connect(url).await,
+        Err(Error::Handshake(wsc::proto::HandshakeError::BadAccept(_)))
+    ));
+}
+
+#[tokio::test]
+async fn unoffered_subprotocol_or_extension_is_refused() {
+    let (url, _s) =
+        one_shot(|h| switching(&key_of(&h), "Sec-WebSocket-Protocol: chat\r\n").into_bytes()).await;
+    assert!(matches!(
+        Client::new().connect(url).await,
+        Err(Error::Handshake(
+            wsc::proto::HandshakeError::UnofferedProtocol(_)
+        ))
+    ));
+    let (url, _s) = one_shot(|h| {
+        switching(
+            &key_of(&h),
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        )
+        .into_bytes()
+    })
+    .await;
+    assert!(matches!(
+        Client::new().connect(url).await,
+        Err(Error::Handshake(wsc::proto::HandshakeError::Extension(_)))
+    ));
+}
+
+#[tokio::test]
+async fn handshake_timeout_on_a_silent_server() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let client = Client::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        client.connect(&url).await,
+        Err(Error::Timeout(TimeoutKind::Handshake))
+    ));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn protocol_violation_fails_with_1002_after_earlier_messages() {
+    let (url, server) = one_shot(|head| {
+        let mut r = switching(&key_of(&head), "").into_bytes();
+        r.extend_from_slice(b"\x81\x02ok\x83\x00"); // a message, then reserved opcode 3
+        r
+    })
+    .await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("ok"));
+    match s.recv().await {
+        Some(Err(Error::Protocol { code, .. })) => assert_eq!(code, CloseCode::PROTOCOL_ERROR),
+        other => panic!("{other:?}"),
+    }
+    // The Close we sent carries 1002.
+    let mut sock = server.await.unwrap();
+    let mut b = [0u8; 4];
+    sock.read_exact(&mut b).await.unwrap();
+    assert_eq!(b[0], 0x88);
+    let mut rest = vec![0u8; usize::from(b[1] & 0x7f) + 4 - 2];
+    sock.read_exact(&mut rest).await.unwrap();
+    let mask = [b[2], b[3], rest[0], rest[1]];
+    let code = u16::from_be_bytes([rest[2] ^ mask[0], rest[3] ^ mask[1]]);
+    assert_eq!(code, 1002);
+}
+
+#[tokio::test]
+async fn dropped_connection_reads_as_1006() {
+    let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    drop(server.await.unwrap());
+    assert!(matches!(s.recv().await, Some(Err(Error::Io(_)))));
+    assert_eq!(s.close_reason().await.code(), CloseCode::CLOSED_ABNORMALLY);
+}
+
+#[tokio::test]
+async fn bad_urls_fail_before_any_io() {
+    for bad in ["http://127.0.0.1/", "ws://", "ws://h/#frag", "nonsense"] {
+        assert!(
+            matches!(
+                Client::new().connect(bad).await,
+                Err(Error::InvalidUrl { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        Client::new()
+            .request("ws://h/")
+            .header("Upgrade", "x")
+            .connect()
+            .await,
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(Client::builder().max_frame_size(0).build().is_err());
+}
+
+#[tokio::test]
+async fn backpressure_bounds_the_outgoing_queue() {
+    // A server that accepts and never reads: sends must start waiting, not grow memory.
+    let (url, _server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let client = Client::builder()
+        .outgoing_queue_capacity(64 * 1024)
+        .build()
+        .unwrap();
+    let s = client.connect(url).await.unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    let mut sent = 0usize;
+    let r = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            s.send_binary(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+    })
+    .await;
+    assert!(r.is_err(), "sends never waited");
+    // Socket buffers absorb some megabytes; the queue itself stays bounded.
+    assert!(
+        sent < 64 << 20,
+        "sent {sent} bytes into a peer that never reads"
+    );
+    s.terminate();
+}
