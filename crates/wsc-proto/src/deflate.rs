@@ -241,8 +241,9 @@ impl ExtensionFactory for DeflateConfig {
 pub struct Deflate {
     config: DeflateConfig,
     params: Negotiated,
+    /// Made on first use: a session builds one instance per direction, and each uses one half.
     compress: Option<Compress>,
-    decompress: Decompress,
+    decompress: Option<Decompress>,
     /// The peer ended the deflate stream (BFINAL) inside the current message.
     ended: bool,
     scratch: Vec<u8>,
@@ -259,18 +260,11 @@ impl fmt::Debug for Deflate {
 impl Deflate {
     /// A codec with `params` in force.
     pub fn new(config: DeflateConfig, params: Negotiated) -> Self {
-        let compress = (params.client_max_window_bits >= 9).then(|| {
-            Compress::new_with_window_bits(
-                Compression::new(config.level),
-                false,
-                params.client_max_window_bits,
-            )
-        });
         Deflate {
             config,
             params,
-            compress,
-            decompress: Decompress::new_with_window_bits(false, 15),
+            compress: None,
+            decompress: None,
             ended: false,
             scratch: Vec::new(),
         }
@@ -317,9 +311,13 @@ impl Extension for Deflate {
         if !self.wants(opcode, payload) {
             return Ok(None);
         }
-        let Some(c) = self.compress.as_mut() else {
-            return Ok(None);
-        };
+        if self.params.client_max_window_bits < 9 {
+            return Ok(None); // zlib cannot deflate within an 8-bit window: send uncompressed
+        }
+        let (level, bits) = (self.config.level, self.params.client_max_window_bits);
+        let c = self.compress.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
         let out = &mut self.scratch;
         out.clear();
         let start_in = c.total_in();
@@ -354,15 +352,18 @@ impl Extension for Deflate {
     ) -> Result<(), DecodeError> {
         // After a block with BFINAL set the stream is over; RFC 7692 §7.2.3.4 shows a sender
         // that still appends bytes behind it, which a receiver ignores.
+        let d = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
         if !self.ended {
-            self.ended = inflate_into(&mut self.decompress, input, out, limit)?;
+            self.ended = inflate_into(d, input, out, limit)?;
         }
         if fin {
             if !std::mem::take(&mut self.ended) {
-                inflate_into(&mut self.decompress, &TAIL, out, limit)?;
+                inflate_into(d, &TAIL, out, limit)?;
             }
             if self.params.server_no_context_takeover {
-                self.decompress.reset(false);
+                d.reset(false);
             }
         }
         Ok(())

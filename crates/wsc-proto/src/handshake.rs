@@ -229,8 +229,144 @@ pub fn check_upgrade(
     }
 }
 
+fn named<'a>(
+    headers: &'a [(String, Vec<u8>)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// A client's upgrade request, as a server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The request target (path and query).
+    pub target: String,
+    /// The `Sec-WebSocket-Key`.
+    pub key: String,
+    /// Subprotocols offered, in order.
+    pub protocols: Vec<String>,
+    /// All header lines, names as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Parses and checks a client's upgrade request from the front of `buf` (server role,
+/// RFC 6455 §4.2.1): `Ok(None)` until its head has arrived, then the request and its length.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Request::new(&mut headers);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(HandshakeError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    };
+    if r.method != Some("GET") {
+        return Err(HandshakeError::Malformed(
+            "the upgrade request must be a GET".into(),
+        ));
+    }
+    let hs: Vec<(String, Vec<u8>)> = r
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    let get = |name: &'static str| named(&hs, name);
+    let has_token = |name: &'static str, token: &str| {
+        get(name)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token("upgrade", "websocket") {
+        return Err(HandshakeError::NoUpgrade);
+    }
+    if !has_token("connection", "upgrade") {
+        return Err(HandshakeError::NoConnectionUpgrade);
+    }
+    if get("sec-websocket-version").next().map(str::trim) != Some("13") {
+        return Err(HandshakeError::Malformed(
+            "Sec-WebSocket-Version must be 13".into(),
+        ));
+    }
+    let key = get("sec-websocket-key")
+        .next()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    if base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .map(|k| k.len())
+        != Ok(16)
+    {
+        return Err(HandshakeError::Malformed(
+            "Sec-WebSocket-Key must be 16 bytes in base64".into(),
+        ));
+    }
+    let protocols = get("sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let target = r.path.unwrap_or("/").to_owned();
+    Ok(Some((
+        ClientRequest {
+            target,
+            key,
+            protocols,
+            headers: hs,
+        },
+        n,
+    )))
+}
+
+/// The 101 a server answers `key` with, choosing `protocol`.
+pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let mut s = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        accept_key(key)
+    );
+    if let Some(p) = protocol {
+        s.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_request_round_trip() {
+        let r = Request {
+            host: "h",
+            target: "/x?y",
+            key: "dGhlIHNhbXBsZSBub25jZQ==",
+            protocols: &["a".into(), "b".into()],
+            extensions: None,
+            headers: &[],
+        };
+        let bytes = r.to_bytes();
+        let (req, n) = parse_request(&bytes).unwrap().unwrap();
+        assert_eq!(n, bytes.len());
+        assert_eq!(
+            (req.target.as_str(), req.key.as_str()),
+            ("/x?y", "dGhlIHNhbXBsZSBub25jZQ==")
+        );
+        assert_eq!(req.protocols, ["a", "b"]);
+        let resp = switching_protocols(&req.key, Some("a"));
+        let (resp, _) = parse_response(&resp).unwrap().unwrap();
+        assert_eq!(
+            check_upgrade(&resp, &req.key, &["a".into()]),
+            Ok(Some("a".into()))
+        );
+        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
+    }
+
     use super::*;
 
     fn resp(extra: &str) -> Response {

@@ -68,9 +68,15 @@ impl From<&str> for Utf8Bytes {
     }
 }
 
-impl From<&'static str> for Message {
-    fn from(s: &'static str) -> Self {
-        Message::Text(Utf8Bytes(Bytes::from_static(s.as_bytes())))
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(Utf8Bytes::from(s))
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(b: &[u8]) -> Self {
+        Message::Binary(Bytes::copy_from_slice(b))
     }
 }
 

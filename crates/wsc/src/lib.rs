@@ -6,6 +6,7 @@ mod connect;
 mod entropy;
 mod error;
 mod request;
+pub mod server;
 mod session;
 
 pub use client::{Client, RequestBuilder};

@@ -227,7 +227,7 @@ mod tests {
             Err(Error::InvalidUrl { .. })
         ));
         assert!(matches!(
-            Request::parse("ws:///x"),
+            Request::parse("ws://:80/"),
             Err(Error::InvalidUrl { .. })
         ));
         assert!(matches!(

@@ -311,3 +311,42 @@ async fn raw_session_sends_frames_as_given() {
         .unwrap();
     assert_eq!(raw.close_reason().await.code(), CloseCode::from(4003));
 }
+
+#[tokio::test]
+async fn dropped_recv_and_send_futures_lose_nothing() {
+    let peer = server();
+    let mut s = Client::new().connect(peer.url("/")).await.unwrap();
+    // recv futures dropped while waiting: the message that arrives later is still delivered.
+    for _ in 0..5 {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), s.recv())
+                .await
+                .is_err()
+        );
+    }
+    s.send("after cancelled receives").await.unwrap();
+    assert_eq!(
+        s.recv().await.unwrap().unwrap(),
+        Message::text("after cancelled receives")
+    );
+    // Many messages in flight, received through futures that are dropped and re-created.
+    for i in 0..200 {
+        s.send(format!("n{i}")).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 200 {
+        let fut = s.recv();
+        tokio::pin!(fut);
+        // Poll once; drop it if it is not ready at once.
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), &mut fut).await {
+            got.push(m.unwrap().as_text().unwrap().to_owned());
+        }
+    }
+    assert_eq!(got, (0..200).map(|i| format!("n{i}")).collect::<Vec<_>>());
+    // A send future dropped after it completed its poll leaves the session usable.
+    let fut = s.send_text("x");
+    drop(fut);
+    s.send_text("y").await.unwrap();
+    assert_eq!(s.recv().await.unwrap().unwrap(), Message::text("y"));
+    s.close(CloseReason::normal()).await.unwrap();
+}

@@ -88,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             max_frame_size: s.max_frame_size.load(Ordering::Acquire),
             max_message_size: s.max_message_size.load(Ordering::Acquire),
         };
-        let mut decoder = Decoder::new(Role::Client, limits);
+        let mut decoder = Decoder::new(shared.role, limits);
         decoder.set_allowed_rsv(extensions.iter().fold(0, |a, e| a | e.rsv()));
         let masking = s.masking.load(Ordering::Acquire);
         let has_leftover = !leftover.is_empty();
@@ -677,7 +677,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 progress = true;
             }
             progress |= self.poll_timers(cx);
-            if self.phase == Phase::Draining && self.wbuf.is_empty() && self.read_eof {
+            // A client waits for the server to close TCP (RFC 6455 §7.1.1); a server closes it.
+            if self.phase == Phase::Draining
+                && self.wbuf.is_empty()
+                && (self.read_eof || self.shared.role == Role::Server)
+            {
                 self.publish();
                 return Poll::Ready(());
             }

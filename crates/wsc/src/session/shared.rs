@@ -89,6 +89,7 @@ pub(crate) struct Shared {
     pub incoming_capacity: usize,
     pub fragment_size: Option<usize>,
     pub close_timeout: Duration,
+    pub role: wsc_proto::Role,
 }
 
 fn millis(d: Option<Duration>) -> u64 {
@@ -96,7 +97,11 @@ fn millis(d: Option<Duration>) -> u64 {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config, extensions: Vec<Box<dyn Extension>>) -> Arc<Shared> {
+    pub(crate) fn new(
+        config: &Config,
+        extensions: Vec<Box<dyn Extension>>,
+        role: wsc_proto::Role,
+    ) -> Arc<Shared> {
         let (outcome, _) = watch::channel(None);
         Arc::new(Shared {
             out: Mutex::new(Out {
@@ -121,7 +126,7 @@ impl Shared {
             settings: Settings {
                 max_frame_size: AtomicUsize::new(config.max_frame_size),
                 max_message_size: AtomicUsize::new(config.max_message_size),
-                masking: AtomicBool::new(config.masking),
+                masking: AtomicBool::new(config.masking && role == wsc_proto::Role::Client),
                 ping_interval: AtomicU64::new(millis(config.ping_interval)),
                 ping_timeout: AtomicU64::new(millis(config.ping_timeout)),
                 generation: AtomicU64::new(0),
@@ -131,6 +136,7 @@ impl Shared {
             incoming_capacity: config.incoming_capacity,
             fragment_size: config.write_fragment_size,
             close_timeout: config.close_timeout,
+            role,
         })
     }
 

@@ -100,3 +100,32 @@ pub fn python_server(args: &[&str]) -> Peer {
         .args(args);
     spawn_ready(cmd)
 }
+
+/// The Node `ws` package, installed (pinned) under target/node on first use.
+pub fn node_modules() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = workspace().join("target/node");
+        if !dir.join("node_modules/ws/package.json").exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let ok = Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .arg("ws@8.23.0")
+                .status()
+                .expect("npm is needed for the Node peer");
+            assert!(ok.success(), "npm install ws failed");
+        }
+        dir.join("node_modules")
+    })
+    .clone()
+}
+
+/// The Node `ws` echo server (tests/peers/ws_node_server.js) with `args`.
+pub fn node_server(args: &[&str]) -> Peer {
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", node_modules())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_node_server.js"))
+        .args(args);
+    spawn_ready(cmd)
+}

@@ -1,0 +1,167 @@
+//! The server role, in brief: accept an upgrade on a TCP stream you accepted and get a default
+//! [`Session`] driven exactly like a client's (frames unmasked, the server closes TCP first).
+//!
+//! It exists for tests, tools and `wsc serve`; it negotiates no extensions. Owns the server
+//! side of the handshake's I/O only; the checks are `wsc_proto::handshake`'s.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wsc_proto::Role;
+use wsc_proto::handshake;
+
+use crate::config::Config;
+use crate::error::{Error, TimeoutKind};
+use crate::session::{self, Call, Session, Shared};
+
+/// Settings for accepted sessions.
+#[derive(Debug, Clone)]
+pub struct AcceptConfig {
+    /// Subprotocols this server speaks, in preference order; the first the client also offers is chosen.
+    pub protocols: Vec<String>,
+    /// How long the client may take to send its request. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest message accepted. Default 64 MiB.
+    pub max_message_size: usize,
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        AcceptConfig {
+            protocols: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 64 << 20,
+        }
+    }
+}
+
+/// Reads a client's upgrade request from `stream`, answers 101, and returns the session.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let (stream, _) = listener.accept().await?;
+/// let mut session = wsc::server::accept(stream, &Default::default()).await?;
+/// while let Some(Ok(m)) = session.recv().await {
+///     session.send(m).await?; // echo
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Session, Error> {
+    stream.set_nodelay(true).map_err(Error::io)?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            if stream.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
+                return Err(Error::Handshake(handshake::HandshakeError::Malformed(
+                    "connection closed before the request ended".into(),
+                )));
+            }
+            if let Some(done) = handshake::parse_request(&buf).map_err(Error::Handshake)? {
+                return Ok(done);
+            }
+        }
+    };
+    let (req, head_len) = match tokio::time::timeout(config.handshake_timeout, read).await {
+        Err(_) => return Err(Error::Timeout(TimeoutKind::Handshake)),
+        Ok(r) => r?,
+    };
+    let protocol = config
+        .protocols
+        .iter()
+        .find(|p| req.protocols.contains(p))
+        .cloned();
+    stream
+        .write_all(&handshake::switching_protocols(
+            &req.key,
+            protocol.as_deref(),
+        ))
+        .await
+        .map_err(Error::io)?;
+    let leftover = buf.split_off(head_len);
+    let mut request_headers = HeaderMap::new();
+    for (n, v) in &req.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            request_headers.append(n, v);
+        }
+    }
+    let host = request_headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let url = url::Url::parse(&format!("ws://{host}{}", req.target))
+        .or_else(|_| url::Url::parse("ws://localhost/"))
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let call = Call {
+        url,
+        request_headers,
+        status: StatusCode::SWITCHING_PROTOCOLS,
+        response_headers: HeaderMap::new(),
+        protocol,
+        extensions: Vec::new(),
+    };
+    let cfg = Config {
+        max_message_size: config.max_message_size,
+        max_frame_size: config.max_message_size,
+        masking: false,
+        ..Config::default()
+    };
+    let shared = Shared::new(&cfg, Vec::new(), Role::Server);
+    let (sender, inbox) = session::start(stream, shared, leftover, false, Vec::new());
+    Ok(Session::new(sender, inbox, call))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Client, CloseReason, Message};
+
+    #[tokio::test]
+    async fn client_and_server_roles_talk() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/room?x=1", l.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let cfg = AcceptConfig {
+                protocols: vec!["chat".into()],
+                ..Default::default()
+            };
+            let mut session = accept(s, &cfg).await.unwrap();
+            assert_eq!(session.call().url().path(), "/room");
+            while let Some(Ok(m)) = session.recv().await {
+                session.send(m).await.unwrap();
+            }
+            session.close_reason().await
+        });
+        let mut c = Client::new()
+            .request(url)
+            .protocol("chat")
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(c.protocol(), Some("chat"));
+        c.send("over the wire").await.unwrap();
+        c.send_fragmented(Message::binary(vec![9u8; 100]), 7)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.recv().await.unwrap().unwrap(),
+            Message::text("over the wire")
+        );
+        assert_eq!(
+            c.recv().await.unwrap().unwrap(),
+            Message::binary(vec![9u8; 100])
+        );
+        c.close(CloseReason::new(4000, "done").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().code().as_u16(), 4000);
+    }
+}

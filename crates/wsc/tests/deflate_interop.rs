@@ -1,0 +1,169 @@
+//! permessage-deflate against real servers: Python `websockets` and Node `ws`, with and without
+//! context takeover, text and binary, small and multi-megabyte messages.
+
+mod common;
+
+use wsc::{Client, CloseReason, DeflateConfig, Message};
+
+fn json_like(n: usize) -> String {
+    let mut s = String::with_capacity(n + 100);
+    let mut i = 0u64;
+    while s.len() < n {
+        s.push_str(&format!(
+            r#"{{"id":{i},"user":"user{}","score":{},"tags":["alpha","beta"],"active":{}}},"#,
+            i % 97,
+            (i * 7919) % 1000,
+            i % 2 == 0
+        ));
+        i += 1;
+    }
+    s.truncate(n);
+    s
+}
+
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x1234_5678_u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn exercise(url: String, config: DeflateConfig, expect_no_takeover: bool) {
+    let client = Client::builder()
+        .deflate(config)
+        .max_message_size(64 << 20)
+        .build()
+        .unwrap();
+    let mut s = client.connect(&url).await.unwrap();
+    let ext = s.call().extensions().join(",");
+    assert!(
+        ext.starts_with("permessage-deflate"),
+        "not negotiated: {ext:?}"
+    );
+    assert_eq!(
+        ext.contains("client_no_context_takeover") && ext.contains("server_no_context_takeover"),
+        expect_no_takeover,
+        "{ext}"
+    );
+    let big_text = json_like(3 << 20);
+    let big_binary = noise(2 << 20);
+    let msgs = vec![
+        Message::text("hello"),
+        Message::text("hello"),
+        Message::text(""),
+        Message::binary(vec![0u8; 1000]),
+        Message::text(json_like(10_000)),
+        Message::text(big_text),
+        Message::binary(big_binary),
+        Message::text("héllo wörld ✓"),
+    ];
+    for m in &msgs {
+        s.send(m.clone()).await.unwrap();
+    }
+    // Fragmented and compressed, too.
+    s.send_fragmented(Message::text(json_like(100_000)), 4096)
+        .await
+        .unwrap();
+    for m in &msgs {
+        let got = s.recv().await.unwrap().unwrap();
+        assert_eq!(got.is_text(), m.is_text());
+        assert!(
+            got.as_bytes() == m.as_bytes(),
+            "echo differs for a {}-byte message",
+            m.len()
+        );
+    }
+    assert_eq!(
+        s.recv().await.unwrap().unwrap().as_text().unwrap(),
+        json_like(100_000)
+    );
+    s.close(CloseReason::normal()).await.unwrap();
+}
+
+#[tokio::test]
+async fn python_websockets_with_context_takeover() {
+    let peer = common::python_server(&["--deflate"]);
+    exercise(peer.url("/"), DeflateConfig::default(), false).await;
+}
+
+#[tokio::test]
+async fn python_websockets_without_context_takeover() {
+    let peer = common::python_server(&["--deflate", "--no-context-takeover"]);
+    exercise(peer.url("/"), DeflateConfig::default(), true).await;
+}
+
+#[tokio::test]
+async fn python_websockets_client_asks_for_no_takeover_and_small_windows() {
+    let peer = common::python_server(&["--deflate"]);
+    let cfg = DeflateConfig::default()
+        .client_no_context_takeover(true)
+        .server_no_context_takeover(true)
+        .server_max_window_bits(Some(10))
+        .client_max_window_bits(Some(11));
+    let client = Client::builder().deflate(cfg).build().unwrap();
+    let mut s = client.connect(peer.url("/")).await.unwrap();
+    let ext = &s.call().extensions()[0];
+    assert!(
+        ext.contains("server_max_window_bits=10") && ext.contains("server_no_context_takeover"),
+        "{ext}"
+    );
+    let text = json_like(500_000);
+    s.send(text.as_str()).await.unwrap();
+    assert_eq!(s.recv().await.unwrap().unwrap().as_text().unwrap(), text);
+    s.close(CloseReason::normal()).await.unwrap();
+}
+
+#[tokio::test]
+async fn node_ws_with_context_takeover() {
+    let peer = common::node_server(&[]);
+    exercise(peer.url("/"), DeflateConfig::default(), false).await;
+}
+
+#[tokio::test]
+async fn node_ws_without_context_takeover() {
+    let peer = common::node_server(&["--no-context-takeover"]);
+    exercise(peer.url("/"), DeflateConfig::default(), true).await;
+}
+
+#[tokio::test]
+async fn node_ws_with_small_windows() {
+    let peer = common::node_server(&["--window-bits", "9"]);
+    let client = Client::builder()
+        .deflate(DeflateConfig::default())
+        .build()
+        .unwrap();
+    let mut s = client.connect(peer.url("/")).await.unwrap();
+    let ext = &s.call().extensions()[0];
+    assert!(
+        ext.contains("client_max_window_bits=9") && ext.contains("server_max_window_bits=9"),
+        "{ext}"
+    );
+    let text = json_like(1 << 20);
+    s.send(text.as_str()).await.unwrap();
+    assert_eq!(s.recv().await.unwrap().unwrap().as_text().unwrap(), text);
+    s.close(CloseReason::normal()).await.unwrap();
+}
+
+#[tokio::test]
+async fn compressed_bomb_from_a_real_server_closes_with_1009() {
+    // The client allows 1 MiB; the server (echoing what we send, compressed) sends 8 MiB of zeros,
+    // a few KiB on the wire.
+    let peer = common::python_server(&["--deflate"]);
+    let client = Client::builder()
+        .deflate(DeflateConfig::default())
+        .max_message_size(1 << 20)
+        .build()
+        .unwrap();
+    let mut s = client.connect(peer.url("/")).await.unwrap();
+    s.send(vec![0u8; 8 << 20]).await.unwrap();
+    match s.recv().await {
+        Some(Err(wsc::Error::MessageTooBig { max, .. })) => assert_eq!(max, 1 << 20),
+        other => panic!("expected 1009, got {other:?}"),
+    }
+    assert_eq!(s.close_reason().await.code(), wsc::CloseCode::TOO_BIG);
+}
