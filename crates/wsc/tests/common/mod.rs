@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 /// The pinned Python packages the tests' peers use.
 pub const PY_PACKAGES: &[&str] = &["websockets==17.4"];
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -96,7 +96,7 @@ pub fn spawn_ready(mut cmd: Command) -> Peer {
 /// The Python `websockets` test server (tests/peers/ws_server.py) with `args`.
 pub fn python_server(args: &[&str]) -> Peer {
     let mut cmd = Command::new(python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_server.py"))
+    cmd.arg(workspace().join("crates/wsc/tests/peers/ws_server.py"))
         .args(args);
     spawn_ready(cmd)
 }
@@ -125,7 +125,7 @@ pub fn node_modules() -> PathBuf {
 pub fn node_server(args: &[&str]) -> Peer {
     let mut cmd = Command::new("node");
     cmd.env("NODE_PATH", node_modules())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_node_server.js"))
+        .arg(workspace().join("crates/wsc/tests/peers/ws_node_server.js"))
         .args(args);
     spawn_ready(cmd)
 }

@@ -1,0 +1,152 @@
+//! `wsc`: talk to any WebSocket server from a terminal or a script.
+//!
+//! Uses only wsc's public API.
+
+mod bench;
+mod opts;
+mod serve;
+mod talk;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use opts::ConnectOpts;
+
+const AFTER_HELP: &str = "\
+Examples:
+  wsc                                   talk to a built-in echo server (no network needed)
+  wsc ws://127.0.0.1:9001/chat          interactive when stdin is a terminal
+  printf 'a\\nb\\n' | wsc ws://host/echo  one message per line; replies printed one per line
+  wsc -H 'Authorization: Bearer t' --protocol chat ws://host/
+  wsc serve 127.0.0.1:9001 --broadcast  a loopback echo (or broadcast) server
+  wsc bench ws://127.0.0.1:9001 -c 50 -s 1024 -d 10s
+
+Exit codes:
+  0  closed cleanly (1000 or 1001)          5  timed out (connect, handshake, ping, close)
+  1  other error                             6  the server broke the protocol (1002/1007/1009)
+  2  bad usage or input (URL, header, flag)  7  the connection dropped without a Close (1006)
+  3  could not connect (DNS, refused, I/O)   8  the server closed with another code
+  4  the server refused the handshake";
+
+#[derive(Parser, Debug)]
+#[command(name = "wsc", version, about = "Talk to any WebSocket server from a terminal or a script", after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// ws:// or wss:// URL; without one, wsc starts a built-in echo server and talks to it.
+    url: Option<String>,
+    #[command(flatten)]
+    connect: ConnectOpts,
+    #[command(flatten)]
+    talk: talk::TalkOpts,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a small echo (or broadcast) server, on loopback unless told otherwise.
+    Serve(serve::ServeOpts),
+    /// Load-test a WebSocket echo server: N connections, message size, rate, duration.
+    Bench(Box<bench::BenchOpts>),
+}
+
+/// An error with the exit code a script can rely on.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code.
+    pub code: u8,
+    /// One readable line.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Maps a library error to an exit code and a one-line message.
+pub fn failure(e: &wsc::Error) -> Failure {
+    use wsc::Error as E;
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    if let E::HandshakeRefused { body, .. } = e {
+        let body = String::from_utf8_lossy(body);
+        let body = body.trim();
+        if !body.is_empty() {
+            message.push_str(&format!(": {}", body.lines().next().unwrap_or_default()));
+        }
+    }
+    let code = match e {
+        E::InvalidUrl { .. } | E::InvalidConfig(_) | E::Unsupported(_) => 2,
+        E::Io(_) => 3,
+        E::HandshakeRefused { .. } | E::Handshake(_) => 4,
+        E::Timeout(_) => 5,
+        E::Protocol { .. } | E::MessageTooBig { .. } => 6,
+        E::Closed(Some(r)) if r.code().as_u16() == 1006 => 7,
+        E::Closed(_) => 8,
+        _ => 1,
+    };
+    Failure { code, message }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error: the first line of clap's message.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("bad usage")
+                .trim_start_matches("error: ");
+            eprintln!("wsc: {first} (see wsc --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wsc: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Some(Command::Serve(o)) => serve::run(o).await,
+            Some(Command::Bench(o)) => bench::run(*o, &cli.connect).await,
+            None => talk::run(cli.url, &cli.connect, &cli.talk).await,
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("wsc: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Connection options shared by talking and benchmarking, named as curl names them (websocat's
+//! names where curl has none).
+
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Args;
+use wsc::{Client, DeflateConfig, RequestBuilder};
+
+use crate::Failure;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectOpts {
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Offer a subprotocol (repeatable, in preference order).
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
+    /// The Origin header.
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Basic authentication, `user:password`.
+    #[arg(short = 'u', long = "user", value_name = "USER:PASSWORD")]
+    pub user: Option<String>,
+    /// Bearer token authentication.
+    #[arg(long = "oauth2-bearer", value_name = "TOKEN")]
+    pub bearer: Option<String>,
+    /// Send a keepalive ping this often (e.g. 20s, 500ms).
+    #[arg(long = "ping-interval", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_interval: Option<Duration>,
+    /// Close with 1011 when a ping goes unanswered this long (default: twice the interval).
+    #[arg(long = "ping-timeout", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_timeout: Option<Duration>,
+    /// Largest message accepted, in bytes (default 64 MiB).
+    #[arg(long = "max-message-size", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// Offer permessage-deflate compression.
+    #[arg(long = "compress")]
+    pub compress: bool,
+    /// Time allowed to connect and complete the handshake (e.g. 5s).
+    #[arg(long = "connect-timeout", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Option<Duration>,
+    /// Print the handshake request and response on stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m, h)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl ConnectOpts {
+    pub fn client(&self) -> Result<Client, Failure> {
+        let mut b = Client::builder()
+            .ping_interval(self.ping_interval)
+            .ping_timeout(self.ping_timeout);
+        if let Some(m) = self.max_message_size {
+            b = b.max_message_size(m).max_frame_size(m);
+        }
+        if self.compress {
+            b = b.deflate(DeflateConfig::default());
+        }
+        if let Some(t) = self.connect_timeout {
+            b = b.connect_timeout(t).handshake_timeout(t);
+        }
+        b.build().map_err(|e| crate::failure(&e))
+    }
+
+    pub fn request(&self, client: &Client, url: &str) -> Result<RequestBuilder, Failure> {
+        let mut r = client.request(url);
+        for h in &self.headers {
+            let Some((name, value)) = h.split_once(':') else {
+                return Err(Failure::new(
+                    2,
+                    format!("bad header {h:?}: expected `Name: value`"),
+                ));
+            };
+            r = r.header(name.trim(), value.trim());
+        }
+        if let Some(o) = &self.origin {
+            r = r.header("Origin", o);
+        }
+        if let Some(u) = &self.user {
+            r = r.header(
+                "Authorization",
+                &format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(u)
+                ),
+            );
+        }
+        if let Some(t) = &self.bearer {
+            r = r.bearer_auth(t);
+        }
+        Ok(r.protocols(self.protocols.iter().map(String::as_str)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}
