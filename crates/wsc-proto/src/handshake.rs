@@ -367,8 +367,6 @@ mod tests {
         assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
     }
 
-    use super::*;
-
     fn resp(extra: &str) -> Response {
         let raw = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"

@@ -13,7 +13,7 @@ fn json_like(n: usize) -> String {
             r#"{{"id":{i},"user":"user{}","score":{},"tags":["alpha","beta"],"active":{}}},"#,
             i % 97,
             (i * 7919) % 1000,
-            i % 2 == 0
+            i.is_multiple_of(2)
         ));
         i += 1;
     }
