@@ -128,6 +128,60 @@ impl Assembler {
         }
     }
 
+    /// Like [`push`](Assembler::push), but hands each data frame on as a piece of its message
+    /// at once (inflated and UTF-8-checked as needed) instead of reassembling: `(text, first,
+    /// fin, data)`. Memory stays bounded by a frame; `max_message_size` bounds each piece.
+    pub fn push_chunk(
+        &mut self,
+        frame: Frame,
+        extensions: &mut [Box<dyn Extension>],
+    ) -> Result<Option<(bool, bool, bool, Bytes)>, ProtocolError> {
+        let (text, first) = match (frame.opcode, &self.open) {
+            (OpCode::Text, None) => (true, true),
+            (OpCode::Binary, None) => (false, true),
+            (OpCode::Continuation, Some(Open::Plain { text } | Open::Transformed { text, .. })) => {
+                (*text, false)
+            }
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            _ => return Ok(None),
+        };
+        if first {
+            self.open = Some(if frame.rsv == 0 {
+                Open::Plain { text }
+            } else {
+                Open::Transformed {
+                    text,
+                    rsv: frame.rsv,
+                    checked: 0,
+                }
+            });
+        }
+        let data = match self.open {
+            Some(Open::Transformed { rsv, .. }) => {
+                self.inflated.clear();
+                self.decode(rsv, &frame.payload, frame.fin, extensions)?;
+                if text {
+                    self.utf8
+                        .feed(&self.inflated)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if frame.fin {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                Bytes::from(std::mem::take(&mut self.inflated))
+            }
+            // The decoder has checked uncompressed text, across frames too.
+            _ => frame.payload,
+        };
+        if frame.fin {
+            self.open = None;
+        }
+        Ok(Some((text, first, frame.fin, data)))
+    }
+
     fn decode(
         &mut self,
         rsv: u8,
@@ -220,6 +274,29 @@ mod tests {
             a.push(Frame::continuation(vec![4, 5, 6], true), &mut []),
             Err(ProtocolError::MessageTooBig { size: 6, max: 5 })
         ));
+    }
+
+    #[test]
+    fn chunks_are_handed_on_without_reassembly() {
+        let mut a = Assembler::new(4);
+        let got = a
+            .push_chunk(Frame::text("abc").with_fin(false), &mut [])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.0, got.1, got.2, &got.3[..]),
+            (true, true, false, &b"abc"[..])
+        );
+        // The message may pass max_message_size in total; only pieces are bounded.
+        let got = a
+            .push_chunk(Frame::continuation("defg", true), &mut [])
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.1, got.2, &got.3[..]), (false, true, &b"defg"[..]));
+        assert!(
+            a.push_chunk(Frame::continuation("x", true), &mut [])
+                .is_err()
+        );
     }
 
     #[test]

@@ -124,6 +124,13 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
+    pub(crate) fn from_parts(client: Client, request: Request) -> Self {
+        RequestBuilder {
+            client,
+            request: Ok(request),
+        }
+    }
+
     fn map(mut self, f: impl FnOnce(Request) -> Result<Request, Error>) -> Self {
         self.request = self.request.and_then(f);
         self

@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub write_fragment_size: Option<usize>,
     pub extensions: Vec<Arc<dyn ExtensionFactory>>,
     pub user_agent: Option<String>,
+    pub converter: Option<Arc<dyn crate::convert::Converter>>,
+    pub stream_incoming: bool,
 }
 
 impl Default for Config {
@@ -45,6 +47,8 @@ impl Default for Config {
             write_fragment_size: None,
             extensions: Vec::new(),
             user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
+            converter: None,
+            stream_incoming: false,
         }
     }
 }
@@ -160,6 +164,22 @@ impl ClientBuilder {
     /// The `User-Agent` header sent with the handshake. Default `wsc/<version>`; `None` sends none.
     pub fn user_agent(mut self, ua: Option<String>) -> Self {
         self.config.user_agent = ua;
+        self
+    }
+
+    /// The content converter for `send_serialized` and `receive_deserialized` (Ktor's
+    /// `contentConverter`); e.g. [`Json`](crate::convert::Json). Default: none.
+    pub fn converter(mut self, converter: impl crate::convert::Converter + 'static) -> Self {
+        self.config.converter = Some(Arc::new(converter));
+        self
+    }
+
+    /// Delivers incoming messages in pieces as their frames arrive instead of reassembling
+    /// them, so a message of any size passes with memory bounded by a few frames; read them
+    /// with [`Receiver::recv_stream`](crate::Receiver::recv_stream) (`recv()` still
+    /// reassembles, within `max_message_size`). Default off.
+    pub fn stream_incoming(mut self, on: bool) -> Self {
+        self.config.stream_incoming = on;
         self
     }
 

@@ -97,6 +97,27 @@ pub enum Error {
     /// `WebsocketConverterNotFoundException`).
     #[error("no content converter configured")]
     NoConverter,
+    /// A reconnecting session is between connections and rejects sends
+    /// ([`WhileDisconnected::Reject`](crate::WhileDisconnected::Reject)).
+    #[error("disconnected; reconnecting")]
+    Disconnected,
+    /// A reconnecting session's queue for sends while disconnected is full.
+    #[error("the queue of messages waiting for a connection is full")]
+    QueueFull,
+    /// The converter could not serialize a value.
+    #[error("could not serialize the value")]
+    Serialize(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// A received message could not be read as the requested type, or is of a kind the
+    /// converter does not read (Ktor's `WebsocketDeserializeException`). The message is kept,
+    /// so nothing is lost.
+    #[error("could not deserialize a {} message of {} bytes", if .message.is_text() { "text" } else { "binary" }, .message.len())]
+    Deserialize {
+        /// The message as received.
+        message: Box<wsc_proto::Message>,
+        /// Why it did not convert.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

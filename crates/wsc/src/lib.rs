@@ -3,8 +3,10 @@
 mod client;
 mod config;
 mod connect;
+pub mod convert;
 mod entropy;
 mod error;
+mod reconnect;
 mod request;
 pub mod server;
 mod session;
@@ -12,8 +14,14 @@ mod session;
 pub use client::{Client, RequestBuilder};
 pub use config::ClientBuilder;
 pub use error::{Error, TimeoutKind};
+pub use reconnect::{
+    ConnectionEvent, OnConnect, ReconnectConfig, Reconnecting, ReconnectingSender,
+    WhileDisconnected,
+};
 pub use request::{IntoRequest, Request};
-pub use session::{Call, RawReceiver, RawSession, Receiver, Sender, Session};
+pub use session::{
+    Call, IncomingMessage, MessageWriter, RawReceiver, RawSession, Receiver, Sender, Session,
+};
 pub use wsc_proto::deflate::DeflateConfig;
 pub use wsc_proto::{
     CloseCode, CloseReason, Extension, ExtensionFactory, ExtensionParam, Frame, Message, OpCode,

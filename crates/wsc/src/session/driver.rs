@@ -70,6 +70,8 @@ pub(crate) struct Driver<S> {
     close_timer: Option<Pin<Box<Sleep>>>,
     /// The session's outcome once decided; published when draining ends.
     outcome: Option<Outcome>,
+    /// Hand incoming data frames on as chunks instead of reassembling.
+    streaming: bool,
     /// A peer's violation found behind messages the application has not taken yet: the
     /// session fails once it has (so its replies to them go out first), or at the close timeout.
     deferred: Option<(Error, String)>,
@@ -113,6 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             close_timer: None,
             outcome: None,
             deferred: None,
+            streaming: false,
             shared,
         };
         d.sync_settings();
@@ -130,11 +133,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         self.generation = g;
+        self.streaming = s.streaming.load(Ordering::Acquire) && !self.raw;
         let limits = Limits {
             max_frame_size: s.max_frame_size.load(Ordering::Acquire),
             max_message_size: s.max_message_size.load(Ordering::Acquire),
         };
-        self.decoder.set_limits(limits);
+        // A streamed message is never held whole: only frames (and inflated pieces) are bounded.
+        let wire_message_limit = if self.streaming {
+            usize::MAX
+        } else {
+            limits.max_message_size
+        };
+        self.decoder.set_limits(Limits {
+            max_message_size: wire_message_limit,
+            ..limits
+        });
         self.assembler.set_max_message_size(limits.max_message_size);
         self.masking = s.masking.load(Ordering::Acquire);
         match (self.raw, self.shared.ping_interval()) {
@@ -241,6 +254,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if let Some(every) = self.shared.ping_interval() {
                         self.arm_ping(Instant::now() + every);
                     }
+                }
+            }
+            _ if self.streaming => {
+                let piece = self
+                    .assembler
+                    .push_chunk(frame, &mut self.extensions)
+                    .map_err(Error::protocol)?;
+                if let Some((text, first, fin, data)) = piece {
+                    self.batch.push(Item::Chunk {
+                        text,
+                        first,
+                        fin,
+                        data,
+                    });
                 }
             }
             _ => {

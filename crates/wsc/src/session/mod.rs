@@ -107,6 +107,13 @@ impl std::fmt::Debug for Sender {
 enum Outgoing<'a> {
     Data(OpCode, &'a [u8], Option<usize>),
     Frame(&'a Frame),
+    /// A piece of a streamed message from the writer `id`.
+    Fragment {
+        id: u64,
+        opcode: OpCode,
+        fin: bool,
+        data: &'a [u8],
+    },
 }
 
 impl Sender {
@@ -115,13 +122,32 @@ impl Sender {
         if out.state != OutState::Open {
             return Poll::Ready(Err(out.send_error()));
         }
-        if out.buf.len() >= self.shared.outgoing_capacity {
+        // While a streamed message is on the wire, other data frames wait (control frames may
+        // interleave, RFC 6455 §5.4).
+        let blocked = match *what {
+            Outgoing::Data(..) => out.stream_owner.is_some(),
+            Outgoing::Frame(f) => !f.opcode.is_control() && out.stream_owner.is_some(),
+            Outgoing::Fragment { id, .. } => out.stream_owner.is_some_and(|o| o != id),
+        };
+        if blocked || out.buf.len() >= self.shared.outgoing_capacity {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
         let was_empty = out.buf.is_empty();
         let masking = self.shared.settings.masking.load(Ordering::Relaxed);
         match *what {
+            Outgoing::Fragment {
+                id,
+                opcode,
+                fin,
+                data,
+            } => {
+                out.stream_owner = (!fin).then_some(id);
+                out.encode_fragment(opcode, fin, data, masking);
+                if fin {
+                    out.wake_waiters();
+                }
+            }
             Outgoing::Data(op, payload, frag) => {
                 out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size))?
             }
@@ -195,6 +221,86 @@ impl Sender {
             ));
         }
         self.enqueue(Outgoing::Frame(&frame)).await
+    }
+
+    /// Serializes `value` with the client's converter and sends it (Ktor's `sendSerialized`).
+    pub async fn send_serialized<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), Error> {
+        let c = self.shared.converter.as_ref().ok_or(Error::NoConverter)?;
+        let m = c
+            .serialize(&value as &dyn erased_serde::Serialize)
+            .map_err(|e| Error::Serialize(e.into()))?;
+        self.send(m).await
+    }
+
+    /// The client's content converter, if one is configured.
+    pub fn converter(&self) -> Option<&Arc<dyn crate::convert::Converter>> {
+        self.shared.converter.as_ref()
+    }
+
+    /// Starts a message to be sent in pieces (RFC 6455 §5.4): text or binary. Other data sends
+    /// wait until the writer finishes; pings and pongs still go out. See [`MessageWriter`].
+    pub async fn message_writer(&self, opcode: OpCode) -> Result<MessageWriter, Error> {
+        if !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(Error::InvalidConfig(
+                "a streamed message is text or binary".into(),
+            ));
+        }
+        let id = {
+            let mut out = self.shared.out();
+            out.next_stream += 1;
+            out.next_stream
+        };
+        Ok(MessageWriter {
+            sender: self.clone(),
+            id,
+            opcode,
+            started: false,
+            finished: false,
+            utf8: (opcode == OpCode::Text).then(wsc_proto::Utf8Validator::default),
+            written: 0,
+        })
+    }
+
+    /// Sends one message whose payload comes from a [`Stream`] of chunks, each as a fragment,
+    /// without holding the message whole. Returns the bytes sent. Text must be UTF-8 across
+    /// chunk boundaries.
+    pub async fn send_stream<S, B, E>(&self, opcode: OpCode, stream: S) -> Result<u64, Error>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut w = self.message_writer(opcode).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            let chunk = item.map_err(|e| Error::Serialize(Arc::from(e.into())))?;
+            w.write(chunk.as_ref()).await?;
+        }
+        w.finish().await
+    }
+
+    /// Sends one message read from `reader` in fragments of at most `chunk_size` bytes,
+    /// without holding it whole. Returns the bytes sent.
+    pub async fn send_reader<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        opcode: OpCode,
+        mut reader: R,
+        chunk_size: usize,
+    ) -> Result<u64, Error> {
+        use tokio::io::AsyncReadExt;
+        let mut w = self.message_writer(opcode).await?;
+        let mut buf = vec![0u8; chunk_size.max(1)];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(Error::io)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n]).await?;
+        }
+        w.finish().await
     }
 
     /// Sends a Ping with `payload` (at most 125 bytes).
@@ -351,7 +457,7 @@ impl futures_sink::Sink<Message> for Sender {
         if out.state != OutState::Open {
             return Poll::Ready(Err(out.send_error()));
         }
-        if out.buf.len() >= self.shared.outgoing_capacity {
+        if out.buf.len() >= self.shared.outgoing_capacity || out.stream_owner.is_some() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -428,10 +534,120 @@ impl futures_sink::Sink<Message> for Sender {
 
 use std::future::Future;
 
+/// Writes one message in pieces; made by [`Sender::message_writer`].
+///
+/// Each [`write`](MessageWriter::write) sends one fragment; [`finish`](MessageWriter::finish)
+/// ends the message. Dropping an unfinished writer cannot leave a half message on the wire for
+/// the next one to corrupt, so it closes the session with 1011. Streamed messages are never
+/// compressed (RFC 7692 lets any message go uncompressed).
+///
+/// ```no_run
+/// # async fn demo(s: wsc::Sender) -> Result<(), wsc::Error> {
+/// let mut w = s.message_writer(wsc::OpCode::Binary).await?;
+/// for chunk in [&b"big "[..], b"message"] {
+///     w.write(chunk).await?;
+/// }
+/// w.finish().await?;
+/// # Ok(()) }
+/// ```
+pub struct MessageWriter {
+    sender: Sender,
+    id: u64,
+    opcode: OpCode,
+    started: bool,
+    finished: bool,
+    utf8: Option<wsc_proto::Utf8Validator>,
+    written: u64,
+}
+
+impl std::fmt::Debug for MessageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("opcode", &self.opcode)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl MessageWriter {
+    fn next_opcode(&mut self) -> OpCode {
+        if std::mem::replace(&mut self.started, true) {
+            OpCode::Continuation
+        } else {
+            self.opcode
+        }
+    }
+
+    /// Sends `chunk` as the next fragment. Text must stay UTF-8 across chunks; a chunk may end
+    /// inside a character.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        if let Some(v) = self.utf8.as_mut() {
+            v.feed(chunk)
+                .map_err(|_| Error::InvalidConfig("streamed text is not UTF-8".into()))?;
+        }
+        let was_started = self.started;
+        let opcode = self.next_opcode();
+        let r = self
+            .sender
+            .enqueue(Outgoing::Fragment {
+                id: self.id,
+                opcode,
+                fin: false,
+                data: chunk,
+            })
+            .await;
+        if r.is_err() {
+            self.started = was_started;
+        }
+        r?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the message. Returns the bytes written.
+    pub async fn finish(mut self) -> Result<u64, Error> {
+        if let Some(v) = self.utf8.as_mut() {
+            v.finish().map_err(|_| {
+                Error::InvalidConfig("streamed text ends inside a character".into())
+            })?;
+        }
+        let opcode = self.next_opcode();
+        self.sender
+            .enqueue(Outgoing::Fragment {
+                id: self.id,
+                opcode,
+                fin: true,
+                data: &[],
+            })
+            .await?;
+        self.finished = true;
+        Ok(self.written)
+    }
+}
+
+impl Drop for MessageWriter {
+    fn drop(&mut self) {
+        if self.finished || !self.started {
+            return;
+        }
+        // A half-sent message cannot be taken back: fail the session rather than let the next
+        // message's frames be read as its continuation.
+        let owner = self.sender.shared.out().stream_owner;
+        if owner == Some(self.id) {
+            self.sender.shared.close_from_handle(CloseReason::truncated(
+                wsc_proto::CloseCode::INTERNAL_ERROR,
+                "streamed message abandoned",
+            ));
+        }
+    }
+}
+
 /// Receives items from the driver: batches them out of the shared queue under one lock.
 struct Inbox {
     shared: Arc<Shared>,
     local: VecDeque<Item>,
+    /// A streamed message `recv()` is reassembling: (text, bytes so far).
+    assembling: Option<(bool, bytes::BytesMut)>,
     done: bool,
     _guard: Arc<Guard>,
 }
@@ -490,11 +706,141 @@ impl Receiver {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Receives the next message and reads it as a `T` with the client's converter (Ktor's
+    /// `receiveDeserialized`). Consumes exactly one message even when it does not convert; the
+    /// error then holds it. After a normal close: [`Error::Closed`] with the close reason.
+    pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<T, Error> {
+        let converter = self
+            .inbox
+            .shared
+            .converter
+            .clone()
+            .ok_or(Error::NoConverter)?;
+        match self.recv().await {
+            None => Err(Error::Closed(
+                self.inbox
+                    .shared
+                    .outcome
+                    .borrow()
+                    .as_ref()
+                    .map(|o| o.reason.clone()),
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(m)) => {
+                crate::convert::deserialize::<T>(&*converter, &m).map_err(|e| Error::Deserialize {
+                    message: Box::new(m),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+
+    /// The next message as a stream of chunks, for messages too large to hold: with
+    /// [`ClientBuilder::stream_incoming`](crate::ClientBuilder::stream_incoming) each chunk is a
+    /// frame's payload as it arrived (text still checked as UTF-8 across chunks); otherwise the
+    /// whole message is one chunk. Dropping the stream early skips the rest of that message.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut rx: wsc::Receiver) -> Result<(), wsc::Error> {
+    /// while let Some(msg) = rx.recv_stream().await {
+    ///     let mut msg = msg?;
+    ///     let mut total = 0;
+    ///     while let Some(chunk) = msg.next_chunk().await {
+    ///         total += chunk?.len();
+    ///     }
+    ///     println!("a {total}-byte message");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_stream(&mut self) -> Option<Result<IncomingMessage<'_>, Error>> {
+        loop {
+            match poll_fn(|cx| self.inbox.poll_item(cx)).await? {
+                Err(e) => return Some(Err(e)),
+                Ok(Item::Message(m)) => {
+                    return Some(Ok(IncomingMessage {
+                        text: m.is_text(),
+                        pending: Some(m.into_bytes()),
+                        done: true,
+                        inbox: &mut self.inbox,
+                    }));
+                }
+                Ok(Item::Chunk {
+                    text,
+                    first: true,
+                    fin,
+                    data,
+                }) => {
+                    return Some(Ok(IncomingMessage {
+                        text,
+                        pending: Some(data),
+                        done: fin,
+                        inbox: &mut self.inbox,
+                    }));
+                }
+                // The rest of a message whose stream was dropped.
+                Ok(_) => continue,
+            }
+        }
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         loop {
             return match self.inbox.poll_item(cx) {
                 Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(m))),
                 Poll::Ready(Some(Ok(Item::Frame(_)))) => continue,
+                Poll::Ready(Some(Ok(Item::Chunk {
+                    text,
+                    first,
+                    fin,
+                    data,
+                }))) => {
+                    if first {
+                        self.inbox.assembling = Some((text, bytes::BytesMut::new()));
+                    }
+                    let Some((_, buf)) = self.inbox.assembling.as_mut() else {
+                        continue;
+                    };
+                    let max = self
+                        .inbox
+                        .shared
+                        .settings
+                        .max_message_size
+                        .load(Ordering::Acquire);
+                    let size = buf.len() + data.len();
+                    if size > max {
+                        self.inbox.assembling = None;
+                        self.inbox.shared.close_from_handle(CloseReason::truncated(
+                            wsc_proto::CloseCode::TOO_BIG,
+                            "message too big",
+                        ));
+                        return Poll::Ready(Some(Err(Error::MessageTooBig {
+                            size: size as u64,
+                            max,
+                        })));
+                    }
+                    buf.extend_from_slice(&data);
+                    if !fin {
+                        continue;
+                    }
+                    let Some((text, buf)) = self.inbox.assembling.take() else {
+                        continue;
+                    };
+                    let body = buf.freeze();
+                    Poll::Ready(Some(Ok(if text {
+                        match wsc_proto::Utf8Bytes::try_from_bytes(body) {
+                            Ok(t) => Message::Text(t),
+                            Err(_) => {
+                                return Poll::Ready(Some(Err(Error::protocol(
+                                    wsc_proto::ProtocolError::InvalidUtf8,
+                                ))));
+                            }
+                        }
+                    } else {
+                        Message::Binary(body)
+                    })))
+                }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
@@ -507,6 +853,78 @@ impl Stream for Receiver {
     type Item = Result<Message, Error>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().poll_recv(cx)
+    }
+}
+
+/// One incoming message read as chunks; made by [`Receiver::recv_stream`]. Also a [`Stream`]
+/// of `Result<Bytes, Error>`.
+pub struct IncomingMessage<'a> {
+    inbox: &'a mut Inbox,
+    text: bool,
+    pending: Option<Bytes>,
+    done: bool,
+}
+
+impl std::fmt::Debug for IncomingMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingMessage")
+            .field("text", &self.text)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl IncomingMessage<'_> {
+    /// Whether this is a text message (its chunks together are UTF-8).
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// The next chunk; `None` after the message's last one.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inbox.poll_item(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(Item::Chunk {
+                first: false,
+                fin,
+                data,
+                ..
+            }))) => {
+                self.done = fin;
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Ok(other))) => {
+                // Not a continuation of this message: leave it for the next receive.
+                self.inbox.local.push_front(other);
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Error::Closed(None))))
+            }
+        }
+    }
+}
+
+impl Stream for IncomingMessage<'_> {
+    type Item = Result<Bytes, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_chunk(cx)
     }
 }
 
@@ -532,6 +950,19 @@ impl RawReceiver {
             Poll::Ready(Some(Ok(Item::Frame(f)))) => Poll::Ready(Some(Ok(f))),
             Poll::Ready(Some(Ok(Item::Message(m)))) => {
                 Poll::Ready(Some(Ok(Frame::new(m.opcode(), m.into_bytes()))))
+            }
+            Poll::Ready(Some(Ok(Item::Chunk {
+                text,
+                first,
+                fin,
+                data,
+            }))) => {
+                let opcode = match (first, text) {
+                    (false, _) => OpCode::Continuation,
+                    (true, true) => OpCode::Text,
+                    (true, false) => OpCode::Binary,
+                };
+                Poll::Ready(Some(Ok(Frame::new(opcode, data).with_fin(fin))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
@@ -571,6 +1002,7 @@ where
         Inbox2(Inbox {
             shared,
             local: VecDeque::new(),
+            assembling: None,
             done: false,
             _guard: guard,
         }),
@@ -622,6 +1054,12 @@ impl Session {
     /// The next message; `None` after a normal close. Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         self.receiver.recv().await
+    }
+    /// Receives the next message as a `T`; see [`Receiver::receive_deserialized`].
+    pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<T, Error> {
+        self.receiver.receive_deserialized().await
     }
     /// The HTTP exchange that opened the session.
     pub fn call(&self) -> &Call {

@@ -24,6 +24,13 @@ use crate::error::Error;
 pub(crate) enum Item {
     Message(Message),
     Frame(Frame),
+    /// A piece of a message, for sessions that stream incoming messages.
+    Chunk {
+        text: bool,
+        first: bool,
+        fin: bool,
+        data: bytes::Bytes,
+    },
 }
 
 /// How the session ended.
@@ -59,6 +66,9 @@ pub(crate) struct Out {
     pub extensions: Vec<Box<dyn Extension>>,
     pub terminate: bool,
     pub abandoned: bool,
+    /// The message writer whose fragmented message is on the wire; other data waits.
+    pub stream_owner: Option<u64>,
+    pub next_stream: u64,
 }
 
 pub(crate) struct In {
@@ -77,6 +87,8 @@ pub(crate) struct Settings {
     pub ping_interval: AtomicU64,
     /// Milliseconds; 0 = twice the interval.
     pub ping_timeout: AtomicU64,
+    /// Deliver incoming messages as chunks (no reassembly in the driver).
+    pub streaming: AtomicBool,
     pub generation: AtomicU64,
 }
 
@@ -90,6 +102,7 @@ pub(crate) struct Shared {
     pub fragment_size: Option<usize>,
     pub close_timeout: Duration,
     pub role: wsc_proto::Role,
+    pub converter: Option<Arc<dyn crate::convert::Converter>>,
 }
 
 fn millis(d: Option<Duration>) -> u64 {
@@ -116,6 +129,8 @@ impl Shared {
                 extensions,
                 terminate: false,
                 abandoned: false,
+                stream_owner: None,
+                next_stream: 0,
             }),
             inc: Mutex::new(In {
                 items: VecDeque::new(),
@@ -129,6 +144,7 @@ impl Shared {
                 masking: AtomicBool::new(config.masking && role == wsc_proto::Role::Client),
                 ping_interval: AtomicU64::new(millis(config.ping_interval)),
                 ping_timeout: AtomicU64::new(millis(config.ping_timeout)),
+                streaming: AtomicBool::new(config.stream_incoming),
                 generation: AtomicU64::new(0),
             },
             outcome,
@@ -137,6 +153,7 @@ impl Shared {
             fragment_size: config.write_fragment_size,
             close_timeout: config.close_timeout,
             role,
+            converter: config.converter.clone(),
         })
     }
 
@@ -159,6 +176,24 @@ impl Shared {
     pub(crate) fn settings_changed(&self) {
         self.settings.generation.fetch_add(1, Ordering::Release);
         self.wake_driver();
+    }
+
+    /// Starts the closing handshake from a handle (no waiting), unless one is under way.
+    pub(crate) fn close_from_handle(&self, reason: CloseReason) {
+        let mut out = self.out();
+        if out.state != OutState::Open {
+            return;
+        }
+        let masking = self.settings.masking.load(Ordering::Relaxed);
+        out.encode_raw(&Frame::close(Some(&reason)), masking);
+        out.state = OutState::Closing(reason);
+        out.stream_owner = None;
+        out.wake_waiters();
+        let w = out.driver.clone();
+        drop(out);
+        if let Some(w) = w {
+            w.wake();
+        }
     }
 
     pub(crate) fn ping_interval(&self) -> Option<Duration> {
@@ -275,6 +310,21 @@ impl Out {
                 encode_frame(&mut self.buf, opcode, true, rsv, data, key);
             }
         }
+        self.queued += (self.buf.len() - before) as u64;
+    }
+
+    /// Encodes one fragment of a streamed message (never through extensions: RFC 7692 lets
+    /// any message go uncompressed).
+    pub(crate) fn encode_fragment(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        data: &[u8],
+        masking: bool,
+    ) {
+        let before = self.buf.len();
+        let key = masking.then(|| self.keys.next_key());
+        encode_frame(&mut self.buf, opcode, fin, 0, data, key);
         self.queued += (self.buf.len() - before) as u64;
     }
 

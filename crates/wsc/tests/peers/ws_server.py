@@ -7,6 +7,9 @@ Binds 127.0.0.1 on a free port and prints `READY <port>`. Paths:
   /stall       accepts, then stops reading (so pings go unanswered)
   /fragments   sends one text message in three fragments, then echoes
   /big?n=N     sends one binary message of N bytes, then echoes
+  /stream      echoes each message fragment by fragment as it arrives (never whole)
+  /bad-json    sends a text message that is not valid JSON, then echoes
+Options: --port N binds that port (default: a free one).
 """
 import asyncio
 import http
@@ -25,6 +28,14 @@ async def handler(ws):
         return
     if url.path == "/fragments":
         await ws.send(["frag-one ", "frag-two ", "frag-three"])
+    if url.path == "/stream":
+        while True:
+            async def fragments():
+                async for fragment in ws.recv_streaming():
+                    yield fragment
+            await ws.send(fragments())
+    if url.path == "/bad-json":
+        await ws.send('{"id": 1, "name": ')
     if url.path == "/big":
         n = int(parse_qs(url.query)["n"][0])
         await ws.send(bytes(i % 251 for i in range(n)))
@@ -57,7 +68,7 @@ async def main():
     async with serve(
         handler,
         "127.0.0.1",
-        0,
+        int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0,
         process_request=process_request,
         select_subprotocol=select_subprotocol,
         max_size=None,

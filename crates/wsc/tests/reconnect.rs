@@ -1,0 +1,227 @@
+//! Reconnecting sessions against a real server process that is killed and restarted.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use wsc::{Client, CloseCode, ConnectionEvent, Error, Message, ReconnectConfig, WhileDisconnected};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for(
+    events: &mut broadcast::Receiver<ConnectionEvent>,
+    what: &str,
+    pred: impl Fn(&ConnectionEvent) -> bool,
+) -> ConnectionEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return e,
+            Ok(Ok(_)) => continue,
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+async fn next_text(rc: &mut wsc::Reconnecting) -> String {
+    match tokio::time::timeout(Duration::from_secs(20), rc.recv()).await {
+        Ok(Some(m)) => m.as_text().unwrap().to_owned(),
+        other => panic!("no message: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_order() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut peer = Some(common::python_server(&["--port", &port_s]));
+    let hooks = Arc::new(AtomicU32::new(0));
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(400))
+        .while_disconnected(WhileDisconnected::Queue(100))
+        .on_connect({
+            let hooks = hooks.clone();
+            move |sender| {
+                let n = hooks.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { sender.send(format!("hello #{n}")).await }
+            }
+        });
+    let mut rc = Client::new()
+        .reconnecting(format!("ws://127.0.0.1:{port}/"), cfg)
+        .unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "open", |e| matches!(e, ConnectionEvent::Open)).await;
+    assert_eq!(next_text(&mut rc).await, "hello #1");
+    rc.send("m1").await.unwrap();
+    assert_eq!(next_text(&mut rc).await, "m1");
+
+    // The server dies mid-stream.
+    drop(peer.take());
+    wait_for(&mut events, "closed", |e| {
+        matches!(e, ConnectionEvent::Closed { .. })
+    })
+    .await;
+    // Sends while it is down are queued.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rc.sender().is_connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for m in ["m2", "m3", "m4"] {
+        rc.send(m).await.unwrap();
+    }
+    wait_for(&mut events, "a failed attempt", |e| {
+        matches!(e, ConnectionEvent::Closed { error: Some(_), .. })
+    })
+    .await;
+
+    // It comes back on the same port.
+    let _peer = common::python_server(&["--port", &port_s]);
+    wait_for(&mut events, "reopen", |e| {
+        matches!(e, ConnectionEvent::Open)
+    })
+    .await;
+    assert_eq!(
+        next_text(&mut rc).await,
+        "hello #2",
+        "the hook runs first after a reconnect"
+    );
+    for m in ["m2", "m3", "m4"] {
+        assert_eq!(next_text(&mut rc).await, m);
+    }
+    assert_eq!(hooks.load(Ordering::SeqCst), 2);
+
+    // A close the caller asks for is final.
+    rc.close();
+    wait_for(&mut events, "closed", |e| {
+        matches!(e, ConnectionEvent::Closed { .. })
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), rc.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // ...and no attempt follows it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                ConnectionEvent::Connecting { .. } | ConnectionEvent::Waiting { .. }
+            ),
+            "reconnected after close: {e:?}"
+        );
+    }
+    assert!(matches!(rc.send("late").await, Err(Error::Closed(_))));
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts_with_growing_delays() {
+    let port = free_port(); // nothing listens here
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(40))
+        .max_delay(Duration::from_millis(200))
+        .max_attempts(Some(5))
+        .jitter(false)
+        .while_disconnected(WhileDisconnected::Reject);
+    let start = Instant::now();
+    let mut rc = Client::new()
+        .reconnecting(format!("ws://127.0.0.1:{port}/"), cfg.clone())
+        .unwrap();
+    let mut events = rc.events();
+    assert!(matches!(rc.send("x").await, Err(Error::Disconnected)));
+    let mut delays = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ConnectionEvent::Waiting { delay, .. } => delays.push(delay),
+            ConnectionEvent::GaveUp { attempts } => {
+                assert_eq!(attempts, 5);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [40, 80, 160, 200], "doubling, capped at max_delay");
+    assert!(start.elapsed() >= Duration::from_millis(480));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), rc.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "gave up: the stream ends"
+    );
+
+    // With jitter, each wait is at most its cap.
+    let mut rc = Client::new()
+        .reconnecting(format!("ws://127.0.0.1:{port}/"), cfg.jitter(true))
+        .unwrap();
+    let mut events = rc.events();
+    let mut n = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ConnectionEvent::Waiting { delay, attempt } => {
+                n += 1;
+                let cap = Duration::from_millis(40 * 2u64.pow(attempt - 2))
+                    .min(Duration::from_millis(200));
+                assert!(delay <= cap, "{delay:?} > {cap:?}");
+            }
+            ConnectionEvent::GaveUp { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(n, 4);
+    assert!(rc.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn try_again_later_is_waited_out_and_reconnected() {
+    let peer = common::python_server(&[]);
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(100))
+        .jitter(false);
+    let mut rc = Client::new().reconnecting(peer.url("/"), cfg).unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "open", |e| matches!(e, ConnectionEvent::Open)).await;
+    rc.send("close:1013:busy").await.unwrap();
+    let closed = wait_for(&mut events, "closed", |e| {
+        matches!(e, ConnectionEvent::Closed { .. })
+    })
+    .await;
+    assert!(
+        matches!(closed, ConnectionEvent::Closed { reason: Some(r), .. } if r.code() == CloseCode::TRY_AGAIN_LATER)
+    );
+    let waiting = wait_for(&mut events, "waiting", |e| {
+        matches!(e, ConnectionEvent::Waiting { .. })
+    })
+    .await;
+    assert!(
+        matches!(waiting, ConnectionEvent::Waiting { delay, .. } if delay == Duration::from_millis(100))
+    );
+    wait_for(&mut events, "reopen", |e| {
+        matches!(e, ConnectionEvent::Open)
+    })
+    .await;
+    rc.send(Message::text("again")).await.unwrap();
+    assert_eq!(next_text(&mut rc).await, "again");
+    rc.close();
+}
