@@ -146,6 +146,16 @@ impl RequestBuilder {
         self.header("Authorization", &format!("Bearer {token}"))
     }
 
+    /// Adds `Authorization: Basic …`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        self.map(|r| r.basic_auth(user, password))
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(self, origin: &str) -> Self {
+        self.map(|r| r.origin(origin))
+    }
+
     /// Adds a query parameter.
     pub fn query(self, name: &str, value: &str) -> Self {
         self.map(|r| Ok(r.query(name, value)))

@@ -2,7 +2,8 @@
 //!
 //! Every setting has a documented default; limits are on by default. `build()` validates.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wsc_proto::ExtensionFactory;
@@ -10,6 +11,22 @@ use wsc_proto::deflate::DeflateConfig;
 
 use crate::Client;
 use crate::error::Error;
+use crate::transport::Target;
+use crate::transport::proxy::{EnvProxies, Proxy};
+use crate::transport::tls::{Roots, TlsSettings, certs_from_pem, key_from_pem};
+
+impl Config {
+    /// The proxy for a target: the builder's, else the environment's when asked for.
+    pub(crate) fn proxy_for(&self, target: &Target<'_>) -> Option<Proxy> {
+        if let Some(p) = &self.proxy {
+            return Some(p.clone());
+        }
+        self.env_proxies
+            .as_ref()
+            .and_then(|e| e.for_target(target.host, target.tls))
+            .cloned()
+    }
+}
 
 /// Validated settings shared by every session a [`Client`] opens.
 #[derive(Debug, Clone)]
@@ -29,6 +46,14 @@ pub(crate) struct Config {
     pub user_agent: Option<String>,
     pub converter: Option<Arc<dyn crate::convert::Converter>>,
     pub stream_incoming: bool,
+    pub tls_settings: TlsSettings,
+    /// Built from `tls_settings` by `build()`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub proxy: Option<Proxy>,
+    pub env_proxies: Option<EnvProxies>,
+    pub bind: Option<IpAddr>,
+    pub max_redirects: usize,
+    pub cookies: Option<Arc<Mutex<cookie_store::CookieStore>>>,
 }
 
 impl Default for Config {
@@ -49,6 +74,13 @@ impl Default for Config {
             user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
             converter: None,
             stream_incoming: false,
+            tls_settings: TlsSettings::default(),
+            tls: None,
+            proxy: None,
+            env_proxies: None,
+            bind: None,
+            max_redirects: 10,
+            cookies: None,
         }
     }
 }
@@ -69,6 +101,8 @@ impl Default for Config {
 #[must_use]
 pub struct ClientBuilder {
     config: Config,
+    /// The first invalid setting, reported by `build()`.
+    error: Option<Error>,
 }
 
 impl ClientBuilder {
@@ -183,8 +217,91 @@ impl ClientBuilder {
         self
     }
 
+    /// Which roots verify servers' certificates: the platform's (default), bundled Mozilla
+    /// roots, both, or none (only added CAs).
+    pub fn tls_roots(mut self, roots: Roots) -> Self {
+        self.config.tls_settings.roots = roots;
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem`.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
+        match certs_from_pem(pem) {
+            Ok(c) => self.config.tls_settings.extra_roots.extend(c),
+            Err(e) => self.error = self.error.or(Some(e)),
+        }
+        self
+    }
+
+    /// Presents this client certificate chain and key (PEM) to servers that ask (mutual TLS).
+    pub fn client_certificate_pem(mut self, chain_pem: &[u8], key_pem: &[u8]) -> Self {
+        match (certs_from_pem(chain_pem), key_from_pem(key_pem)) {
+            (Ok(chain), Ok(key)) => {
+                self.config.tls_settings.client_cert = Some((chain, Arc::new(key)))
+            }
+            (Err(e), _) | (_, Err(e)) => self.error = self.error.or(Some(e)),
+        }
+        self
+    }
+
+    /// **Development only**: accepts any server certificate, so anyone on the path can read
+    /// and change the traffic. Off by default.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.config.tls_settings.danger_accept_invalid_certs = accept;
+        self
+    }
+
+    /// Uses a ready rustls configuration for `wss` instead of the settings above.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls_settings.custom = Some(config);
+        self
+    }
+
+    /// Tunnels every connection through `proxy` (see [`Proxy::parse`]).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.config.proxy = Some(proxy);
+        self
+    }
+
+    /// Takes proxies from `HTTPS_PROXY` (wss), `HTTP_PROXY` (ws), `ALL_PROXY` and `NO_PROXY`
+    /// (upper or lower case), read when the client is built. An explicit [`proxy`](Self::proxy)
+    /// wins.
+    pub fn proxy_from_env(mut self) -> Self {
+        match EnvProxies::read(|k| std::env::var(k).ok()) {
+            Ok(e) => self.config.env_proxies = Some(e),
+            Err(e) => self.error = self.error.or(Some(e)),
+        }
+        self
+    }
+
+    /// Connects from this local address.
+    pub fn bind(mut self, local: IpAddr) -> Self {
+        self.config.bind = Some(local);
+        self
+    }
+
+    /// Follows at most this many redirects (301, 302, 303, 307, 308) in a handshake; 0 turns
+    /// following off. Default 10. `http`/`https` Locations map to `ws`/`wss`; a redirect from
+    /// `wss` to `ws` is refused, and `Authorization` is not sent to another host.
+    pub fn max_redirects(mut self, n: usize) -> Self {
+        self.config.max_redirects = n;
+        self
+    }
+
+    /// Keeps cookies set by handshake responses (the 101 or a redirect) and sends them on later
+    /// handshakes of this client's sessions (RFC 6265). Default off.
+    pub fn cookies(mut self, on: bool) -> Self {
+        self.config.cookies =
+            on.then(|| Arc::new(Mutex::new(cookie_store::CookieStore::default())));
+        self
+    }
+
     /// Validates the settings and builds the client.
-    pub fn build(self) -> Result<Client, Error> {
+    pub fn build(mut self) -> Result<Client, Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.config.tls = Some(self.config.tls_settings.build()?);
         let c = &self.config;
         if c.max_frame_size == 0 || c.max_message_size == 0 {
             return Err(Error::InvalidConfig(

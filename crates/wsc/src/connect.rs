@@ -1,14 +1,13 @@
-//! Opening a connection: TCP (every resolved address in turn) and the HTTP/1.1 upgrade.
+//! Opening a connection: a transport (TCP, proxy, TLS), then the HTTP/1.1 upgrade, following
+//! redirects and keeping cookies as an HTTP client does.
 //!
 //! Knows the handshake's I/O; the checks themselves are `wsc_proto::handshake`'s.
-
-use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
+use url::Url;
 use wsc_proto::handshake::{self, HandshakeError};
 use wsc_proto::{Entropy, Extension, parse_extensions};
 
@@ -17,88 +16,104 @@ use crate::entropy::OsEntropy;
 use crate::error::{Error, TimeoutKind};
 use crate::request::Request;
 use crate::session::Call;
+use crate::transport::{self, BoxIo, Target};
 
 /// The most body bytes kept from a refused handshake.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 pub(crate) struct Upgraded {
-    pub io: TcpStream,
+    pub io: BoxIo,
     pub leftover: BytesMut,
     pub call: Call,
     pub extensions: Vec<Box<dyn Extension>>,
     pub extensions_in: Vec<Box<dyn Extension>>,
 }
 
-async fn connect_tcp(req: &Request, deadline: Instant) -> Result<TcpStream, Error> {
-    let host = req
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = req.port();
-    let addrs: Vec<SocketAddr> =
-        match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await {
-            Err(_) => return Err(Error::Timeout(TimeoutKind::Connect)),
-            Ok(r) => r.map_err(Error::io)?.collect(),
-        };
-    let mut last = None;
-    for addr in addrs {
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(Error::Timeout(TimeoutKind::Connect)),
-            Ok(Ok(s)) => {
-                s.set_nodelay(true).map_err(Error::io)?;
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = Some(e),
-        }
-    }
-    Err(Error::io(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{host} resolved to no address"),
-        )
-    })))
+enum Step {
+    Done(Box<Upgraded>),
+    Redirect(String),
 }
 
 pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Upgraded, Error> {
-    if req.url.scheme() == "wss" {
-        return Err(Error::Unsupported(
-            "wss:// (TLS) is not available in this build yet".into(),
-        ));
-    }
-    let now = Instant::now();
-    let (connect_deadline, overall) = match req.timeout {
-        Some(t) => (now + t, Some(now + t)),
-        None => (now + config.connect_timeout, None),
-    };
-    let mut io = connect_tcp(req, connect_deadline).await?;
-    let hs_deadline = overall.unwrap_or_else(|| Instant::now() + config.handshake_timeout);
-    match timeout_at(hs_deadline, upgrade(&mut io, config, req, raw)).await {
-        Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok((leftover, call, extensions, extensions_in))) => Ok(Upgraded {
-            io,
-            leftover,
-            call,
-            extensions,
-            extensions_in,
-        }),
+    let overall = req.timeout.map(|t| Instant::now() + t);
+    let mut req = req.clone();
+    let mut hops = 0;
+    loop {
+        let target = Target {
+            host: req.host(),
+            port: req.port(),
+            tls: req.url.scheme() == "wss",
+        };
+        let connect_deadline = overall.unwrap_or_else(|| Instant::now() + config.connect_timeout);
+        let io = transport::connect(config, &target, connect_deadline).await?;
+        let hs_deadline = overall.unwrap_or_else(|| Instant::now() + config.handshake_timeout);
+        match timeout_at(hs_deadline, upgrade(io, config, &req, raw)).await {
+            Err(_) => return Err(Error::Timeout(TimeoutKind::Handshake)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Step::Done(up))) => return Ok(*up),
+            Ok(Ok(Step::Redirect(location))) => {
+                hops += 1;
+                if hops > config.max_redirects {
+                    return Err(Error::Redirect(format!(
+                        "more than {} redirects",
+                        config.max_redirects
+                    )));
+                }
+                req = redirected(&req, &location)?;
+            }
+        }
     }
 }
 
-type UpgradeParts = (
-    BytesMut,
-    Call,
-    Vec<Box<dyn Extension>>,
-    Vec<Box<dyn Extension>>,
-);
+/// The request a redirect leads to: `http`/`https` become `ws`/`wss`, never `wss` to `ws`;
+/// `Authorization` is not carried to another host.
+fn redirected(from: &Request, location: &str) -> Result<Request, Error> {
+    let mut url = from
+        .url
+        .join(location)
+        .map_err(|e| Error::Redirect(format!("bad Location {location:?}: {e}")))?;
+    let scheme = match url.scheme() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => {
+            return Err(Error::Redirect(format!(
+                "Location {location:?} has scheme {other:?}"
+            )));
+        }
+    };
+    if from.url.scheme() == "wss" && scheme == "ws" {
+        return Err(Error::Redirect(format!(
+            "refusing to downgrade from wss to ws ({location})"
+        )));
+    }
+    url.set_scheme(scheme)
+        .map_err(|()| Error::Redirect(format!("cannot use Location {location:?}")))?;
+    url.set_fragment(None);
+    let mut next = Request::from_url(url).map_err(|e| Error::Redirect(e.to_string()))?;
+    let same_host = next.url.host_str() == from.url.host_str() && next.port() == from.port();
+    next.headers = from
+        .headers
+        .iter()
+        .filter(|(n, _)| same_host || !n.eq_ignore_ascii_case("authorization"))
+        .cloned()
+        .collect();
+    next.protocols = from.protocols.clone();
+    next.timeout = from.timeout;
+    Ok(next)
+}
 
-async fn upgrade(
-    io: &mut TcpStream,
-    config: &Config,
-    req: &Request,
-    raw: bool,
-) -> Result<UpgradeParts, Error> {
+/// The URL a cookie jar sees for a WebSocket URL.
+fn cookie_url(url: &Url) -> Url {
+    let mut u = url.clone();
+    let _ = u.set_scheme(if url.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    });
+    u
+}
+
+async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Result<Step, Error> {
     let mut random = [0u8; 16];
     OsEntropy::new().fill(&mut random);
     let key = handshake::generate_key(random);
@@ -111,12 +126,22 @@ async fn upgrade(
             .join(", ")
     });
     let mut headers = req.headers.clone();
-    if let Some(ua) = &config.user_agent
-        && !headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
-    {
-        headers.push(("User-Agent".into(), ua.clone()));
+    let has =
+        |hs: &[(String, String)], name: &str| hs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if let Some(ua) = &config.user_agent {
+        if !has(&headers, "user-agent") {
+            headers.push(("User-Agent".into(), ua.clone()));
+        }
+    }
+    if let Some(jar) = &config.cookies {
+        let jar = jar.lock().unwrap_or_else(|p| p.into_inner());
+        let cookies: Vec<String> = jar
+            .get_request_values(&cookie_url(&req.url))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if !cookies.is_empty() && !has(&headers, "cookie") {
+            headers.push(("Cookie".into(), cookies.join("; ")));
+        }
     }
     let host = req.host_header();
     let target = req.target();
@@ -141,6 +166,18 @@ async fn upgrade(
             break done;
         }
     };
+    if let Some(jar) = &config.cookies {
+        let mut jar = jar.lock().unwrap_or_else(|p| p.into_inner());
+        let url = cookie_url(&req.url);
+        for v in resp.headers_named("set-cookie") {
+            let _ = jar.parse(v, &url);
+        }
+    }
+    if matches!(resp.status, 301 | 302 | 303 | 307 | 308) && config.max_redirects > 0 {
+        if let Some(location) = resp.header("location") {
+            return Ok(Step::Redirect(location.trim().to_owned()));
+        }
+    }
     let response_headers = to_header_map(&resp.headers);
     if resp.status != 101 {
         let _ = buf.split_to(head_len);
@@ -187,31 +224,24 @@ async fn upgrade(
             request_headers.append(n, v);
         }
     }
-    request_headers.insert(
-        http::header::HOST,
-        HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
-    );
-    request_headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    request_headers.insert(
-        http::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
-    request_headers.insert(
-        http::header::SEC_WEBSOCKET_VERSION,
-        HeaderValue::from_static("13"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&key) {
-        request_headers.insert(http::header::SEC_WEBSOCKET_KEY, v);
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            request_headers.insert(name, v);
+        }
+    };
+    set(http::header::HOST, &host);
+    set(http::header::UPGRADE, "websocket");
+    set(http::header::CONNECTION, "Upgrade");
+    set(http::header::SEC_WEBSOCKET_VERSION, "13");
+    set(http::header::SEC_WEBSOCKET_KEY, &key);
+    if !req.protocols.is_empty() {
+        set(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            &req.protocols.join(", "),
+        );
     }
-    if !req.protocols.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&req.protocols.join(", "))
-    {
-        request_headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
-    }
-    if let Some(o) = &offer
-        && let Ok(v) = HeaderValue::from_str(o)
-    {
-        request_headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
+    if let Some(o) = &offer {
+        set(http::header::SEC_WEBSOCKET_EXTENSIONS, o);
     }
     let call = Call {
         url: req.url.clone(),
@@ -221,7 +251,13 @@ async fn upgrade(
         protocol,
         extensions: extensions.iter().map(|e| e.describe()).collect(),
     };
-    Ok((leftover, call, extensions, extensions_in))
+    Ok(Step::Done(Box::new(Upgraded {
+        io,
+        leftover,
+        call,
+        extensions,
+        extensions_in,
+    })))
 }
 
 fn to_header_map(headers: &[(String, Vec<u8>)]) -> HeaderMap {
@@ -235,4 +271,46 @@ fn to_header_map(headers: &[(String, Vec<u8>)]) -> HeaderMap {
         }
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_rules() {
+        let from = Request::parse("wss://a.example/x")
+            .unwrap()
+            .header("Authorization", "Bearer t")
+            .unwrap()
+            .protocol("chat")
+            .unwrap();
+        let same = redirected(&from, "/y?z=1").unwrap();
+        assert_eq!(same.url.as_str(), "wss://a.example/y?z=1");
+        assert!(same.headers.iter().any(|(n, _)| n == "Authorization"));
+        assert_eq!(same.protocols, ["chat"]);
+        let other = redirected(&from, "https://b.example/").unwrap();
+        assert_eq!(other.url.as_str(), "wss://b.example/");
+        assert!(other.headers.is_empty(), "no credentials to another host");
+        assert!(matches!(
+            redirected(&from, "ws://a.example/"),
+            Err(Error::Redirect(_))
+        ));
+        assert!(matches!(
+            redirected(&from, "http://a.example/"),
+            Err(Error::Redirect(_))
+        ));
+        assert!(matches!(
+            redirected(&from, "ftp://a.example/"),
+            Err(Error::Redirect(_))
+        ));
+        let plain = Request::parse("ws://a.example/").unwrap();
+        assert_eq!(
+            redirected(&plain, "https://a.example/s")
+                .unwrap()
+                .url
+                .scheme(),
+            "wss"
+        );
+    }
 }

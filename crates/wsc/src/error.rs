@@ -67,6 +67,26 @@ pub enum Error {
     /// subprotocol or extension, malformed response). Server's fault.
     #[error("invalid handshake response")]
     Handshake(#[source] HandshakeError),
+    /// The TLS handshake with `host` failed: an untrusted, expired or mismatched certificate,
+    /// a refused client certificate, or a protocol problem.
+    #[error("TLS with {host} failed: {reason}")]
+    Tls {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// The proxy refused the tunnel (status and reason of its answer to CONNECT) or failed.
+    #[error("proxy refused: {}{reason}", .status.map(|s| format!("{s} ")).unwrap_or_default())]
+    Proxy {
+        /// The HTTP status of a CONNECT refusal.
+        status: Option<u16>,
+        /// The reason phrase or failure.
+        reason: String,
+    },
+    /// A redirect could not be followed: too many, a downgrade from wss to ws, or a bad Location.
+    #[error("redirect not followed: {0}")]
+    Redirect(String),
     /// A deadline passed.
     #[error("{0} timed out")]
     Timeout(TimeoutKind),

@@ -10,6 +10,7 @@ mod reconnect;
 mod request;
 pub mod server;
 mod session;
+mod transport;
 
 pub use client::{Client, RequestBuilder};
 pub use config::ClientBuilder;
@@ -22,11 +23,15 @@ pub use request::{IntoRequest, Request};
 pub use session::{
     Call, IncomingMessage, MessageWriter, RawReceiver, RawSession, Receiver, Sender, Session,
 };
+pub use transport::proxy::Proxy;
+pub use transport::tls::Roots;
 pub use wsc_proto::deflate::DeflateConfig;
 pub use wsc_proto::{
     CloseCode, CloseReason, Extension, ExtensionFactory, ExtensionParam, Frame, Message, OpCode,
     Utf8Bytes,
 };
 
+/// rustls, for [`ClientBuilder::tls_config`].
+pub use rustls;
 /// The protocol core, for custom extensions and low-level use.
 pub use wsc_proto as proto;

@@ -114,6 +114,18 @@ impl Request {
         Ok(self)
     }
 
+    /// Sets the `Origin` header.
+    pub fn origin(self, origin: &str) -> Result<Request, Error> {
+        self.header("Origin", origin)
+    }
+
+    /// Adds `Authorization: Basic …` for `user` and `password`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Result<Request, Error> {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("Authorization", &format!("Basic {token}"))
+    }
+
     /// Appends a query parameter (percent-encoded).
     pub fn query(mut self, name: &str, value: &str) -> Request {
         self.url.query_pairs_mut().append_pair(name, value);

@@ -1,0 +1,53 @@
+//! Byte transports under the WebSocket: TCP, TLS, proxies. Nothing here knows WebSocket.
+//!
+//! `connect` turns a target (host, port, TLS or not) into one boxed stream: TCP straight or
+//! through a proxy (HTTP CONNECT, over TLS too, or SOCKS5), then TLS for `wss`.
+
+pub(crate) mod proxy;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::{Error, TimeoutKind};
+
+/// A bidirectional byte stream a session can run on.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The boxed stream sessions run on: one virtual call per read or write syscall, not per frame.
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// Where to connect.
+pub(crate) struct Target<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Opens a stream to `target`, through a proxy if one applies, with TLS for `wss`; the whole
+/// of it bounded by `deadline` (a connect timeout).
+pub(crate) async fn connect(
+    config: &Config,
+    target: &Target<'_>,
+    deadline: Instant,
+) -> Result<BoxIo, Error> {
+    let proxy = config.proxy_for(target);
+    let work = async {
+        let io: BoxIo = match &proxy {
+            Some(p) => p.connect(config, target).await?,
+            None => Box::new(tcp::connect(target.host, target.port, config.bind).await?),
+        };
+        if target.tls {
+            tls::connect(config, target.host, io).await
+        } else {
+            Ok(io)
+        }
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(TimeoutKind::Connect)),
+    }
+}
