@@ -44,6 +44,24 @@ pub struct ConnectOpts {
     /// Print the handshake request and response on stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Trust the CA certificates in this PEM file (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Accept any server certificate (development only: anyone on the path can read the traffic).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Tunnel through a proxy: http://[user:pass@]host:port, https://…, socks5://…, socks5h://…
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Take proxies from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    #[arg(long = "proxy-env")]
+    pub proxy_env: bool,
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1.5s` or a bare number of seconds.
@@ -82,6 +100,26 @@ impl ConnectOpts {
         }
         if let Some(t) = self.connect_timeout {
             b = b.connect_timeout(t).handshake_timeout(t);
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", p.display())))
+        };
+        if let Some(ca) = &self.cacert {
+            b = b
+                .tls_roots(wsc::Roots::PlatformAndBundled)
+                .add_root_certificates_pem(&read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            b = b.client_certificate_pem(&read(cert)?, &read(key)?);
+        }
+        if self.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(p) = &self.proxy {
+            b = b.proxy(wsc::Proxy::parse(p).map_err(|e| crate::failure(&e))?);
+        } else if self.proxy_env {
+            b = b.proxy_from_env();
         }
         b.build().map_err(|e| crate::failure(&e))
     }

@@ -266,8 +266,13 @@ impl ClientBuilder {
     /// Takes proxies from `HTTPS_PROXY` (wss), `HTTP_PROXY` (ws), `ALL_PROXY` and `NO_PROXY`
     /// (upper or lower case), read when the client is built. An explicit [`proxy`](Self::proxy)
     /// wins.
-    pub fn proxy_from_env(mut self) -> Self {
-        match EnvProxies::read(|k| std::env::var(k).ok()) {
+    pub fn proxy_from_env(self) -> Self {
+        self.proxy_from_env_with(|k| std::env::var(k).ok())
+    }
+
+    /// As [`proxy_from_env`](Self::proxy_from_env), reading the variables through `lookup`.
+    pub fn proxy_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        match EnvProxies::read(lookup) {
             Ok(e) => self.config.env_proxies = Some(e),
             Err(e) => self.error = self.error.or(Some(e)),
         }

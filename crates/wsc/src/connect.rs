@@ -128,10 +128,10 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
     let mut headers = req.headers.clone();
     let has =
         |hs: &[(String, String)], name: &str| hs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    if let Some(ua) = &config.user_agent {
-        if !has(&headers, "user-agent") {
-            headers.push(("User-Agent".into(), ua.clone()));
-        }
+    if let Some(ua) = &config.user_agent
+        && !has(&headers, "user-agent")
+    {
+        headers.push(("User-Agent".into(), ua.clone()));
     }
     if let Some(jar) = &config.cookies {
         let jar = jar.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,10 +173,11 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
             let _ = jar.parse(v, &url);
         }
     }
-    if matches!(resp.status, 301 | 302 | 303 | 307 | 308) && config.max_redirects > 0 {
-        if let Some(location) = resp.header("location") {
-            return Ok(Step::Redirect(location.trim().to_owned()));
-        }
+    if matches!(resp.status, 301 | 302 | 303 | 307 | 308)
+        && config.max_redirects > 0
+        && let Some(location) = resp.header("location")
+    {
+        return Ok(Step::Redirect(location.trim().to_owned()));
     }
     let response_headers = to_header_map(&resp.headers);
     if resp.status != 101 {

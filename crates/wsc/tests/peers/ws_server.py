@@ -9,6 +9,10 @@ Binds 127.0.0.1 on a free port and prints `READY <port>`. Paths:
   /big?n=N     sends one binary message of N bytes, then echoes
   /stream      echoes each message fragment by fragment as it arrives (never whole)
   /bad-json    sends a text message that is not valid JSON, then echoes
+  /whoami      sends the request's Cookie and Origin headers as one text message, then echoes
+  /set-cookie  answers the upgrade with Set-Cookie: session=s3cr3t; then echoes
+  /redirect?to=URL  answers 302 with that Location (default /set-cookie), setting a cookie
+  /loop        redirects to itself
 Options: --port N binds that port (default: a free one).
 """
 import asyncio
@@ -34,6 +38,9 @@ async def handler(ws):
                 async for fragment in ws.recv_streaming():
                     yield fragment
             await ws.send(fragments())
+    if url.path == "/whoami":
+        h = ws.request.headers
+        await ws.send(f"cookie={h.get('Cookie', '')};origin={h.get('Origin', '')}")
     if url.path == "/bad-json":
         await ws.send('{"id": 1, "name": ')
     if url.path == "/big":
@@ -48,9 +55,22 @@ async def handler(ws):
 
 
 def process_request(conn, request):
-    if request.path.startswith("/refuse"):
+    url = urlparse(request.path)
+    if url.path == "/refuse":
         return conn.respond(http.HTTPStatus.FORBIDDEN, "go away\n")
+    if url.path in ("/redirect", "/loop"):
+        to = parse_qs(url.query).get("to", ["/loop" if url.path == "/loop" else "/set-cookie"])[0]
+        resp = conn.respond(http.HTTPStatus.FOUND, "moved\n")
+        resp.headers["Location"] = to
+        resp.headers["Set-Cookie"] = "hop=1; Path=/"
+        return resp
     return None
+
+
+def process_response(conn, request, response):
+    if urlparse(request.path).path == "/set-cookie" and response.status_code == 101:
+        response.headers["Set-Cookie"] = "session=s3cr3t; Path=/"
+    return response
 
 
 def select_subprotocol(conn, offered):
@@ -70,6 +90,7 @@ async def main():
         "127.0.0.1",
         int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0,
         process_request=process_request,
+        process_response=process_response,
         select_subprotocol=select_subprotocol,
         max_size=None,
         ping_interval=None,
