@@ -511,3 +511,56 @@ async fn connect_timeout_on_a_full_backlog() {
     );
     drop(listener);
 }
+
+/// Terminates TLS on a free port and forwards the bytes to `to`: an HTTPS front for tinyproxy.
+async fn tls_front(pki: &Pki, to: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.server.0.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_proxy_carries_wss() {
+    let backend = common::python_server(&[]);
+    let pki = pki();
+    let n = nginx(&pki, backend.port);
+    let (_p, proxy_port) = tinyproxy(Some(("carol", "pw")));
+    let front = tls_front(&pki, proxy_port).await;
+    // TLS to the proxy (verified with the same CA), CONNECT inside it, then TLS to the server.
+    let client = trusting(&pki)
+        .proxy(Proxy::parse(&format!("https://carol:pw@localhost:{front}")).unwrap())
+        .build()
+        .unwrap();
+    echo_once(&client, &format!("wss://localhost:{}/", n.good))
+        .await
+        .unwrap();
+    echo_once(&client, &backend.url("/")).await.unwrap();
+}
