@@ -536,10 +536,10 @@ async fn tls_front(pki: &Pki, to: u16) -> u16 {
         while let Ok((s, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(s).await {
-                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-                    }
+                if let Ok(mut tls) = acceptor.accept(s).await
+                    && let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
                 }
             });
         }
