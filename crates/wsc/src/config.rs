@@ -16,6 +16,11 @@ use crate::transport::proxy::{EnvProxies, Proxy};
 use crate::transport::tls::{Roots, TlsSettings, certs_from_pem, key_from_pem};
 
 impl Config {
+    /// The rustls configuration, built once per client on first use.
+    pub(crate) fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        self.tls.get_or_init(|| self.tls_settings.build()).clone()
+    }
+
     /// The proxy for a target: the builder's, else the environment's when asked for.
     pub(crate) fn proxy_for(&self, target: &Target<'_>) -> Option<Proxy> {
         if let Some(p) = &self.proxy {
@@ -47,8 +52,9 @@ pub(crate) struct Config {
     pub converter: Option<Arc<dyn crate::convert::Converter>>,
     pub stream_incoming: bool,
     pub tls_settings: TlsSettings,
-    /// Built from `tls_settings` by `build()`.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Built from `tls_settings` on the first `wss` connect (reading the platform's roots
+    /// costs milliseconds that ws-only clients need not pay).
+    pub tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, Error>>>,
     pub proxy: Option<Proxy>,
     pub env_proxies: Option<EnvProxies>,
     pub bind: Option<IpAddr>,
@@ -75,7 +81,7 @@ impl Default for Config {
             converter: None,
             stream_incoming: false,
             tls_settings: TlsSettings::default(),
-            tls: None,
+            tls: Arc::default(),
             proxy: None,
             env_proxies: None,
             bind: None,
@@ -306,7 +312,17 @@ impl ClientBuilder {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        self.config.tls = Some(self.config.tls_settings.build()?);
+        // Each client gets its own lazily built TLS configuration (a cloned builder must not
+        // share one built from other settings).
+        self.config.tls = Arc::default();
+        if self.config.tls_settings.custom.is_some()
+            || self.config.tls_settings.danger_accept_invalid_certs
+        {
+            // Nothing to read from the system: build now so setting errors surface here.
+            let built = self.config.tls_settings.build();
+            built.clone()?;
+            let _ = self.config.tls.set(built);
+        }
         let c = &self.config;
         if c.max_frame_size == 0 || c.max_message_size == 0 {
             return Err(Error::InvalidConfig(

@@ -28,6 +28,10 @@ use crate::error::{Error, TimeoutKind};
 const READ_CHUNK: usize = 64 * 1024;
 /// Below this many unwritten bytes, the driver appends the senders' queue to its own.
 const COALESCE: usize = 64 * 1024;
+/// How long a connection must be quiet before its buffers are given back.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// The stack buffer an idle connection reads into before it has a read buffer.
+const PROBE: usize = 512;
 /// Work done in one poll before yielding to the scheduler.
 const BUDGET: usize = 64;
 
@@ -72,6 +76,11 @@ pub(crate) struct Driver<S> {
     outcome: Option<Outcome>,
     /// Hand incoming data frames on as chunks instead of reassembling.
     streaming: bool,
+    /// Gives idle buffers back after a quiet second.
+    trim_timer: Option<Pin<Box<Sleep>>>,
+    /// Polls that moved bytes, and the count when the trim timer was armed.
+    activity: u64,
+    activity_at_arm: u64,
     /// A peer's violation found behind messages the application has not taken yet: the
     /// session fails once it has (so its replies to them go out first), or at the close timeout.
     deferred: Option<(Error, String)>,
@@ -116,6 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             outcome: None,
             deferred: None,
             streaming: false,
+            trim_timer: None,
+            activity: 0,
+            activity_at_arm: 0,
             shared,
         };
         d.sync_settings();
@@ -447,17 +459,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Reads once and handles every complete frame. `Ready(true)` if bytes arrived.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let wanted = self.decoder.wanted();
-        let need = wanted.saturating_sub(self.rbuf.len()).max(1);
-        if self.rbuf.capacity() - self.rbuf.len() < need.min(READ_CHUNK) {
-            // Large frames: reserve exactly what the frame still needs so reads land in place.
-            self.rbuf.reserve(if wanted > self.rbuf.len() {
-                need.max(READ_CHUNK.min(need))
-            } else {
-                READ_CHUNK
-            });
-        }
-        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        let read = if self.rbuf.capacity() == 0 {
+            // No buffer while idle: probe with a small stack buffer and allocate only when
+            // bytes arrive (an idle connection then costs no read buffer at all).
+            let mut probe = [0u8; PROBE];
+            let mut rb = tokio::io::ReadBuf::new(&mut probe);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    if got.len() == PROBE {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
+                    self.rbuf.extend_from_slice(got);
+                    Poll::Ready(Ok(got.len()))
+                }
+            }
+        } else {
+            let wanted = self.decoder.wanted();
+            let need = wanted.saturating_sub(self.rbuf.len()).max(1);
+            if self.rbuf.capacity() - self.rbuf.len() < need.min(READ_CHUNK) {
+                // Large frames: reserve exactly what the frame still needs so reads land in place.
+                self.rbuf.reserve(if wanted > self.rbuf.len() {
+                    need
+                } else {
+                    READ_CHUNK
+                });
+            }
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+        };
+        let n = match read {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => {
                 self.read_eof = true;
@@ -656,6 +688,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.shared.outcome.send_replace(Some(outcome));
     }
 
+    /// Arms the trim timer if buffers hold memory while nothing is in them.
+    fn maybe_arm_trim(&mut self) {
+        let idle_buffers = (self.rbuf.is_empty() && self.rbuf.capacity() > 0)
+            || (self.wbuf.is_empty() && self.wbuf.capacity() > 0);
+        if idle_buffers && self.trim_timer.is_none() && self.phase != Phase::Draining {
+            self.activity_at_arm = self.activity;
+            self.trim_timer = Some(Box::pin(tokio::time::sleep(TRIM_AFTER)));
+        }
+    }
+
+    /// After a quiet `TRIM_AFTER`, frees the empty read and write buffers (the senders' too).
+    fn poll_trim(&mut self, cx: &mut Context<'_>) {
+        let Some(t) = self.trim_timer.as_mut() else {
+            return;
+        };
+        if t.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        if self.activity != self.activity_at_arm {
+            self.activity_at_arm = self.activity;
+            t.as_mut().reset(Instant::now() + TRIM_AFTER);
+            let _ = t.as_mut().poll(cx);
+            return;
+        }
+        self.trim_timer = None;
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+        let mut out = self.shared.out();
+        if out.buf.is_empty() {
+            out.buf = BytesMut::new();
+        }
+    }
+
     fn publish(&mut self) {
         if self.outcome.is_none() {
             self.set_outcome(Outcome {
@@ -713,8 +782,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Ready(());
             }
             if !progress {
+                self.poll_trim(cx);
+                self.maybe_arm_trim();
                 return Poll::Pending;
             }
+            self.activity += 1;
         }
         cx.waker().wake_by_ref();
         Poll::Pending

@@ -100,10 +100,7 @@ impl TlsSettings {
 
 /// Runs the TLS handshake over `io` for `host` (SNI and certificate name).
 pub(crate) async fn connect(config: &Config, host: &str, io: BoxIo) -> Result<BoxIo, Error> {
-    let tls = config
-        .tls
-        .clone()
-        .ok_or_else(|| Error::InvalidConfig("TLS is not configured".into()))?;
+    let tls = config.tls_config()?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(bare.to_owned()).map_err(|_| Error::InvalidUrl {
         url: host.into(),

@@ -1,0 +1,478 @@
+//! `wsc-bench`: wsc against tokio-tungstenite, tokio-websockets, fastwebsockets and a plain
+//! `TcpStream` (the ceiling), side by side in one run. `scripts/bench` runs the whole suite and
+//! writes `bench/RESULTS.md`; `scripts/bench --smoke` is the seconds-long CI check.
+//!
+//! Servers and clients are separate processes: the server (raw tokio TCP, one thread) never
+//! shares a core with the client, callgrind counts the client alone, and peak RSS is the
+//! client's.
+
+mod clients;
+mod servers;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use clients::Lib;
+use servers::Kind;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve one kind of load on a free port (prints `PORT n`).
+    Server {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+    /// Run one client once (prints `RESULT …`).
+    Client {
+        #[arg(long, value_enum)]
+        lib: Lib,
+        #[arg(long)]
+        case: String,
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[arg(long)]
+        port: u16,
+    },
+    /// The whole suite.
+    Run {
+        /// Repetitions (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// A seconds-long check that every client and case works; no timings kept.
+        #[arg(long)]
+        smoke: bool,
+        /// Skip the callgrind rows.
+        #[arg(long)]
+        no_callgrind: bool,
+        /// Where to write the markdown report.
+        #[arg(long, default_value = "bench/RESULTS.md")]
+        out: String,
+    },
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn main() {
+    match Cli::parse().cmd {
+        Cmd::Server { kind, size, count } => {
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            rt().block_on(servers::serve(kind, size, count)).unwrap();
+        }
+        Cmd::Client {
+            lib,
+            case,
+            size,
+            count,
+            port,
+        } => {
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            let r = rt();
+            let t = Instant::now();
+            let line = match case.as_str() {
+                "recv" => {
+                    let n = r.block_on(clients::recv(lib, port, size, count));
+                    assert_eq!(n, count, "{lib:?} received {n} of {count}");
+                    format!("{} {}", t.elapsed().as_secs_f64(), n)
+                }
+                "send" => {
+                    let n = r.block_on(clients::send(lib, port, size, count));
+                    format!("{} {}", t.elapsed().as_secs_f64(), n)
+                }
+                "rtt" => {
+                    let mut v = r.block_on(clients::rtt(lib, port, count));
+                    v.sort_unstable();
+                    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+                    format!("{} {} {} {}", p(0.5), p(0.99), p(0.999), v.len())
+                }
+                "idle" | "parked" => format!(
+                    "{}",
+                    r.block_on(clients::idle(lib, port, count as usize, case == "parked"))
+                ),
+                other => panic!("unknown case {other}"),
+            };
+            println!("RESULT {line} {}", clients::peak_rss_kib());
+        }
+        Cmd::Run {
+            reps,
+            smoke,
+            no_callgrind,
+            out,
+        } => run(
+            if smoke { 1 } else { reps },
+            smoke,
+            no_callgrind || smoke,
+            &out,
+        ),
+    }
+}
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exe() -> std::path::PathBuf {
+    std::env::current_exe().unwrap()
+}
+
+fn server(kind: Kind, size: usize, count: u64) -> Server {
+    let kind = format!("{kind:?}").to_lowercase();
+    let mut child = Command::new(exe())
+        .args([
+            "server",
+            "--kind",
+            &kind,
+            "--size",
+            &size.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    Server(child, port)
+}
+
+fn lib_arg(lib: Lib) -> String {
+    format!("{lib:?}")
+        .chars()
+        .enumerate()
+        .fold(String::new(), |mut s, (i, c)| {
+            if c.is_uppercase() && i > 0 {
+                s.push('-');
+            }
+            s.push(c.to_ascii_lowercase());
+            s
+        })
+}
+
+fn client_args(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<String> {
+    [
+        "client",
+        "--lib",
+        &lib_arg(lib),
+        "--case",
+        case,
+        "--size",
+        &size.to_string(),
+        "--count",
+        &count.to_string(),
+        "--port",
+        &port.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn client(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<f64> {
+    let out = Command::new(exe())
+        .args(client_args(lib, case, size, count, port))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{lib:?} {case} {size}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    line.split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// Instructions the client executes for `count` messages, from callgrind.
+fn instructions(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Option<f64> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe())
+        .args(client_args(lib, case, size, count, port))
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Report {
+    /// (row, lib) → value; rows in insertion order.
+    rows: Vec<(String, bool)>,
+    values: BTreeMap<(String, String), f64>,
+}
+
+impl Report {
+    fn put(&mut self, row: &str, higher_is_better: bool, lib: Lib, v: f64) {
+        if !self.rows.iter().any(|(r, _)| r == row) {
+            self.rows.push((row.to_owned(), higher_is_better));
+        }
+        self.values
+            .insert((row.to_owned(), lib.name().to_owned()), v);
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
+    let started = Instant::now();
+    let mut rep = Report {
+        rows: Vec::new(),
+        values: BTreeMap::new(),
+    };
+    let sizes: [(usize, u64, &str); 4] = if smoke {
+        [
+            (16, 2000, "16 B"),
+            (1024, 500, "1 KiB"),
+            (65536, 20, "64 KiB"),
+            (1 << 20, 3, "1 MiB"),
+        ]
+    } else {
+        [
+            (16, 2_000_000, "16 B"),
+            (1024, 400_000, "1 KiB"),
+            (65536, 16_000, "64 KiB"),
+            (1 << 20, 1000, "1 MiB"),
+        ]
+    };
+    for (case, kind) in [("recv", Kind::Blast), ("send", Kind::Sink)] {
+        for &(size, count, label) in &sizes {
+            let srv = server(kind, size, count);
+            let mut secs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            let mut peaks: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            for r in 0..reps {
+                let mut order: Vec<Lib> = Lib::ALL.to_vec();
+                if r % 2 == 1 {
+                    order.reverse();
+                }
+                for lib in order {
+                    let v = client(lib, case, size, count, srv.1);
+                    secs.entry(lib.name()).or_default().push(v[0]);
+                    peaks.entry(lib.name()).or_default().push(v[2]);
+                }
+            }
+            for lib in Lib::ALL {
+                let s = median(secs.get_mut(lib.name()).unwrap());
+                let msgs = count as f64 / s;
+                rep.put(&format!("{case} {label}: msg/s"), true, lib, msgs);
+                rep.put(
+                    &format!("{case} {label}: MiB/s"),
+                    true,
+                    lib,
+                    msgs * size as f64 / 1048576.0,
+                );
+                if size == 1 << 20 {
+                    rep.put(
+                        &format!("{case} {label}: peak RSS KiB"),
+                        false,
+                        lib,
+                        median(peaks.get_mut(lib.name()).unwrap()),
+                    );
+                }
+            }
+            eprintln!(
+                "{case} {label} done ({:.0}s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    // Round trips.
+    {
+        let srv = server(Kind::Echo, 32, 0);
+        let count = if smoke { 200 } else { 20_000 };
+        let mut p: BTreeMap<&str, [Vec<f64>; 3]> = BTreeMap::new();
+        for r in 0..reps {
+            let mut order: Vec<Lib> = Lib::ALL.to_vec();
+            if r % 2 == 1 {
+                order.reverse();
+            }
+            for lib in order {
+                let v = client(lib, "rtt", 32, count, srv.1);
+                let e = p.entry(lib.name()).or_default();
+                for i in 0..3 {
+                    e[i].push(v[i] / 1000.0);
+                }
+            }
+        }
+        for lib in Lib::ALL {
+            let e = p.get_mut(lib.name()).unwrap();
+            for (i, q) in ["p50", "p99", "p99.9"].iter().enumerate() {
+                rep.put(
+                    &format!("round trip 32 B {q}: µs"),
+                    false,
+                    lib,
+                    median(&mut e[i]),
+                );
+            }
+        }
+        eprintln!("rtt done ({:.0}s)", started.elapsed().as_secs_f64());
+    }
+    // Idle connections.
+    {
+        let srv = server(Kind::Idle, 0, 0);
+        let n = if smoke { 50 } else { 5000 };
+        for case in ["idle", "parked"] {
+            for lib in Lib::ALL {
+                let v = client(lib, case, 0, n, srv.1);
+                let label = if case == "idle" {
+                    "idle connection: bytes each"
+                } else {
+                    "idle, task parked in receive: bytes each"
+                };
+                rep.put(label, false, lib, v[0]);
+            }
+        }
+        eprintln!("idle done ({:.0}s)", started.elapsed().as_secs_f64());
+    }
+    // Instructions per message.
+    if !no_callgrind {
+        for (case, kind, size, n1, label) in [
+            ("recv", Kind::Blast, 16usize, 20_000u64, "16 B"),
+            ("recv", Kind::Blast, 65536, 200, "64 KiB"),
+            ("send", Kind::Sink, 16, 20_000, "16 B"),
+            ("send", Kind::Sink, 65536, 200, "64 KiB"),
+        ] {
+            let n2 = n1 * 3;
+            let s1 = server(kind, size, n1);
+            let s2 = server(kind, size, n2);
+            for lib in Lib::ALL {
+                if let (Some(a), Some(b)) = (
+                    instructions(lib, case, size, n1, s1.1),
+                    instructions(lib, case, size, n2, s2.1),
+                ) {
+                    rep.put(
+                        &format!("{case} {label}: instructions/msg"),
+                        false,
+                        lib,
+                        (b - a) / (n2 - n1) as f64,
+                    );
+                }
+            }
+        }
+        eprintln!("callgrind done ({:.0}s)", started.elapsed().as_secs_f64());
+    }
+    let table = render(&rep);
+    println!("{table}");
+    if !smoke {
+        let machine = machine();
+        let date = Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let doc = format!(
+            "# wsc benchmark results\n\nRun {date} on {machine}, `scripts/bench` ({reps} repetitions, medians; clients one after another, order alternated; servers are raw tokio TCP in another process). Took {:.0} s.\n\n{table}\n",
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(out, doc).unwrap();
+        eprintln!("wrote {out}");
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+fn render(rep: &Report) -> String {
+    let libs: Vec<&str> = Lib::ALL.iter().map(|l| l.name()).collect();
+    let peers: Vec<&str> = Lib::ALL
+        .iter()
+        .filter(|l| l.is_peer())
+        .map(|l| l.name())
+        .collect();
+    let mut s = String::from("| row | ");
+    s.push_str(&libs.join(" | "));
+    s.push_str(" | wsc ÷ best peer | wsc raw ÷ best peer | wsc raw ÷ tcp |\n|---|");
+    s.push_str(&"---:|".repeat(libs.len() + 3));
+    s.push('\n');
+    for (row, higher) in &rep.rows {
+        let get = |lib: &str| rep.values.get(&(row.clone(), lib.to_owned())).copied();
+        s.push_str(&format!("| {row} |"));
+        for l in &libs {
+            s.push_str(&format!(" {} |", get(l).map(fmt).unwrap_or("-".into())));
+        }
+        let best = peers
+            .iter()
+            .filter_map(|p| get(p))
+            .fold(None::<f64>, |b, v| {
+                Some(match b {
+                    None => v,
+                    Some(b) if *higher => b.max(v),
+                    Some(b) => b.min(v),
+                })
+            });
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            " {} | {} | {} |\n",
+            ratio(get("wsc"), best),
+            ratio(get("wsc raw"), best),
+            ratio(get("wsc raw"), get("tcp (ceiling)"))
+        ));
+    }
+    s.push_str("\nRatios are value ÷ value: above 1 is more for throughput rows and more (worse) for latency, instruction, memory rows.\n");
+    s
+}
