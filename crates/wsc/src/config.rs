@@ -46,6 +46,7 @@ pub(crate) struct Config {
     pub handshake_timeout: Duration,
     pub outgoing_capacity: usize,
     pub incoming_capacity: usize,
+    pub incoming_bytes: usize,
     pub write_fragment_size: Option<usize>,
     pub extensions: Vec<Arc<dyn ExtensionFactory>>,
     pub user_agent: Option<String>,
@@ -75,6 +76,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             outgoing_capacity: 1 << 20,
             incoming_capacity: 256,
+            incoming_bytes: 1 << 20,
             write_fragment_size: None,
             extensions: Vec::new(),
             user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
@@ -179,6 +181,13 @@ impl ClientBuilder {
     /// stops reading from the socket (backpressure). Default 256.
     pub fn incoming_queue_capacity(mut self, messages: usize) -> Self {
         self.config.incoming_capacity = messages;
+        self
+    }
+
+    /// Payload bytes that may wait to be received before the session stops reading (the
+    /// other bound of the incoming queue; a single larger message still passes). Default 1 MiB.
+    pub fn incoming_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.incoming_bytes = bytes;
         self
     }
 
@@ -329,7 +338,7 @@ impl ClientBuilder {
                 "size limits must be at least 1 byte".into(),
             ));
         }
-        if c.incoming_capacity == 0 || c.outgoing_capacity == 0 {
+        if c.incoming_capacity == 0 || c.outgoing_capacity == 0 || c.incoming_bytes == 0 {
             return Err(Error::InvalidConfig(
                 "queue capacities must be at least 1".into(),
             ));

@@ -245,3 +245,44 @@ async fn backpressure_bounds_the_outgoing_queue() {
     );
     s.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sends_never_wait_for_a_timer_to_wake_the_writer() {
+    // Regression: finishing a large write did not count as progress, so the writer could go to
+    // sleep with messages queued behind it until an unrelated timer (about a second) woke it.
+    // Several messages queue behind each large write (a 1 MiB queue of 64 KiB messages).
+    const N: usize = 3200;
+    const SIZE: usize = 64 * 1024;
+    let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let s = Client::new().connect(url).await.unwrap();
+    // The peer reads on its own thread, as a server in another process would.
+    let sock = server.await.unwrap().into_std().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let want = N * (SIZE + 14);
+        let mut got = 0;
+        let mut b = vec![0u8; 1 << 16];
+        let mut sock = sock;
+        while got < want {
+            let n = sock.read(&mut b).unwrap();
+            assert!(n > 0);
+            got += n;
+        }
+        got
+    });
+    let payload = vec![1u8; SIZE];
+    let start = Instant::now();
+    for _ in 0..N {
+        s.send_binary(&payload).await.unwrap();
+    }
+    s.flush().await.unwrap();
+    assert_eq!(reader.join().unwrap(), N * (SIZE + 14));
+    // Not a speed assertion: the stalled writer needed about a second per queued batch.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "stalled: {:?}",
+        start.elapsed()
+    );
+    s.terminate();
+}

@@ -449,7 +449,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return true;
         }
         let mut inc = self.shared.inc();
-        if inc.items.len() >= self.shared.incoming_capacity {
+        if inc.items.len() >= self.shared.incoming_capacity
+            || inc.bytes >= self.shared.incoming_bytes
+        {
             inc.driver = Some(cx.waker().clone());
             false
         } else {
@@ -593,6 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         let mut inc = self.shared.inc();
+        inc.bytes += self.batch.iter().map(Item::len).sum::<usize>();
         inc.items.extend(self.batch.drain(..));
         if let Some(w) = inc.receiver.take() {
             drop(inc);
@@ -755,7 +758,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Ready(());
             };
             progress |= self.settle_deferred();
-            match self.poll_write(cx) {
+            let written_before = self.written;
+            let wrote = self.poll_write(cx);
+            // Bytes written are progress: senders may have queued more meanwhile without
+            // waking us (they wake the driver only when their queue was empty).
+            progress |= self.written != written_before;
+            match wrote {
                 Poll::Ready(Err(e)) => {
                     self.wbuf.clear();
                     self.read_eof = true;

@@ -663,6 +663,7 @@ impl Inbox {
         let mut inc = self.shared.inc();
         if !inc.items.is_empty() {
             std::mem::swap(&mut self.local, &mut inc.items);
+            inc.bytes = 0;
             let driver = inc.driver.take();
             drop(inc);
             if let Some(w) = driver {

@@ -73,6 +73,8 @@ pub(crate) struct Out {
 
 pub(crate) struct In {
     pub items: VecDeque<Item>,
+    /// Payload bytes in `items`.
+    pub bytes: usize,
     pub end: Option<Result<(), Error>>,
     pub receiver: Option<Waker>,
     pub driver: Option<Waker>,
@@ -99,6 +101,7 @@ pub(crate) struct Shared {
     pub outcome: watch::Sender<Option<Outcome>>,
     pub outgoing_capacity: usize,
     pub incoming_capacity: usize,
+    pub incoming_bytes: usize,
     pub fragment_size: Option<usize>,
     pub close_timeout: Duration,
     pub role: wsc_proto::Role,
@@ -134,6 +137,7 @@ impl Shared {
             }),
             inc: Mutex::new(In {
                 items: VecDeque::new(),
+                bytes: 0,
                 end: None,
                 receiver: None,
                 driver: None,
@@ -150,6 +154,7 @@ impl Shared {
             outcome,
             outgoing_capacity: config.outgoing_capacity,
             incoming_capacity: config.incoming_capacity,
+            incoming_bytes: config.incoming_bytes,
             fragment_size: config.write_fragment_size,
             close_timeout: config.close_timeout,
             role,
@@ -220,6 +225,17 @@ impl Shared {
                 .store(millis(t), Ordering::Release);
         }
         self.settings_changed();
+    }
+}
+
+impl Item {
+    /// Payload bytes, for the incoming queue's byte bound.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Item::Message(m) => m.len(),
+            Item::Frame(f) => f.payload.len(),
+            Item::Chunk { data, .. } => data.len(),
+        }
     }
 }
 
