@@ -30,6 +30,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const COALESCE: usize = 64 * 1024;
 /// How long a connection must be quiet before its buffers are given back.
 const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// Frames from this size on are read header first, then payload in place.
+const LARGE_FRAME: usize = 16 * 1024;
 /// The stack buffer an idle connection reads into before it has a read buffer.
 const PROBE: usize = 512;
 /// Work done in one poll before yielding to the scheduler.
@@ -64,7 +66,9 @@ pub(crate) struct Driver<S> {
     extensions: Vec<Box<dyn Extension>>,
     keys: MaskKeys<OsEntropy>,
     masking: bool,
-    batch: Vec<Item>,
+    /// Items decoded from the current read, handed over to the receiver in one go.
+    batch: std::collections::VecDeque<Item>,
+    batch_bytes: usize,
     phase: Phase,
     read_eof: bool,
     peer_closed: Option<Option<CloseReason>>,
@@ -76,6 +80,8 @@ pub(crate) struct Driver<S> {
     outcome: Option<Outcome>,
     /// Hand incoming data frames on as chunks instead of reassembling.
     streaming: bool,
+    /// The last data frame was large: read the next header on its own.
+    large_frames: bool,
     /// Gives idle buffers back after a quiet second.
     trim_timer: Option<Pin<Box<Sleep>>>,
     /// Polls that moved bytes, and the count when the trim timer was armed.
@@ -114,7 +120,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             extensions,
             keys: MaskKeys::new(OsEntropy::new()),
             masking,
-            batch: Vec::new(),
+            batch: std::collections::VecDeque::new(),
+            batch_bytes: 0,
             phase: Phase::Open,
             read_eof: false,
             peer_closed: None,
@@ -125,6 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             outcome: None,
             deferred: None,
             streaming: false,
+            large_frames: false,
             trim_timer: None,
             activity: 0,
             activity_at_arm: 0,
@@ -248,11 +256,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let reason = frame.close_reason().map_err(Error::protocol)?;
                 self.peer_closed = Some(reason.clone());
                 if self.raw {
-                    self.batch.push(Item::Frame(frame));
+                    self.push_item(Item::Frame(frame));
                 }
                 self.on_peer_close(reason);
             }
-            _ if self.raw => self.batch.push(Item::Frame(frame)),
+            _ if self.raw => self.push_item(Item::Frame(frame)),
             OpCode::Ping => {
                 if self.phase == Phase::Open {
                     self.control(OpCode::Pong, &frame.payload);
@@ -274,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     .push_chunk(frame, &mut self.extensions)
                     .map_err(Error::protocol)?;
                 if let Some((text, first, fin, data)) = piece {
-                    self.batch.push(Item::Chunk {
+                    self.push_item(Item::Chunk {
                         text,
                         first,
                         fin,
@@ -288,7 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     .push(frame, &mut self.extensions)
                     .map_err(Error::protocol)?
                 {
-                    self.batch.push(Item::Message(m));
+                    self.push_item(Item::Message(m));
                 }
             }
         }
@@ -479,17 +487,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         } else {
+            // Large frames are read in two steps, the header and then exactly the rest of the
+            // frame, so reads end on frame boundaries, payloads land in place and are handed
+            // out without a copy (a read running into the next frame would have its bytes
+            // copied when the buffer is re-reserved). Small frames are read many at a time.
             let wanted = self.decoder.wanted();
-            let need = wanted.saturating_sub(self.rbuf.len()).max(1);
-            if self.rbuf.capacity() - self.rbuf.len() < need.min(READ_CHUNK) {
-                // Large frames: reserve exactly what the frame still needs so reads land in place.
-                self.rbuf.reserve(if wanted > self.rbuf.len() {
-                    need
-                } else {
-                    READ_CHUNK
-                });
+            let len = self.rbuf.len();
+            let want = if wanted > len {
+                wanted - len
+            } else if self.large_frames && len == 0 {
+                wsc_proto::header_len(usize::MAX, false)
+            } else {
+                READ_CHUNK
+            };
+            if self.rbuf.capacity() - len < want.min(READ_CHUNK) {
+                self.rbuf.reserve(want);
             }
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+            let mut limited = bytes::BufMut::limit(&mut self.rbuf, want);
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited)
         };
         let n = match read {
             Poll::Pending => return Poll::Pending,
@@ -538,6 +553,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(frame)) => {
+                    if !frame.opcode.is_control() {
+                        self.large_frames = frame.payload.len() >= LARGE_FRAME;
+                    }
                     if let Err(e) = self.on_frame(frame) {
                         let text = match &e {
                             Error::Protocol { error, .. } => error.to_string(),
@@ -590,13 +608,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
+    fn push_item(&mut self, item: Item) {
+        self.batch_bytes += item.len();
+        self.batch.push_back(item);
+    }
+
     fn deliver(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         let mut inc = self.shared.inc();
-        inc.bytes += self.batch.iter().map(Item::len).sum::<usize>();
-        inc.items.extend(self.batch.drain(..));
+        inc.bytes += std::mem::take(&mut self.batch_bytes);
+        if inc.items.is_empty() {
+            // The receiver took everything: hand the batch over whole, no copying.
+            std::mem::swap(&mut inc.items, &mut self.batch);
+        } else {
+            inc.items.extend(self.batch.drain(..));
+        }
         if let Some(w) = inc.receiver.take() {
             drop(inc);
             w.wake();

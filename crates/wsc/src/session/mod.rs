@@ -787,6 +787,12 @@ impl Receiver {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        // Fast path: a whole message already taken from the shared queue.
+        if let Some(Item::Message(_)) = self.inbox.local.front() {
+            if let Some(Item::Message(m)) = self.inbox.local.pop_front() {
+                return Poll::Ready(Some(Ok(m)));
+            }
+        }
         loop {
             return match self.inbox.poll_item(cx) {
                 Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(m))),
