@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::entropy::OsEntropy;
 use crate::error::{Error, TimeoutKind};
 use crate::request::Request;
-use crate::session::Call;
+use crate::session::{Call, LazyHeaders};
 use crate::transport::{self, BoxIo, Target};
 
 /// The most body bytes kept from a refused handshake.
@@ -179,7 +179,6 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
     {
         return Ok(Step::Redirect(location.trim().to_owned()));
     }
-    let response_headers = to_header_map(&resp.headers);
     if resp.status != 101 {
         let _ = buf.split_to(head_len);
         let want = resp
@@ -196,7 +195,7 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
         buf.truncate(want);
         return Err(Error::HandshakeRefused {
             status: StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            headers: Box::new(response_headers),
+            headers: Box::new(to_header_map(&resp.headers)),
             body: Bytes::from(buf.to_vec()),
         });
     }
@@ -216,34 +215,21 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
     let extensions_in = wsc_proto::extension::negotiate(offered, &items)
         .map_err(|e| Error::Handshake(HandshakeError::Extension(e)))?;
     let leftover = buf.split_off(head_len);
-    let mut request_headers = HeaderMap::new();
-    for (n, v) in &headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            request_headers.append(n, v);
-        }
-    }
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            request_headers.insert(name, v);
-        }
-    };
-    set(http::header::HOST, &host);
-    set(http::header::UPGRADE, "websocket");
-    set(http::header::CONNECTION, "Upgrade");
-    set(http::header::SEC_WEBSOCKET_VERSION, "13");
-    set(http::header::SEC_WEBSOCKET_KEY, &key);
+    let mut sent: Vec<(String, String)> = vec![("host".into(), host.clone())];
+    sent.extend(headers.iter().cloned());
+    sent.push(("upgrade".into(), "websocket".into()));
+    sent.push(("connection".into(), "Upgrade".into()));
+    sent.push(("sec-websocket-version".into(), "13".into()));
+    sent.push(("sec-websocket-key".into(), key.clone()));
     if !req.protocols.is_empty() {
-        set(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            &req.protocols.join(", "),
-        );
+        sent.push(("sec-websocket-protocol".into(), req.protocols.join(", ")));
     }
     if let Some(o) = &offer {
-        set(http::header::SEC_WEBSOCKET_EXTENSIONS, o);
+        sent.push(("sec-websocket-extensions".into(), o.clone()));
     }
+    let request_headers = LazyHeaders::new(sent.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let response_headers =
+        LazyHeaders::new(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
     let call = Call {
         url: req.url.clone(),
         request_headers,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsc_proto::Role;
@@ -15,7 +15,7 @@ use wsc_proto::handshake;
 
 use crate::config::Config;
 use crate::error::{Error, TimeoutKind};
-use crate::session::{self, Call, Session, Shared};
+use crate::session::{self, Call, LazyHeaders, Session, Shared};
 
 /// Settings for accepted sessions.
 #[derive(Debug, Clone)]
@@ -82,18 +82,13 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
         .await
         .map_err(Error::io)?;
     let leftover = buf.split_off(head_len);
-    let mut request_headers = HeaderMap::new();
-    for (n, v) in &req.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_bytes(v),
-        ) {
-            request_headers.append(n, v);
-        }
-    }
-    let host = request_headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let request_headers =
+        LazyHeaders::new(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let host = req
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
         .unwrap_or("localhost")
         .to_owned();
     let url = url::Url::parse(&format!("ws://{host}{}", req.target))
@@ -103,7 +98,7 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
         url,
         request_headers,
         status: StatusCode::SWITCHING_PROTOCOLS,
-        response_headers: HeaderMap::new(),
+        response_headers: LazyHeaders::default(),
         protocol,
         extensions: Vec::new(),
     };

@@ -17,12 +17,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use wsc_proto::{
-    Assembler, CloseCode, CloseReason, Decoder, Extension, Frame, Limits, MaskKeys, OpCode, Role,
+    Assembler, CloseCode, CloseReason, Decoder, Extension, Frame, Limits, OpCode, Role,
     encode_frame,
 };
 
 use super::shared::{Item, OutState, Outcome, Shared};
-use crate::entropy::OsEntropy;
 use crate::error::{Error, TimeoutKind};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -64,7 +63,6 @@ pub(crate) struct Driver<S> {
     decoder: Decoder,
     assembler: Assembler,
     extensions: Vec<Box<dyn Extension>>,
-    keys: MaskKeys<OsEntropy>,
     masking: bool,
     /// Items decoded from the current read, handed over to the receiver in one go.
     batch: std::collections::VecDeque<Item>,
@@ -109,6 +107,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         decoder.set_allowed_rsv(extensions.iter().fold(0, |a, e| a | e.rsv()));
         let masking = s.masking.load(Ordering::Acquire);
         let has_leftover = !leftover.is_empty();
+        // Nothing behind the 101: give the handshake's buffer back (idle sessions hold none).
+        let leftover = if has_leftover {
+            leftover
+        } else {
+            BytesMut::new()
+        };
         let mut d = Driver {
             io,
             raw,
@@ -118,7 +122,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             decoder,
             assembler: Assembler::new(limits.max_message_size),
             extensions,
-            keys: MaskKeys::new(OsEntropy::new()),
             masking,
             batch: std::collections::VecDeque::new(),
             batch_bytes: 0,
@@ -197,8 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
+    /// A mask key from the session's generator (control frames are rare: a lock is fine).
     fn key(&mut self) -> Option<[u8; 4]> {
-        self.masking.then(|| self.keys.next_key())
+        self.masking.then(|| self.shared.out().keys.next_key())
     }
 
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
@@ -500,7 +504,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else {
                 READ_CHUNK
             };
-            if self.rbuf.capacity() - len < want.min(READ_CHUNK) {
+            // Reserve when the frame needs room, or when there is none at all; an idle
+            // connection's small buffer is not grown until bytes arrive to fill it.
+            let room_needed = if wanted > len {
+                want.min(READ_CHUNK)
+            } else {
+                1
+            };
+            if self.rbuf.capacity() - len < room_needed {
                 self.rbuf.reserve(want);
             }
             let mut limited = bytes::BufMut::limit(&mut self.rbuf, want);
@@ -674,7 +685,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Keepalive::Off => self.ping_timer = None,
                 Keepalive::Idle => {
                     let mut p = [0u8; 16];
-                    wsc_proto::Entropy::fill(self.keys.source(), &mut p);
+                    wsc_proto::Entropy::fill(self.shared.out().keys.source(), &mut p);
                     self.control(OpCode::Ping, &p);
                     self.keepalive = Keepalive::Awaiting(p);
                     let timeout = self

@@ -32,13 +32,68 @@ use shared::{Item, OutState, Outcome};
 
 use crate::error::{Error, TimeoutKind};
 
+/// Header lines kept as compact bytes and turned into a [`HeaderMap`] on first use: most
+/// sessions never look at them, and a map per direction would cost kilobytes per connection.
+#[derive(Default)]
+pub(crate) struct LazyHeaders {
+    raw: Box<[u8]>,
+    map: std::sync::OnceLock<HeaderMap>,
+}
+
+impl LazyHeaders {
+    pub(crate) fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut raw = Vec::new();
+        for (n, v) in pairs {
+            raw.extend_from_slice(n.as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(v);
+            raw.push(0);
+        }
+        LazyHeaders {
+            raw: raw.into_boxed_slice(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> &HeaderMap {
+        self.map.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            let mut parts = self.raw.split(|b| *b == 0);
+            while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(n),
+                    http::HeaderValue::from_bytes(v),
+                ) {
+                    map.append(n, v);
+                }
+            }
+            map
+        })
+    }
+}
+
+impl Clone for LazyHeaders {
+    fn clone(&self) -> Self {
+        LazyHeaders {
+            raw: self.raw.clone(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LazyHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.get(), f)
+    }
+}
+
 /// The HTTP exchange that opened a session (Ktor's `call`).
 #[derive(Debug, Clone)]
 pub struct Call {
     pub(crate) url: Url,
-    pub(crate) request_headers: HeaderMap,
+    pub(crate) request_headers: LazyHeaders,
     pub(crate) status: StatusCode,
-    pub(crate) response_headers: HeaderMap,
+    pub(crate) response_headers: LazyHeaders,
     pub(crate) protocol: Option<String>,
     pub(crate) extensions: Vec<String>,
 }
@@ -54,7 +109,7 @@ impl Call {
     }
     /// The request headers as sent.
     pub fn request_headers(&self) -> &HeaderMap {
-        &self.request_headers
+        self.request_headers.get()
     }
     /// The response status (101).
     pub fn status(&self) -> StatusCode {
@@ -62,7 +117,7 @@ impl Call {
     }
     /// The response headers.
     pub fn response_headers(&self) -> &HeaderMap {
-        &self.response_headers
+        self.response_headers.get()
     }
     /// The subprotocol the server chose, if any.
     pub fn protocol(&self) -> Option<&str> {
@@ -788,10 +843,10 @@ impl Receiver {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         // Fast path: a whole message already taken from the shared queue.
-        if let Some(Item::Message(_)) = self.inbox.local.front() {
-            if let Some(Item::Message(m)) = self.inbox.local.pop_front() {
-                return Poll::Ready(Some(Ok(m)));
-            }
+        if let Some(Item::Message(_)) = self.inbox.local.front()
+            && let Some(Item::Message(m)) = self.inbox.local.pop_front()
+        {
+            return Poll::Ready(Some(Ok(m)));
         }
         loop {
             return match self.inbox.poll_item(cx) {
