@@ -446,3 +446,65 @@ pub async fn idle(lib: Lib, port: u16, n: usize, parked: bool) -> f64 {
     drop(keep);
     per
 }
+
+/// JSON-like text, as a chat or market-data feed sends.
+pub fn json_like(n: usize) -> String {
+    let mut s = String::with_capacity(n + 128);
+    let mut i = 0u64;
+    while s.len() < n {
+        s.push_str(&format!(
+            r#"{{"id":{i},"user":"user{}","score":{},"tags":["alpha","beta"],"active":{}}},"#,
+            i % 97,
+            (i * 7919) % 1000,
+            i.is_multiple_of(2)
+        ));
+        i += 1;
+    }
+    s.truncate(n);
+    s
+}
+
+/// `count` round trips of a compressed JSON-like text message through a permessage-deflate
+/// echo server (Node's `ws`); the compared libraries are those with permessage-deflate.
+pub async fn deflate_echo(lib: &str, port: u16, size: usize, count: u64) -> u64 {
+    let text = json_like(size);
+    match lib {
+        "wsc" => {
+            let client = wsc::Client::builder()
+                .deflate(wsc::DeflateConfig::default())
+                .max_message_size(64 << 20)
+                .build()
+                .unwrap();
+            let mut s = client.connect(url(port)).await.unwrap();
+            assert!(!s.call().extensions().is_empty(), "deflate not negotiated");
+            for _ in 0..count {
+                s.send_text(&text).await.unwrap();
+                assert_eq!(s.recv().await.unwrap().unwrap().len(), size);
+            }
+            let _ = s.close(wsc::CloseReason::normal()).await;
+        }
+        "yawc" => {
+            let opts =
+                yawc::Options::default().with_compression_level(yawc::CompressionLevel::default());
+            let mut ws = yawc::WebSocket::connect(url(port).parse().unwrap())
+                .with_options(opts)
+                .await
+                .unwrap();
+            let payload = Bytes::from(text.into_bytes());
+            for _ in 0..count {
+                ws.send(yawc::frame::FrameView::text(payload.clone()))
+                    .await
+                    .unwrap();
+                loop {
+                    let f = ws.next().await.unwrap();
+                    if f.opcode == yawc::frame::OpCode::Text {
+                        assert_eq!(f.payload.len(), size);
+                        break;
+                    }
+                }
+            }
+        }
+        other => panic!("no deflate client {other}"),
+    }
+    count
+}

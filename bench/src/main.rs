@@ -104,6 +104,10 @@ fn main() {
                     let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
                     format!("{} {} {} {}", p(0.5), p(0.99), p(0.999), v.len())
                 }
+                "deflate-wsc" | "deflate-yawc" => {
+                    let n = r.block_on(clients::deflate_echo(&case[8..], port, size, count));
+                    format!("{} {}", t.elapsed().as_secs_f64(), n)
+                }
                 "idle" | "parked" => format!(
                     "{}",
                     r.block_on(clients::idle(lib, port, count as usize, case == "parked"))
@@ -268,6 +272,7 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         rows: Vec::new(),
         values: BTreeMap::new(),
     };
+    let mut deflate_row: Option<String> = None;
     let sizes: [(usize, u64, &str); 4] = if smoke {
         [
             (16, 2000, "16 B"),
@@ -372,6 +377,65 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         }
         eprintln!("idle done ({:.0}s)", started.elapsed().as_secs_f64());
     }
+    // Compressed echo: wsc and yawc (the peer with permessage-deflate) through Node's `ws`.
+    if let Some(node) = node_ws_server() {
+        let (size, count) = if smoke {
+            (16 * 1024, 20)
+        } else {
+            (16 * 1024, 2000)
+        };
+        let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for r in 0..reps {
+            let order = if r % 2 == 0 {
+                ["wsc", "yawc"]
+            } else {
+                ["yawc", "wsc"]
+            };
+            for lib in order {
+                let out = Command::new(exe())
+                    .args([
+                        "client",
+                        "--lib",
+                        "wsc",
+                        "--case",
+                        &format!("deflate-{lib}"),
+                        "--size",
+                        &size.to_string(),
+                        "--count",
+                        &count.to_string(),
+                        "--port",
+                        &node.1.to_string(),
+                    ])
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let v: Vec<f64> = stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("RESULT "))
+                    .unwrap_or_else(|| {
+                        panic!("deflate {lib}: {}", String::from_utf8_lossy(&out.stderr))
+                    })
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                t.entry(lib).or_default().push(v[0]);
+            }
+        }
+        let mibs = |v: &mut Vec<f64>| count as f64 * size as f64 / median(v) / 1048576.0;
+        let (w, y) = (
+            mibs(t.get_mut("wsc").unwrap()),
+            mibs(t.get_mut("yawc").unwrap()),
+        );
+        deflate_row = Some(format!(
+            "| compressed echo, 16 KiB JSON-like text, through Node `ws` (permessage-deflate): MiB/s of payload each way | wsc {w:.1} | yawc {y:.1} | wsc ÷ yawc {:.2} |",
+            w / y
+        ));
+        eprintln!("deflate done ({:.0}s)", started.elapsed().as_secs_f64());
+    } else {
+        eprintln!(
+            "compressed echo skipped: node or target/node/node_modules/ws missing (scripts/bench installs them)"
+        );
+    }
     // Instructions per message.
     if !no_callgrind {
         for (case, kind, size, n1, label) in [
@@ -399,7 +463,12 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         }
         eprintln!("callgrind done ({:.0}s)", started.elapsed().as_secs_f64());
     }
-    let table = render(&rep);
+    let mut table = render(&rep);
+    if let Some(row) = deflate_row {
+        table.push_str(&format!(
+            "\n| compressed case | | | |\n|---|---:|---:|---:|\n{row}\n"
+        ));
+    }
     println!("{table}");
     if !smoke {
         let machine = machine();
@@ -416,6 +485,27 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         std::fs::write(out, doc).unwrap();
         eprintln!("wrote {out}");
     }
+}
+
+/// Node's `ws` echo server with permessage-deflate (the tests' peer), if node and the package are here.
+fn node_ws_server() -> Option<Server> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let modules = root.join("target/node/node_modules");
+    if !modules.join("ws").exists() {
+        return None;
+    }
+    let mut child = Command::new("node")
+        .env("NODE_PATH", &modules)
+        .arg(root.join("crates/wsc/tests/peers/ws_node_server.js"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .ok()?;
+    let port = line.trim().strip_prefix("READY ")?.parse().ok()?;
+    Some(Server(child, port))
 }
 
 fn machine() -> String {
