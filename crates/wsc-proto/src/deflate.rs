@@ -613,6 +613,86 @@ mod tests {
     }
 
     #[test]
+    fn negotiation_matrix_every_offer_by_every_answer() {
+        // Offers: (client_max_window_bits, server_max_window_bits, client_nct, server_nct).
+        let offers = [
+            (None, None, false, false),
+            (Some(10), None, false, false),
+            (None, Some(10), false, false),
+            (None, None, true, false),
+            (None, None, false, true),
+            (Some(9), Some(12), true, true),
+        ];
+        let answers = [
+            "",
+            "; client_max_window_bits=9",
+            "; client_max_window_bits=12",
+            "; server_max_window_bits=10",
+            "; server_max_window_bits=12",
+            "; client_no_context_takeover",
+            "; server_no_context_takeover",
+            "; server_no_context_takeover; server_max_window_bits=9",
+        ];
+        for (cb, sb, cn, sn) in offers {
+            let cfg = DeflateConfig::default()
+                .client_max_window_bits(cb)
+                .server_max_window_bits(sb)
+                .client_no_context_takeover(cn)
+                .server_no_context_takeover(sn);
+            for a in answers {
+                let got = cfg.negotiate(&params(a));
+                let p = params(a);
+                let val = |n: &str| {
+                    p.iter()
+                        .find(|x| x.name == n)
+                        .and_then(|x| x.value.as_deref())
+                        .map(|v| v.parse::<u8>().unwrap())
+                };
+                let has = |n: &str| p.iter().any(|x| x.name == n);
+                // What RFC 7692 §7.1 allows, computed independently of `negotiate`.
+                let client_ok = val("client_max_window_bits").is_none_or(|b| b <= cb.unwrap_or(15));
+                let server_ok = match (sb, val("server_max_window_bits")) {
+                    (Some(asked), Some(b)) => b <= asked,
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                };
+                let nct_ok = !sn || has("server_no_context_takeover");
+                let expect_ok = client_ok && server_ok && nct_ok;
+                assert_eq!(
+                    got.is_ok(),
+                    expect_ok,
+                    "offer {:?} answer {a:?}: {got:?}",
+                    cfg.offer()
+                );
+                if let Ok(n) = got {
+                    assert_eq!(
+                        n.client_max_window_bits,
+                        val("client_max_window_bits").unwrap_or(cb.unwrap_or(15))
+                    );
+                    assert_eq!(
+                        n.server_max_window_bits,
+                        val("server_max_window_bits").unwrap_or(15)
+                    );
+                    assert_eq!(
+                        n.client_no_context_takeover,
+                        cn || has("client_no_context_takeover")
+                    );
+                    assert_eq!(
+                        n.server_no_context_takeover,
+                        has("server_no_context_takeover")
+                    );
+                    // And the codec that results round-trips a message.
+                    let mut tx = Deflate::new(cfg.clone(), n);
+                    let mut rx = Deflate::new(cfg.clone(), n);
+                    let text = b"negotiated negotiated negotiated".repeat(50);
+                    let c = tx.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
+                    assert_eq!(inflate(&mut rx, &[&c]), text);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn window_bits_8_sends_uncompressed() {
         let mut d = codec(DeflateConfig::default(), "; client_max_window_bits=8");
         assert!(
