@@ -179,7 +179,7 @@ impl RequestBuilder {
     async fn open(
         self,
         raw: bool,
-    ) -> Result<(session::Sender, session::Inbox2, session::Call), Error> {
+    ) -> Result<(session::Sender, session::Inbox, session::Call), Error> {
         let request = self.request?;
         let config = &self.client.config;
         let up = connect::open(config, &request, raw).await?;

@@ -371,8 +371,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Takes what senders queued, and notices close, terminate and abandonment.
-    fn take_outgoing(&mut self) -> Option<bool> {
+    fn take_outgoing(&mut self, cx: &mut Context<'_>) -> Option<bool> {
         let mut out = self.shared.out();
+        // Senders wake this task; store the waker only when it changed.
+        if !out.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            out.driver = Some(cx.waker().clone());
+        }
         if out.terminate {
             return None;
         }
@@ -597,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Fails a deferred violation once the application has taken every message delivered
     /// before it and is waiting for more.
-    fn settle_deferred(&mut self) -> bool {
+    fn settle_deferred(&mut self, cx: &mut Context<'_>) -> bool {
         if self.deferred.is_none() {
             return false;
         }
@@ -606,15 +610,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             inc.items.is_empty() && inc.receiver.is_some()
         } && self.batch.is_empty();
         if caught_up {
-            self.fail_deferred();
+            self.fail_deferred(cx);
         }
         caught_up
     }
 
-    fn fail_deferred(&mut self) {
+    fn fail_deferred(&mut self, cx: &mut Context<'_>) {
         if let Some((e, text)) = self.deferred.take() {
             // What the application sent in reply goes out before the Close.
-            let _ = self.take_outgoing();
+            let _ = self.take_outgoing(cx);
             self.fail(e, &text);
         }
     }
@@ -650,7 +654,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.close_timer = None;
             progress = true;
             if self.deferred.is_some() {
-                self.fail_deferred();
+                self.fail_deferred(cx);
                 return progress;
             }
             match self.phase {
@@ -789,14 +793,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..BUDGET {
-            self.shared.out().driver = Some(cx.waker().clone());
             self.sync_settings();
-            let Some(mut progress) = self.take_outgoing() else {
+            let Some(mut progress) = self.take_outgoing(cx) else {
                 // terminate(): drop the connection at once.
                 self.publish();
                 return Poll::Ready(());
             };
-            progress |= self.settle_deferred();
+            progress |= self.settle_deferred(cx);
             let written_before = self.written;
             let wrote = self.poll_write(cx);
             // Bytes written are progress: senders may have queued more meanwhile without

@@ -30,7 +30,7 @@ pub(crate) use driver::Driver;
 pub(crate) use shared::Shared;
 use shared::{Item, OutState, Outcome};
 
-use crate::error::{Error, TimeoutKind};
+use crate::error::Error;
 
 /// Header lines kept as compact bytes and turned into a [`HeaderMap`] on first use: most
 /// sessions never look at them, and a map per direction would cost kilobytes per connection.
@@ -390,18 +390,13 @@ impl Sender {
     ///
     /// Closing an already closing or closed session waits for the same outcome.
     pub async fn close(&self, reason: CloseReason) -> Result<Option<CloseReason>, Error> {
-        let frame = Frame::close(Some(&reason));
-        match self.enqueue(Outgoing::Frame(&frame)).await {
-            Ok(()) | Err(Error::Closed(_)) => {}
-            Err(e) if !self.driver_alive() => return Err(e),
-            Err(_) => {}
-        }
+        // If a close is already under way (or the session ended) the Close is not queued
+        // again; either way the outcome tells how the session ended.
+        let _ = self
+            .enqueue(Outgoing::Frame(&Frame::close(Some(&reason))))
+            .await;
         let outcome = self.outcome().await;
-        match outcome.result {
-            Ok(()) => Ok(outcome.peer),
-            Err(Error::Timeout(TimeoutKind::Close)) => Err(Error::Timeout(TimeoutKind::Close)),
-            Err(e) => Err(e),
-        }
+        outcome.result.map(|()| outcome.peer)
     }
 
     /// Drops the connection at once, without a closing handshake (Ktor's `terminate()`).
@@ -698,7 +693,7 @@ impl Drop for MessageWriter {
 }
 
 /// Receives items from the driver: batches them out of the shared queue under one lock.
-struct Inbox {
+pub(crate) struct Inbox {
     shared: Arc<Shared>,
     local: VecDeque<Item>,
     /// A streamed message `recv()` is reassembling: (text, bytes so far).
@@ -1046,7 +1041,7 @@ pub(crate) fn start<S>(
     leftover: bytes::BytesMut,
     raw: bool,
     incoming_extensions: Vec<Box<dyn Extension>>,
-) -> (Sender, Inbox2)
+) -> (Sender, Inbox)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -1061,18 +1056,15 @@ where
     };
     (
         sender,
-        Inbox2(Inbox {
+        Inbox {
             shared,
             local: VecDeque::new(),
             assembling: None,
             done: false,
             _guard: guard,
-        }),
+        },
     )
 }
-
-/// An inbox not yet typed as default or raw.
-pub(crate) struct Inbox2(Inbox);
 
 /// A default session (Ktor's `DefaultClientWebSocketSession`): send and receive messages;
 /// pings answered, keepalive, fragments reassembled, close handshake completed for you.
@@ -1106,10 +1098,10 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
+    pub(crate) fn new(sender: Sender, inbox: Inbox, call: Call) -> Self {
         Session {
             sender,
-            receiver: Receiver { inbox: inbox.0 },
+            receiver: Receiver { inbox },
             call: Arc::new(call),
         }
     }
@@ -1177,10 +1169,10 @@ impl std::fmt::Debug for RawSession {
 }
 
 impl RawSession {
-    pub(crate) fn new(sender: Sender, inbox: Inbox2, call: Call) -> Self {
+    pub(crate) fn new(sender: Sender, inbox: Inbox, call: Call) -> Self {
         RawSession {
             sender,
-            receiver: RawReceiver { inbox: inbox.0 },
+            receiver: RawReceiver { inbox },
             call: Arc::new(call),
         }
     }

@@ -94,7 +94,7 @@ async def main():
         select_subprotocol=select_subprotocol,
         max_size=None,
         ping_interval=None,
-        compression=None if ext is None else None,
+        compression=None,  # the extension list below decides
         extensions=ext,
     ) as server:
         port = server.sockets[0].getsockname()[1]
