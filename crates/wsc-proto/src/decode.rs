@@ -12,6 +12,7 @@ use crate::close::CloseReason;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, OpCode};
 use crate::mask::apply_mask;
+use crate::run::{RUN_MAX_PAYLOAD, Run};
 use crate::utf8::Utf8Validator;
 
 /// Which end of the connection this is. A client masks what it sends and refuses masked
@@ -112,6 +113,52 @@ impl Decoder {
     /// arrived, or 0. A reader should make room for at least `wanted() - buf.len()` more bytes.
     pub fn wanted(&self) -> usize {
         self.wanted
+    }
+
+    /// Splits off the front of `buf` every complete frame, up to the first that is not a small
+    /// whole message (final, no RSV bit, text or binary, unmasked, payload under 16 KiB and
+    /// within the limits, text valid UTF-8), as one [`Run`]; `None` if the first frame is not
+    /// one. Only a client decoder between messages makes runs. Anything the run stops at,
+    /// including a frame that breaks a rule, is left for [`Decoder::decode`], which reports it.
+    pub fn decode_run(&mut self, buf: &mut BytesMut) -> Option<Run> {
+        if self.role != Role::Client || self.open.is_some() || self.checked != 0 {
+            return None;
+        }
+        let max = RUN_MAX_PAYLOAD
+            .min(self.limits.max_frame_size)
+            .min(self.limits.max_message_size);
+        let s: &[u8] = buf;
+        let mut pos = 0;
+        let mut count = 0;
+        while let Some(&[b0, b1]) = s.get(pos..pos + 2) {
+            if b0.wrapping_sub(0x81) > 1 {
+                break; // 0x81 and 0x82 only: FIN, no RSV, text or binary
+            }
+            let (header, len) = if b1 < 126 {
+                (2, usize::from(b1))
+            } else if b1 == 126 {
+                match s.get(pos + 2..pos + 4) {
+                    Some(&[h, l]) => (4, usize::from(u16::from_be_bytes([h, l]))),
+                    _ => break,
+                }
+            } else {
+                break; // a 64-bit length, or masked
+            };
+            let end = pos + header + len;
+            if len > max || end > s.len() {
+                break;
+            }
+            if b0 == 0x81 && simdutf8::basic::from_utf8(&s[pos + header..end]).is_err() {
+                break;
+            }
+            pos = end;
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+        self.wanted = 0;
+        Some(Run::new(buf.split_to(pos).freeze(), count))
     }
 
     /// Decodes the next frame from the front of `buf`, or returns `Ok(None)` if it has not
@@ -305,6 +352,7 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::frame::encode_frame;
+    use crate::message::Message;
     use proptest::prelude::*;
 
     fn client() -> Decoder {
@@ -452,6 +500,24 @@ mod tests {
         prop_oneof![3 => data, 1 => control]
     }
 
+    /// Small frames of every kind a run may or may not take, some of them broken.
+    fn arb_small_frame() -> impl Strategy<Value = Frame> {
+        let payload = prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..130),
+            1 => proptest::collection::vec(any::<u8>(), 120..600),
+        ];
+        (0u8..9, payload).prop_map(|(k, p)| match k {
+            0 => Frame::text(String::from_utf8_lossy(&p).into_owned()),
+            1 | 2 => Frame::binary(p),
+            3 => Frame::text(p), // often invalid UTF-8
+            4 => Frame::ping(p.into_iter().take(125).collect::<Vec<u8>>()),
+            5 => Frame::binary(p).with_fin(false),
+            6 => Frame::continuation(p, true),
+            7 => Frame::binary(p).with_rsv(0x40),
+            _ => Frame::text(String::from_utf8_lossy(&p).into_owned()).with_fin(false),
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -502,6 +568,82 @@ mod tests {
                     while let Some(f) = d.decode(&mut buf).unwrap() { got.push(f); }
                 }
                 prop_assert_eq!(got, frames);
+            }
+        }
+
+        #[test]
+        fn runs_decode_exactly_like_frames(
+            frames in proptest::collection::vec(arb_small_frame(), 1..40),
+            garbage in proptest::collection::vec(any::<u8>(), 0..16),
+            cut_seed: usize,
+            limit in 0usize..400,
+        ) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                encode_frame(&mut wire, f.opcode, f.fin, f.rsv, &f.payload, None);
+            }
+            wire.extend_from_slice(&garbage);
+            let limits = Limits { max_frame_size: 100 + limit, max_message_size: 300 };
+            // The same bytes, arriving in two reads, through `decode` alone and through
+            // `decode_run` first as the session driver does: the same frames, the same error.
+            let cut = cut_seed % (wire.len() + 1);
+            let mut outputs = Vec::new();
+            for runs in [false, true] {
+                let mut d = Decoder::new(Role::Client, limits);
+                let mut buf = BytesMut::from(&wire[..cut]);
+                let mut got = Vec::new();
+                let mut err = None;
+                for read in 0..2 {
+                    if read == 1 {
+                        buf.extend_from_slice(&wire[cut..]);
+                    }
+                    loop {
+                        if runs && let Some(run) = d.decode_run(&mut buf) {
+                            let n = run.len();
+                            let mut r = run.clone();
+                            let from_run: Vec<Frame> = std::iter::from_fn(|| r.next_frame()).collect();
+                            prop_assert_eq!(from_run.len(), n);
+                            let messages: Vec<Message> = run.collect();
+                            prop_assert_eq!(messages.len(), n);
+                            got.extend(from_run);
+                        }
+                        match d.decode(&mut buf) {
+                            Ok(Some(f)) => got.push(f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if err.is_some() {
+                        break;
+                    }
+                }
+                outputs.push((got, err));
+            }
+            prop_assert_eq!(&outputs[0], &outputs[1]);
+        }
+
+        #[test]
+        fn run_messages_match_their_frames(frames in proptest::collection::vec(arb_small_frame(), 1..20)) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                encode_frame(&mut wire, f.opcode, f.fin, f.rsv, &f.payload, None);
+            }
+            let mut d = client();
+            while !wire.is_empty() {
+                if let Some(run) = d.decode_run(&mut wire) {
+                    let mut frames = run.clone();
+                    for m in run {
+                        let f = frames.next_frame().unwrap();
+                        prop_assert_eq!(m.opcode(), f.opcode);
+                        prop_assert_eq!(m.as_bytes(), &f.payload[..]);
+                    }
+                    prop_assert!(frames.is_empty());
+                } else if !matches!(d.decode(&mut wire), Ok(Some(_))) {
+                    break; // incomplete, or a frame that breaks a rule
+                }
             }
         }
     }

@@ -7,7 +7,8 @@
 //!
 //! The receive path: feed the read buffer to [`Decoder::decode`] until it returns `Ok(None)`,
 //! routing control frames yourself and data frames through an [`Assembler`] (default
-//! sessions) or straight to the caller (raw sessions). The send path: [`encode_frame`] with a
+//! sessions) or straight to the caller (raw sessions); [`Decoder::decode_run`] takes a whole
+//! stretch of small complete messages at once as a [`Run`]. The send path: [`encode_frame`] with a
 //! mask key from [`MaskKeys`]. Every [`ProtocolError`] knows the close code to fail with.
 
 pub mod assemble;
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+pub mod run;
 pub mod utf8;
 
 pub use assemble::Assembler;
@@ -35,4 +37,5 @@ pub use frame::{Frame, OpCode, RSV1, RSV2, RSV3, encode_frame, encode_header, he
 pub use handshake::HandshakeError;
 pub use mask::apply_mask;
 pub use message::{Message, Utf8Bytes};
+pub use run::Run;
 pub use utf8::Utf8Validator;

@@ -286,3 +286,138 @@ async fn large_sends_never_wait_for_a_timer_to_wake_the_writer() {
     );
     s.terminate();
 }
+
+/// What a server sends in `mixed_stream`: the bytes, the messages a default session must
+/// deliver, the frames a raw session must show, and the pings it holds.
+struct Mixed {
+    wire: Vec<u8>,
+    messages: Vec<Message>,
+    frames: Vec<wsc::Frame>,
+    pings: Vec<Vec<u8>>,
+}
+
+/// Thousands of small messages (which the driver hands over in runs) with pings, a
+/// fragmented message, 16-bit lengths, a 20 KiB message and empty ones in between, then a Close.
+fn mixed_stream() -> Mixed {
+    use wsc::Frame;
+    let mut m = Mixed {
+        wire: Vec::new(),
+        messages: Vec::new(),
+        frames: Vec::new(),
+        pings: Vec::new(),
+    };
+    let push = |m: &mut Mixed, f: Frame| {
+        let mut b = bytes::BytesMut::new();
+        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
+        m.wire.extend_from_slice(&b);
+        m.frames.push(f);
+    };
+    for i in 0..3000u32 {
+        let msg = match i % 7 {
+            0 => Message::text(format!("héllo {i}")),
+            1 => Message::binary(vec![(i % 251) as u8; (i % 300) as usize]),
+            2 => Message::text(""),
+            _ => Message::binary(i.to_be_bytes().to_vec()),
+        };
+        push(&mut m, Frame::new(msg.opcode(), msg.as_bytes().to_vec()));
+        m.messages.push(msg);
+        if i % 97 == 0 {
+            let p = i.to_be_bytes().to_vec();
+            push(&mut m, Frame::ping(p.clone()));
+            m.pings.push(p);
+        }
+        if i == 1000 {
+            push(&mut m, Frame::text("frag").with_fin(false));
+            push(&mut m, Frame::pong("unsolicited"));
+            push(&mut m, Frame::continuation("men", false));
+            push(&mut m, Frame::continuation("ted", true));
+            m.messages.push(Message::text("fragmented"));
+        }
+        if i == 2000 {
+            let big = vec![7u8; 20 * 1024];
+            push(&mut m, Frame::binary(big.clone()));
+            m.messages.push(Message::binary(big));
+        }
+    }
+    push(&mut m, Frame::close(Some(&wsc::CloseReason::normal())));
+    m
+}
+
+/// Serves `wire` after the 101 in one write, then collects every frame the client sends
+/// until it closes the connection.
+async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc::Frame>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let h = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = read_head(&mut s).await;
+        let mut out = switching(&key_of(&head), "").into_bytes();
+        out.extend_from_slice(&wire);
+        s.write_all(&out).await.unwrap();
+        let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
+        let mut buf = bytes::BytesMut::new();
+        let mut got = Vec::new();
+        while s.read_buf(&mut buf).await.unwrap() > 0 {
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+        }
+        got
+    });
+    (url, h)
+}
+
+#[tokio::test]
+async fn a_mixed_stream_arrives_whole_and_in_order() {
+    let m = mixed_stream();
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    // A small incoming queue, so reading stops and resumes many times along the way.
+    let client = Client::builder()
+        .incoming_queue_capacity(16)
+        .build()
+        .unwrap();
+    let mut s = client.connect(url).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(msg) = s.recv().await {
+        got.push(msg.unwrap());
+        if got.len() % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(got.len(), m.messages.len());
+    assert!(got == m.messages, "messages differ");
+    assert_eq!(s.close_reason().await.code(), CloseCode::NORMAL);
+    // Every ping was answered with its payload, in order, before the echoed Close.
+    let sent = server.await.unwrap();
+    let pongs: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|f| f.opcode == wsc::OpCode::Pong)
+        .map(|f| f.payload.to_vec())
+        .collect();
+    assert_eq!(pongs, m.pings);
+    assert_eq!(sent.last().unwrap().opcode, wsc::OpCode::Close);
+}
+
+#[tokio::test]
+async fn a_raw_session_shows_every_frame_of_a_mixed_stream() {
+    let m = mixed_stream();
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    let mut s = Client::new().connect_raw(url).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(f) = s.recv().await {
+        let f = f.unwrap();
+        let close = f.opcode == wsc::OpCode::Close;
+        got.push(f);
+        if close {
+            s.send_frame(wsc::Frame::close(Some(&wsc::CloseReason::normal())))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(got.len(), m.frames.len());
+    assert!(got == m.frames, "frames differ");
+    // A raw session answers nothing by itself: only our Close went out.
+    let sent = server.await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].opcode, wsc::OpCode::Close);
+}

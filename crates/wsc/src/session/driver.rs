@@ -67,6 +67,7 @@ pub(crate) struct Driver<S> {
     /// Items decoded from the current read, handed over to the receiver in one go.
     batch: std::collections::VecDeque<Item>,
     batch_bytes: usize,
+    batch_count: usize,
     phase: Phase,
     read_eof: bool,
     peer_closed: Option<Option<CloseReason>>,
@@ -125,6 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             masking,
             batch: std::collections::VecDeque::new(),
             batch_bytes: 0,
+            batch_count: 0,
             phase: Phase::Open,
             read_eof: false,
             peer_closed: None,
@@ -465,9 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return true;
         }
         let mut inc = self.shared.inc();
-        if inc.items.len() >= self.shared.incoming_capacity
-            || inc.bytes >= self.shared.incoming_bytes
-        {
+        if inc.count >= self.shared.incoming_capacity || inc.bytes >= self.shared.incoming_bytes {
             inc.driver = Some(cx.waker().clone());
             false
         } else {
@@ -565,7 +565,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Handles every complete frame in the read buffer.
     fn decode_all(&mut self) {
+        // Runs of small whole messages skip the frame-by-frame path (and reassembly, which
+        // they do not need); streamed sessions deliver frames as chunks instead.
+        let runs = !self.streaming;
         loop {
+            if runs && let Some(run) = self.decoder.decode_run(&mut self.rbuf) {
+                self.large_frames = false;
+                self.push_item(Item::Run(run));
+            }
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(frame)) => {
                     if !frame.opcode.is_control() {
@@ -625,6 +632,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn push_item(&mut self, item: Item) {
         self.batch_bytes += item.len();
+        self.batch_count += item.count();
         self.batch.push_back(item);
     }
 
@@ -634,6 +642,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         let mut inc = self.shared.inc();
         inc.bytes += std::mem::take(&mut self.batch_bytes);
+        inc.count += std::mem::take(&mut self.batch_count);
         if inc.items.is_empty() {
             // The receiver took everything: hand the batch over whole, no copying.
             std::mem::swap(&mut inc.items, &mut self.batch);
@@ -699,7 +708,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.arm_ping(Instant::now() + timeout);
                 }
                 Keepalive::Awaiting(_) => {
-                    let paused = self.shared.inc().items.len() >= self.shared.incoming_capacity;
+                    let paused = self.shared.inc().count >= self.shared.incoming_capacity;
                     if paused {
                         // We stopped reading because the application is slow; the pong
                         // may be sitting unread. Wait another round.

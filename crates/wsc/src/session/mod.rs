@@ -703,8 +703,26 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// The next item already taken from the shared queue; a run gives one message at a time.
+    /// Never returns a run.
+    fn pop_local(&mut self) -> Option<Item> {
+        loop {
+            if let Item::Run(r) = self.local.front_mut()? {
+                let m = r.next_message();
+                if m.is_none() || r.is_empty() {
+                    self.local.pop_front();
+                }
+                match m {
+                    Some(m) => return Some(Item::Message(m)),
+                    None => continue,
+                }
+            }
+            return self.local.pop_front();
+        }
+    }
+
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Error>>> {
-        if let Some(i) = self.local.pop_front() {
+        if let Some(i) = self.pop_local() {
             return Poll::Ready(Some(Ok(i)));
         }
         if self.done {
@@ -714,12 +732,13 @@ impl Inbox {
         if !inc.items.is_empty() {
             std::mem::swap(&mut self.local, &mut inc.items);
             inc.bytes = 0;
+            inc.count = 0;
             let driver = inc.driver.take();
             drop(inc);
             if let Some(w) = driver {
                 w.wake();
             }
-            return Poll::Ready(self.local.pop_front().map(Ok));
+            return Poll::Ready(self.pop_local().map(Ok));
         }
         match &inc.end {
             Some(Ok(())) => {
@@ -830,14 +849,30 @@ impl Receiver {
                         inbox: &mut self.inbox,
                     }));
                 }
+                Ok(run @ Item::Run(_)) => self.inbox.local.push_front(run),
                 // The rest of a message whose stream was dropped.
                 Ok(_) => continue,
             }
         }
     }
 
+    /// Small enough to inline into the caller's future, so a message taken from a run goes
+    /// straight into the caller's frame.
+    #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        // Fast path: a whole message already taken from the shared queue.
+        if let Some(Item::Run(r)) = self.inbox.local.front_mut()
+            && let Some(m) = r.next_message()
+        {
+            if r.is_empty() {
+                self.inbox.local.pop_front();
+            }
+            return Poll::Ready(Some(Ok(m)));
+        }
+        self.poll_recv_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_recv_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         if let Some(Item::Message(_)) = self.inbox.local.front()
             && let Some(Item::Message(m)) = self.inbox.local.pop_front()
         {
@@ -847,6 +882,11 @@ impl Receiver {
             return match self.inbox.poll_item(cx) {
                 Poll::Ready(Some(Ok(Item::Message(m)))) => Poll::Ready(Some(Ok(m))),
                 Poll::Ready(Some(Ok(Item::Frame(_)))) => continue,
+                // `poll_item` hands runs out message by message; put one back if it ever comes.
+                Poll::Ready(Some(Ok(run @ Item::Run(_)))) => {
+                    self.inbox.local.push_front(run);
+                    continue;
+                }
                 Poll::Ready(Some(Ok(Item::Chunk {
                     text,
                     first,
@@ -1002,9 +1042,27 @@ impl RawReceiver {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
+        if let Some(Item::Run(r)) = self.inbox.local.front_mut()
+            && let Some(f) = r.next_frame()
+        {
+            if r.is_empty() {
+                self.inbox.local.pop_front();
+            }
+            return Poll::Ready(Some(Ok(f)));
+        }
+        self.poll_recv_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_recv_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
         match self.inbox.poll_item(cx) {
             Poll::Ready(Some(Ok(Item::Frame(f)))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(Some(Ok(run @ Item::Run(_)))) => {
+                self.inbox.local.push_front(run);
+                self.poll_recv_slow(cx)
+            }
             Poll::Ready(Some(Ok(Item::Message(m)))) => {
                 Poll::Ready(Some(Ok(Frame::new(m.opcode(), m.into_bytes()))))
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::watch;
-use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, encode_frame};
+use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, Run, encode_frame};
 
 use crate::config::Config;
 use crate::entropy::OsEntropy;
@@ -23,6 +23,8 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) enum Item {
     Message(Message),
+    /// Many small whole messages from one read, cut out one by one as they are received.
+    Run(Run),
     Frame(Frame),
     /// A piece of a message, for sessions that stream incoming messages.
     Chunk {
@@ -75,6 +77,8 @@ pub(crate) struct In {
     pub items: VecDeque<Item>,
     /// Payload bytes in `items`.
     pub bytes: usize,
+    /// Messages (or frames) in `items`: a run counts each of its messages.
+    pub count: usize,
     pub end: Option<Result<(), Error>>,
     pub receiver: Option<Waker>,
     pub driver: Option<Waker>,
@@ -138,6 +142,7 @@ impl Shared {
             inc: Mutex::new(In {
                 items: VecDeque::new(),
                 bytes: 0,
+                count: 0,
                 end: None,
                 receiver: None,
                 driver: None,
@@ -233,8 +238,17 @@ impl Item {
     pub(crate) fn len(&self) -> usize {
         match self {
             Item::Message(m) => m.len(),
+            Item::Run(r) => r.byte_len(),
             Item::Frame(f) => f.payload.len(),
             Item::Chunk { data, .. } => data.len(),
+        }
+    }
+
+    /// Messages (or frames) this item holds, for the incoming queue's count bound.
+    pub(crate) fn count(&self) -> usize {
+        match self {
+            Item::Run(r) => r.len(),
+            _ => 1,
         }
     }
 }
