@@ -8,7 +8,6 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::close::CloseReason;
-use crate::mask::apply_mask;
 
 /// A frame opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,10 +206,9 @@ pub fn encode_frame(
 ) {
     out.reserve(header_len(payload.len(), mask.is_some()) + payload.len());
     encode_header(out, opcode, fin, rsv, payload.len(), mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    if let Some(k) = mask {
-        apply_mask(&mut out[start..], k, 0);
+    match mask {
+        Some(k) => crate::mask::extend_masked(out, payload, k),
+        None => out.extend_from_slice(payload),
     }
 }
 
