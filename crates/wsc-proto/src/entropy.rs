@@ -41,18 +41,22 @@ impl<E: Entropy> MaskKeys<E> {
     /// The next key.
     #[inline]
     pub fn next_key(&mut self) -> [u8; 4] {
-        if self.pos == self.block.len() {
-            self.source.fill(&mut self.block);
-            self.pos = 0;
+        if self.pos >= self.block.len() {
+            self.refill();
         }
-        let k = [
-            self.block[self.pos],
-            self.block[self.pos + 1],
-            self.block[self.pos + 2],
-            self.block[self.pos + 3],
-        ];
+        let k = match self.block.get(self.pos..self.pos + 4) {
+            Some(&[a, b, c, d]) => [a, b, c, d],
+            _ => [0; 4], // unreachable: `pos` is a multiple of 4 below 256
+        };
         self.pos += 4;
         k
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self) {
+        self.source.fill(&mut self.block);
+        self.pos = 0;
     }
 
     /// The underlying source, e.g. for handshake keys.

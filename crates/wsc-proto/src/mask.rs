@@ -40,9 +40,20 @@ const BLOCK: usize = 2048;
 /// ```
 pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
     out.reserve(src.len());
+    let (blocks, rest) = src.as_chunks::<BLOCK>();
+    if !blocks.is_empty() {
+        extend_masked_blocks(out, blocks, key);
+    }
+    // BLOCK is a multiple of 4: the rest starts at key offset 0.
+    let start = out.len();
+    out.extend_from_slice(rest);
+    apply_mask(&mut out[start..], key, 0);
+}
+
+#[inline(never)]
+fn extend_masked_blocks(out: &mut BytesMut, blocks: &[[u8; BLOCK]], key: [u8; 4]) {
     let k16 = key16(key);
     let mut block = [0u8; BLOCK];
-    let (blocks, rest) = src.as_chunks::<BLOCK>();
     for b in blocks {
         // Sixty-four bytes per step: four SIMD XORs between one loop test.
         for (d, s) in block
@@ -58,10 +69,21 @@ pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
         }
         out.extend_from_slice(&block);
     }
-    // BLOCK is a multiple of 4: the rest starts at key offset 0.
-    let start = out.len();
-    out.extend_from_slice(rest);
-    apply_mask(&mut out[start..], key, 0);
+}
+
+/// Writes `src` masked with `key` (from offset 0) into `dst`, which has the same length:
+/// sixteen bytes per XOR, no intermediate copy.
+#[inline(always)]
+pub(crate) fn mask_into(dst: &mut [u8], src: &[u8], key: [u8; 4]) {
+    let k16 = key16(key);
+    let (dc, dt) = dst.as_chunks_mut::<16>();
+    let (sc, st) = src.as_chunks::<16>();
+    for (d, s) in dc.iter_mut().zip(sc) {
+        *d = xor16(s, &k16);
+    }
+    for (i, (d, s)) in dt.iter_mut().zip(st).enumerate() {
+        *d = s ^ key[i & 3];
+    }
 }
 
 #[inline(always)]

@@ -31,6 +31,8 @@ const COALESCE: usize = 64 * 1024;
 const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Frames from this size on are read header first, then payload in place.
 const LARGE_FRAME: usize = 16 * 1024;
+/// Below this much free room, the read buffer is grown before reading small frames.
+const MIN_READ: usize = 4096;
 /// The stack buffer an idle connection reads into before it has a read buffer.
 const PROBE: usize = 512;
 /// Work done in one poll before yielding to the scheduler.
@@ -81,6 +83,9 @@ pub(crate) struct Driver<S> {
     streaming: bool,
     /// The last data frame was large: read the next header on its own.
     large_frames: bool,
+    /// No read buffer is held (a new or quiet connection): reads probe with a stack buffer.
+    /// A buffer that a frame used up to its last byte is not idle and is simply grown.
+    idle: bool,
     /// Gives idle buffers back after a quiet second.
     trim_timer: Option<Pin<Box<Sleep>>>,
     /// Polls that moved bytes, and the count when the trim timer was armed.
@@ -138,6 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             deferred: None,
             streaming: false,
             large_frames: false,
+            idle: !has_leftover,
             trim_timer: None,
             activity: 0,
             activity_at_arm: 0,
@@ -477,7 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Reads once and handles every complete frame. `Ready(true)` if bytes arrived.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let read = if self.rbuf.capacity() == 0 {
+        let read = if self.idle && self.rbuf.capacity() == 0 {
             // No buffer while idle: probe with a small stack buffer and allocate only when
             // bytes arrive (an idle connection then costs no read buffer at all).
             let mut probe = [0u8; PROBE];
@@ -487,6 +493,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
                     let got = rb.filled();
+                    self.idle = false;
                     if got.len() == PROBE {
                         self.rbuf.reserve(READ_CHUNK);
                     }
@@ -501,19 +508,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // copied when the buffer is re-reserved). Small frames are read many at a time.
             let wanted = self.decoder.wanted();
             let len = self.rbuf.len();
-            let want = if wanted > len {
-                wanted - len
+            // A large frame still arriving: read exactly its rest. A small one: read on, many
+            // frames at a time (reading just its rest would make the next reads small too).
+            let large_pending = wanted > len && wanted >= LARGE_FRAME;
+            // The next header rides along with the rest of a large frame, so that a stream of
+            // large frames costs one read each; those few bytes are all that is ever copied.
+            let header = wsc_proto::header_len(usize::MAX, self.shared.role == Role::Server);
+            let (want, room_needed) = if large_pending {
+                let rest = wanted - len;
+                (rest + header, rest.min(READ_CHUNK))
             } else if self.large_frames && len == 0 {
-                wsc_proto::header_len(usize::MAX, false)
+                (header, header)
             } else {
-                READ_CHUNK
-            };
-            // Reserve when the frame needs room, or when there is none at all; an idle
-            // connection's small buffer is not grown until bytes arrive to fill it.
-            let room_needed = if wanted > len {
-                want.min(READ_CHUNK)
-            } else {
-                1
+                // Reserve only when too little is left for a useful read (an idle connection
+                // holds no buffer at all: see the probe above).
+                (READ_CHUNK, MIN_READ)
             };
             if self.rbuf.capacity() - len < room_needed {
                 self.rbuf.reserve(want);
@@ -770,6 +779,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.trim_timer = None;
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
+            self.idle = true;
         }
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();

@@ -172,6 +172,7 @@ enum Outgoing<'a> {
 }
 
 impl Sender {
+    #[inline]
     fn poll_enqueue(&self, cx: &mut Context<'_>, what: &Outgoing<'_>) -> Poll<Result<(), Error>> {
         let mut out = self.shared.out();
         if out.state != OutState::Open {
@@ -224,8 +225,8 @@ impl Sender {
         Poll::Ready(Ok(()))
     }
 
-    async fn enqueue(&self, what: Outgoing<'_>) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_enqueue(cx, &what)).await
+    fn enqueue<'a>(&'a self, what: Outgoing<'a>) -> impl Future<Output = Result<(), Error>> + 'a {
+        poll_fn(move |cx| self.poll_enqueue(cx, &what))
     }
 
     /// Sends a message: `&str`, `String`, `Vec<u8>`, `Bytes` or [`Message`].
@@ -695,6 +696,8 @@ impl Drop for MessageWriter {
 /// Receives items from the driver: batches them out of the shared queue under one lock.
 pub(crate) struct Inbox {
     shared: Arc<Shared>,
+    /// The run messages are being cut from; it comes before `local`.
+    run: wsc_proto::Run,
     local: VecDeque<Item>,
     /// A streamed message `recv()` is reassembling: (text, bytes so far).
     assembling: Option<(bool, bytes::BytesMut)>,
@@ -704,21 +707,27 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     /// The next item already taken from the shared queue; a run gives one message at a time.
+    /// The next item already taken from the shared queue; runs give one message at a time.
     /// Never returns a run.
     fn pop_local(&mut self) -> Option<Item> {
         loop {
-            if let Item::Run(r) = self.local.front_mut()? {
-                let m = r.next_message();
-                if m.is_none() || r.is_empty() {
-                    self.local.pop_front();
-                }
-                match m {
-                    Some(m) => return Some(Item::Message(m)),
-                    None => continue,
-                }
+            if let Some(m) = self.run.next_message() {
+                return Some(Item::Message(m));
             }
-            return self.local.pop_front();
+            match self.local.pop_front()? {
+                Item::Run(r) => self.run = r,
+                other => return Some(other),
+            }
         }
+    }
+
+    /// Puts back an item `pop_local` gave, so that it comes out next.
+    fn unget(&mut self, item: Item) {
+        let rest = std::mem::take(&mut self.run);
+        if !rest.is_empty() {
+            self.local.push_front(Item::Run(rest));
+        }
+        self.local.push_front(item);
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Error>>> {
@@ -772,8 +781,8 @@ impl std::fmt::Debug for Receiver {
 
 impl Receiver {
     /// The next message; `None` after a normal close. Cancel safe.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + Send + '_ {
+        poll_fn(|cx| self.poll_recv(cx))
     }
 
     /// Receives the next message and reads it as a `T` with the client's converter (Ktor's
@@ -849,7 +858,7 @@ impl Receiver {
                         inbox: &mut self.inbox,
                     }));
                 }
-                Ok(run @ Item::Run(_)) => self.inbox.local.push_front(run),
+                Ok(run @ Item::Run(_)) => self.inbox.unget(run),
                 // The rest of a message whose stream was dropped.
                 Ok(_) => continue,
             }
@@ -860,12 +869,7 @@ impl Receiver {
     /// straight into the caller's frame.
     #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if let Some(Item::Run(r)) = self.inbox.local.front_mut()
-            && let Some(m) = r.next_message()
-        {
-            if r.is_empty() {
-                self.inbox.local.pop_front();
-            }
+        if let Some(m) = self.inbox.run.next_message() {
             return Poll::Ready(Some(Ok(m)));
         }
         self.poll_recv_slow(cx)
@@ -884,7 +888,7 @@ impl Receiver {
                 Poll::Ready(Some(Ok(Item::Frame(_)))) => continue,
                 // `poll_item` hands runs out message by message; put one back if it ever comes.
                 Poll::Ready(Some(Ok(run @ Item::Run(_)))) => {
-                    self.inbox.local.push_front(run);
+                    self.inbox.unget(run);
                     continue;
                 }
                 Poll::Ready(Some(Ok(Item::Chunk {
@@ -1002,7 +1006,7 @@ impl IncomingMessage<'_> {
             }
             Poll::Ready(Some(Ok(other))) => {
                 // Not a continuation of this message: leave it for the next receive.
-                self.inbox.local.push_front(other);
+                self.inbox.unget(other);
                 self.done = true;
                 Poll::Ready(None)
             }
@@ -1038,18 +1042,13 @@ impl std::fmt::Debug for RawReceiver {
 
 impl RawReceiver {
     /// The next frame; `None` once the connection is closed cleanly. Cancel safe.
-    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Frame, Error>>> + Send + '_ {
+        poll_fn(|cx| self.poll_recv(cx))
     }
 
     #[inline]
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
-        if let Some(Item::Run(r)) = self.inbox.local.front_mut()
-            && let Some(f) = r.next_frame()
-        {
-            if r.is_empty() {
-                self.inbox.local.pop_front();
-            }
+        if let Some(f) = self.inbox.run.next_frame() {
             return Poll::Ready(Some(Ok(f)));
         }
         self.poll_recv_slow(cx)
@@ -1060,7 +1059,7 @@ impl RawReceiver {
         match self.inbox.poll_item(cx) {
             Poll::Ready(Some(Ok(Item::Frame(f)))) => Poll::Ready(Some(Ok(f))),
             Poll::Ready(Some(Ok(run @ Item::Run(_)))) => {
-                self.inbox.local.push_front(run);
+                self.inbox.unget(run);
                 self.poll_recv_slow(cx)
             }
             Poll::Ready(Some(Ok(Item::Message(m)))) => {
@@ -1116,6 +1115,7 @@ where
         sender,
         Inbox {
             shared,
+            run: wsc_proto::Run::default(),
             local: VecDeque::new(),
             assembling: None,
             done: false,
@@ -1164,8 +1164,8 @@ impl Session {
         }
     }
     /// The next message; `None` after a normal close. Cancel safe.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        self.receiver.recv().await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + Send + '_ {
+        self.receiver.recv()
     }
     /// Receives the next message as a `T`; see [`Receiver::receive_deserialized`].
     pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
@@ -1235,8 +1235,8 @@ impl RawSession {
         }
     }
     /// The next frame. Cancel safe.
-    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
-        self.receiver.recv().await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Frame, Error>>> + Send + '_ {
+        self.receiver.recv()
     }
     /// The HTTP exchange that opened the session.
     pub fn call(&self) -> &Call {

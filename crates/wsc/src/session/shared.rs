@@ -260,6 +260,7 @@ impl Out {
     }
 
     /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
+    #[inline]
     pub(crate) fn encode_message(
         &mut self,
         opcode: OpCode,
@@ -267,6 +268,10 @@ impl Out {
         masking: bool,
         fragment: Option<usize>,
     ) -> Result<(), Error> {
+        if self.extensions.is_empty() {
+            self.encode_data(opcode, 0, payload, masking, fragment);
+            return Ok(());
+        }
         let mut exts = std::mem::take(&mut self.extensions);
         let r = self.encode_through(&mut exts, opcode, payload, masking, fragment);
         self.extensions = exts;
@@ -308,6 +313,7 @@ impl Out {
         Ok(())
     }
 
+    #[inline]
     fn encode_data(
         &mut self,
         opcode: OpCode,
