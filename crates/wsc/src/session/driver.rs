@@ -63,7 +63,8 @@ pub(crate) struct Driver<S> {
     wbuf: BytesMut,
     written: u64,
     decoder: Decoder,
-    assembler: Assembler,
+    /// Boxed: it holds buffers' bookkeeping that only fragmented or compressed messages use.
+    assembler: Box<Assembler>,
     extensions: Vec<Box<dyn Extension>>,
     masking: bool,
     /// Items decoded from the current read, handed over to the receiver in one go.
@@ -78,7 +79,7 @@ pub(crate) struct Driver<S> {
     ping_timer: Option<Pin<Box<Sleep>>>,
     close_timer: Option<Pin<Box<Sleep>>>,
     /// The session's outcome once decided; published when draining ends.
-    outcome: Option<Outcome>,
+    outcome: Option<Box<Outcome>>,
     /// Hand incoming data frames on as chunks instead of reassembling.
     streaming: bool,
     /// The last data frame was large: read the next header on its own.
@@ -93,7 +94,7 @@ pub(crate) struct Driver<S> {
     activity_at_arm: u64,
     /// A peer's violation found behind messages the application has not taken yet: the
     /// session fails once it has (so its replies to them go out first), or at the close timeout.
-    deferred: Option<(Error, String)>,
+    deferred: Option<Box<(Error, String)>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -126,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             wbuf: BytesMut::new(),
             written: 0,
             decoder,
-            assembler: Assembler::new(limits.max_message_size),
+            assembler: Box::new(Assembler::new(limits.max_message_size)),
             extensions,
             masking,
             batch: std::collections::VecDeque::new(),
@@ -210,7 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// A mask key from the session's generator (control frames are rare: a lock is fine).
     fn key(&mut self) -> Option<[u8; 4]> {
-        self.masking.then(|| self.shared.out().keys.next_key())
+        self.masking.then(|| self.shared.out().keys().next_key())
     }
 
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
@@ -254,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut out = self.shared.out();
         out.state = OutState::Closed;
         if out.closed_error.is_none() {
-            out.closed_error = Some(error);
+            out.closed_error = Some(Box::new(error));
         }
         out.wake_waiters();
     }
@@ -335,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     _ => None,
                 };
                 let shown = reason.clone().unwrap_or_else(CloseReason::normal);
-                out.closed_error = Some(Error::Closed(Some(shown.clone())));
+                out.closed_error = Some(Box::new(Error::Closed(Some(shown.clone()))));
                 out.wake_waiters();
                 drop(out);
                 self.wbuf.extend_from_slice(&queued);
@@ -392,7 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if out.abandoned && out.state == OutState::Open && self.phase == Phase::Open {
             // Every handle is gone without a close: close normally.
             let r = CloseReason::normal();
-            let key = self.masking.then(|| out.keys.next_key());
+            let key = self.masking.then(|| out.keys().next_key());
             let before = out.buf.len();
             encode_frame(&mut out.buf, OpCode::Close, true, 0, &r.to_payload(), key);
             out.queued += (out.buf.len() - before) as u64;
@@ -400,8 +401,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         // Take the senders' bytes only when ours are (nearly) written, so the queue they see
         // is what bounds memory.
-        if !out.buf.is_empty() && self.phase != Phase::Draining && self.wbuf.len() < COALESCE {
-            if self.wbuf.is_empty() {
+        // Small queues are appended to our tail (one write for both); a large one waits for
+        // ours to drain and is then swapped in whole, never copied.
+        let take = if self.wbuf.is_empty() {
+            Some(true)
+        } else if self.wbuf.len() < COALESCE && out.buf.len() <= COALESCE {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(swap) = take
+            && !out.buf.is_empty()
+            && self.phase != Phase::Draining
+        {
+            if swap {
                 std::mem::swap(&mut self.wbuf, &mut out.buf);
             } else {
                 self.wbuf.extend_from_slice(&out.buf);
@@ -611,7 +624,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn defer(&mut self, error: Error, text: String) {
-        self.deferred = Some((error, text));
+        self.deferred = Some(Box::new((error, text)));
         self.arm_close();
     }
 
@@ -632,7 +645,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn fail_deferred(&mut self, cx: &mut Context<'_>) {
-        if let Some((e, text)) = self.deferred.take() {
+        if let Some(d) = self.deferred.take() {
+            let (e, text) = *d;
             // What the application sent in reply goes out before the Close.
             let _ = self.take_outgoing(cx);
             self.fail(e, &text);
@@ -707,7 +721,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Keepalive::Off => self.ping_timer = None,
                 Keepalive::Idle => {
                     let mut p = [0u8; 16];
-                    wsc_proto::Entropy::fill(self.shared.out().keys.source(), &mut p);
+                    wsc_proto::Entropy::fill(self.shared.out().keys().source(), &mut p);
                     self.control(OpCode::Ping, &p);
                     self.keepalive = Keepalive::Awaiting(p);
                     let timeout = self
@@ -733,23 +747,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         progress
-    }
-
-    /// Decides how the session ended and tells the handles at once; the driver may still
-    /// drain the connection afterwards. Only the first decision counts.
-    fn set_outcome(&mut self, outcome: Outcome) {
-        if self.outcome.is_some() {
-            return;
-        }
-        self.outcome = Some(outcome.clone());
-        {
-            let mut inc = self.shared.inc();
-            inc.end = Some(outcome.result.clone());
-            if let Some(w) = inc.receiver.take() {
-                w.wake();
-            }
-        }
-        self.shared.outcome.send_replace(Some(outcome));
     }
 
     /// Arms the trim timer if buffers hold memory while nothing is in them.
@@ -787,26 +784,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut out = self.shared.out();
         if out.buf.is_empty() {
             out.buf = BytesMut::new();
-        }
-    }
-
-    fn publish(&mut self) {
-        if self.outcome.is_none() {
-            self.set_outcome(Outcome {
-                reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
-                peer: None,
-                result: Ok(()),
-            });
-        }
-        let outcome = self.outcome.clone().expect("set above");
-        {
-            let mut out = self.shared.out();
-            out.state = OutState::Closed;
-            if out.closed_error.is_none() {
-                out.closed_error = Some(Error::Closed(Some(outcome.reason.clone())));
-            }
-            out.buf = BytesMut::new();
-            out.wake_waiters();
         }
     }
 
@@ -859,6 +836,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl<S> Driver<S> {
+    /// Decides how the session ended and tells the handles at once; the driver may still
+    /// drain the connection afterwards. Only the first decision counts.
+    fn set_outcome(&mut self, outcome: Outcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(Box::new(outcome.clone()));
+        {
+            let mut inc = self.shared.inc();
+            inc.end = Some(outcome.result.clone().map_err(Box::new));
+            if let Some(w) = inc.receiver.take() {
+                w.wake();
+            }
+        }
+        self.shared.publish_outcome(outcome);
+    }
+
+    fn publish(&mut self) {
+        if self.outcome.is_none() {
+            self.set_outcome(Outcome {
+                reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
+                peer: None,
+                result: Ok(()),
+            });
+        }
+        let reason = self.outcome.as_ref().map(|o| o.reason.clone());
+        {
+            let mut out = self.shared.out();
+            out.state = OutState::Closed;
+            if out.closed_error.is_none() {
+                out.closed_error = Some(Box::new(Error::Closed(reason)));
+            }
+            out.buf = BytesMut::new();
+            out.wake_waiters();
+        }
+    }
+}
+
+/// A driver dropped before the session ended (its runtime shut down, say) still settles it, so
+/// that nothing waits forever for an outcome.
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 

@@ -37,7 +37,8 @@ use crate::error::Error;
 #[derive(Default)]
 pub(crate) struct LazyHeaders {
     raw: Box<[u8]>,
-    map: std::sync::OnceLock<HeaderMap>,
+    /// Boxed: a map that is never asked for costs a pointer, not the map's 96 bytes.
+    map: std::sync::OnceLock<Box<HeaderMap>>,
 }
 
 impl LazyHeaders {
@@ -67,7 +68,7 @@ impl LazyHeaders {
                     map.append(n, v);
                 }
             }
-            map
+            Box::new(map)
         })
     }
 }
@@ -377,7 +378,7 @@ impl Sender {
     }
 
     fn driver_alive(&self) -> bool {
-        self.shared.outcome.borrow().is_none()
+        !self.shared.has_ended()
     }
 
     /// Waits until everything sent so far has been written to the socket (Ktor's `flush()`).
@@ -407,19 +408,7 @@ impl Sender {
     }
 
     async fn outcome(&self) -> Outcome {
-        let mut rx = self.shared.outcome.subscribe();
-        loop {
-            if let Some(o) = rx.borrow_and_update().clone() {
-                return o;
-            }
-            if rx.changed().await.is_err() {
-                return Outcome {
-                    reason: CloseReason::truncated(1006, "session dropped"),
-                    peer: None,
-                    result: Err(Error::Closed(None)),
-                };
-            }
-        }
+        poll_fn(|cx| self.shared.poll_outcome(cx)).await
     }
 
     /// Waits for the session to end and returns its close reason (Ktor's `closeReason`): the
@@ -431,11 +420,7 @@ impl Sender {
 
     /// The close reason if the session has ended, without waiting.
     pub fn try_close_reason(&self) -> Option<CloseReason> {
-        self.shared
-            .outcome
-            .borrow()
-            .as_ref()
-            .map(|o| o.reason.clone())
+        self.shared.outcome().map(|o| o.reason)
     }
 
     /// Whether the session still accepts sends.
@@ -569,17 +554,7 @@ impl futures_sink::Sink<Message> for Sender {
                 }
             }
         }
-        let mut rx = this.shared.outcome.subscribe();
-        if rx.borrow_and_update().is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        // Wait for the outcome: poll the watch's change future once (it registers the waker).
-        let fut = rx.changed();
-        tokio::pin!(fut);
-        match fut.poll(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-        }
+        this.shared.poll_outcome(cx).map(|_| Ok(()))
     }
 }
 
@@ -756,7 +731,7 @@ impl Inbox {
             }
             Some(Err(e)) => {
                 self.done = true;
-                Poll::Ready(Some(Err(e.clone())))
+                Poll::Ready(Some(Err(Error::clone(e))))
             }
             None => {
                 inc.receiver = Some(cx.waker().clone());
@@ -798,14 +773,7 @@ impl Receiver {
             .clone()
             .ok_or(Error::NoConverter)?;
         match self.recv().await {
-            None => Err(Error::Closed(
-                self.inbox
-                    .shared
-                    .outcome
-                    .borrow()
-                    .as_ref()
-                    .map(|o| o.reason.clone()),
-            )),
+            None => Err(Error::Closed(self.inbox.shared.outcome().map(|o| o.reason))),
             Some(Err(e)) => Err(e),
             Some(Ok(m)) => {
                 crate::convert::deserialize::<T>(&*converter, &m).map_err(|e| Error::Deserialize {

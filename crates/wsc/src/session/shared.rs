@@ -8,11 +8,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::watch;
 use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, Run, encode_frame};
 
 use crate::config::Config;
@@ -61,10 +60,11 @@ pub(crate) struct Out {
     pub queued: u64,
     pub written: u64,
     pub state: OutState,
-    pub closed_error: Option<Error>,
+    pub closed_error: Option<Box<Error>>,
     pub driver: Option<Waker>,
     pub waiters: Vec<Waker>,
-    pub keys: MaskKeys<OsEntropy>,
+    /// Made on first use: a session that never sends holds no generator (592 bytes).
+    keys: Option<Box<MaskKeys<OsEntropy>>>,
     pub extensions: Vec<Box<dyn Extension>>,
     pub terminate: bool,
     pub abandoned: bool,
@@ -79,7 +79,7 @@ pub(crate) struct In {
     pub bytes: usize,
     /// Messages (or frames) in `items`: a run counts each of its messages.
     pub count: usize,
-    pub end: Option<Result<(), Error>>,
+    pub end: Option<Result<(), Box<Error>>>,
     pub receiver: Option<Waker>,
     pub driver: Option<Waker>,
 }
@@ -98,11 +98,19 @@ pub(crate) struct Settings {
     pub generation: AtomicU64,
 }
 
+/// The session's outcome, boxed: most of a session's life it is not there yet.
+#[derive(Default)]
+struct Ended {
+    outcome: Option<Box<Outcome>>,
+    waiters: Vec<Waker>,
+}
+
 pub(crate) struct Shared {
     pub out: Mutex<Out>,
     pub inc: Mutex<In>,
     pub settings: Settings,
-    pub outcome: watch::Sender<Option<Outcome>>,
+    /// How the session ended, once decided, and the tasks waiting to know.
+    ended: Mutex<Ended>,
     pub outgoing_capacity: usize,
     pub incoming_capacity: usize,
     pub incoming_bytes: usize,
@@ -122,7 +130,6 @@ impl Shared {
         extensions: Vec<Box<dyn Extension>>,
         role: wsc_proto::Role,
     ) -> Arc<Shared> {
-        let (outcome, _) = watch::channel(None);
         Arc::new(Shared {
             out: Mutex::new(Out {
                 buf: BytesMut::new(),
@@ -132,7 +139,7 @@ impl Shared {
                 closed_error: None,
                 driver: None,
                 waiters: Vec::new(),
-                keys: MaskKeys::new(OsEntropy::new()),
+                keys: None,
                 extensions,
                 terminate: false,
                 abandoned: false,
@@ -156,7 +163,7 @@ impl Shared {
                 streaming: AtomicBool::new(config.stream_incoming),
                 generation: AtomicU64::new(0),
             },
-            outcome,
+            ended: Mutex::new(Ended::default()),
             outgoing_capacity: config.outgoing_capacity,
             incoming_capacity: config.incoming_capacity,
             incoming_bytes: config.incoming_bytes,
@@ -173,6 +180,46 @@ impl Shared {
 
     pub(crate) fn inc(&self) -> MutexGuard<'_, In> {
         self.inc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ended(&self) -> MutexGuard<'_, Ended> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How the session ended, if it has.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        self.ended().outcome.as_deref().cloned()
+    }
+
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended().outcome.is_some()
+    }
+
+    /// Ready with the outcome once there is one.
+    pub(crate) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut e = self.ended();
+        if let Some(o) = e.outcome.as_deref() {
+            return Poll::Ready(o.clone());
+        }
+        if !e.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            e.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Records the outcome (the first one counts) and wakes whoever waits for it.
+    pub(crate) fn publish_outcome(&self, outcome: Outcome) {
+        let waiters = {
+            let mut e = self.ended();
+            if e.outcome.is_some() {
+                return;
+            }
+            e.outcome = Some(Box::new(outcome));
+            std::mem::take(&mut e.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
     }
 
     /// Tells the driver that something changed.
@@ -254,9 +301,19 @@ impl Item {
 }
 
 impl Out {
+    /// The session's mask-key generator, seeded from the OS on first use.
+    #[inline]
+    pub(crate) fn keys(&mut self) -> &mut MaskKeys<OsEntropy> {
+        self.keys
+            .get_or_insert_with(|| Box::new(MaskKeys::new(OsEntropy::new())))
+    }
+
     /// The error a send gets once the session no longer accepts frames.
     pub(crate) fn send_error(&self) -> Error {
-        self.closed_error.clone().unwrap_or(Error::Closed(None))
+        self.closed_error
+            .as_deref()
+            .cloned()
+            .unwrap_or(Error::Closed(None))
     }
 
     /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
@@ -329,7 +386,7 @@ impl Out {
                 let mut first = true;
                 while let Some(c) = chunks.next() {
                     let op = if first { opcode } else { OpCode::Continuation };
-                    let key = masking.then(|| self.keys.next_key());
+                    let key = masking.then(|| self.keys().next_key());
                     encode_frame(
                         &mut self.buf,
                         op,
@@ -342,7 +399,7 @@ impl Out {
                 }
             }
             _ => {
-                let key = masking.then(|| self.keys.next_key());
+                let key = masking.then(|| self.keys().next_key());
                 encode_frame(&mut self.buf, opcode, true, rsv, data, key);
             }
         }
@@ -359,7 +416,7 @@ impl Out {
         masking: bool,
     ) {
         let before = self.buf.len();
-        let key = masking.then(|| self.keys.next_key());
+        let key = masking.then(|| self.keys().next_key());
         encode_frame(&mut self.buf, opcode, fin, 0, data, key);
         self.queued += (self.buf.len() - before) as u64;
     }
@@ -367,7 +424,7 @@ impl Out {
     /// Encodes one frame as given (no extension processing).
     pub(crate) fn encode_raw(&mut self, frame: &Frame, masking: bool) {
         let before = self.buf.len();
-        let key = masking.then(|| self.keys.next_key());
+        let key = masking.then(|| self.keys().next_key());
         encode_frame(
             &mut self.buf,
             frame.opcode,
