@@ -63,8 +63,9 @@ pub(crate) struct Driver<S> {
     wbuf: BytesMut,
     written: u64,
     decoder: Decoder,
-    /// Boxed: it holds buffers' bookkeeping that only fragmented or compressed messages use.
-    assembler: Box<Assembler>,
+    /// Made on the first message that is not part of a run: an idle session holds none.
+    assembler: Option<Box<Assembler>>,
+    max_message_size: usize,
     extensions: Vec<Box<dyn Extension>>,
     masking: bool,
     /// Items decoded from the current read, handed over to the receiver in one go.
@@ -127,7 +128,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             wbuf: BytesMut::new(),
             written: 0,
             decoder,
-            assembler: Box::new(Assembler::new(limits.max_message_size)),
+            assembler: None,
+            max_message_size: limits.max_message_size,
             extensions,
             masking,
             batch: std::collections::VecDeque::new(),
@@ -180,7 +182,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             max_message_size: wire_message_limit,
             ..limits
         });
-        self.assembler.set_max_message_size(limits.max_message_size);
+        self.max_message_size = limits.max_message_size;
+        if let Some(a) = self.assembler.as_mut() {
+            a.set_max_message_size(limits.max_message_size);
+        }
         self.masking = s.masking.load(Ordering::Acquire);
         match (self.raw, self.shared.ping_interval()) {
             (false, Some(every)) => {
@@ -290,8 +295,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ if self.streaming => {
+                let max = self.max_message_size;
                 let piece = self
                     .assembler
+                    .get_or_insert_with(|| Box::new(Assembler::new(max)))
                     .push_chunk(frame, &mut self.extensions)
                     .map_err(Error::protocol)?;
                 if let Some((text, first, fin, data)) = piece {
@@ -304,8 +311,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ => {
+                let max = self.max_message_size;
                 if let Some(m) = self
                     .assembler
+                    .get_or_insert_with(|| Box::new(Assembler::new(max)))
                     .push(frame, &mut self.extensions)
                     .map_err(Error::protocol)?
                 {

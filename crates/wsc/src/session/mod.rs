@@ -675,7 +675,7 @@ pub(crate) struct Inbox {
     run: wsc_proto::Run,
     local: VecDeque<Item>,
     /// A streamed message `recv()` is reassembling: (text, bytes so far).
-    assembling: Option<(bool, bytes::BytesMut)>,
+    assembling: Option<Box<(bool, bytes::BytesMut)>>,
     done: bool,
     _guard: Arc<Guard>,
 }
@@ -866,9 +866,9 @@ impl Receiver {
                     data,
                 }))) => {
                     if first {
-                        self.inbox.assembling = Some((text, bytes::BytesMut::new()));
+                        self.inbox.assembling = Some(Box::new((text, bytes::BytesMut::new())));
                     }
-                    let Some((_, buf)) = self.inbox.assembling.as_mut() else {
+                    let Some((_, buf)) = self.inbox.assembling.as_deref_mut() else {
                         continue;
                     };
                     let max = self
@@ -893,7 +893,7 @@ impl Receiver {
                     if !fin {
                         continue;
                     }
-                    let Some((text, buf)) = self.inbox.assembling.take() else {
+                    let Some((text, buf)) = self.inbox.assembling.take().map(|b| *b) else {
                         continue;
                     };
                     let body = buf.freeze();
