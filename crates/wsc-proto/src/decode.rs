@@ -164,39 +164,10 @@ impl Decoder {
     /// Decodes the next frame from the front of `buf`, or returns `Ok(None)` if it has not
     /// fully arrived. Frames are returned as they are on the wire (a continuation stays a
     /// continuation). After an `Err`, the connection must be failed with the error's close code.
+    /// Small whole messages go faster through [`Decoder::decode_run`], called first.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         if buf.len() < 2 {
             return Ok(None);
-        }
-        // Fast path for the common small message: a whole, final, unmasked text or binary
-        // frame under 126 bytes, no RSV bit, no message open, nothing checked ahead.
-        let (b0, b1) = (buf[0], buf[1]);
-        if (b0 == 0x82 || b0 == 0x81)
-            && b1 < 126
-            && self.role == Role::Client
-            && self.open.is_none()
-            && self.checked == 0
-        {
-            let len = usize::from(b1);
-            if buf.len() >= 2 + len
-                && len <= self.limits.max_frame_size
-                && len <= self.limits.max_message_size
-            {
-                let text = b0 == 0x81;
-                if text && simdutf8::basic::from_utf8(&buf[2..2 + len]).is_err() {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
-                self.wanted = 0;
-                let mut frame = buf.split_to(2 + len);
-                frame.advance(2);
-                let opcode = if text { OpCode::Text } else { OpCode::Binary };
-                return Ok(Some(Frame {
-                    opcode,
-                    fin: true,
-                    rsv: 0,
-                    payload: frame.freeze(),
-                }));
-            }
         }
         let b0 = buf[0];
         let b1 = buf[1];

@@ -42,14 +42,6 @@ fn rand_suffix() -> u64 {
         % 1_000_000_007
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -137,7 +129,12 @@ fn nginx(pki: &Pki, backend: u16) -> Nginx {
         std::fs::write(&p, body).unwrap();
         p.display().to_string()
     };
-    let (good, expired, foreign, mtls) = (free_port(), free_port(), free_port(), free_port());
+    let (good, expired, foreign, mtls) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let server = |port: u16, cert: &(String, String), name: &str, extra: &str| {
         let c = write(&format!("{name}.crt"), &cert.0);
         let k = write(&format!("{name}.key"), &cert.1);
@@ -273,7 +270,7 @@ async fn mutual_tls_with_and_without_a_client_certificate() {
 
 fn tinyproxy(auth: Option<(&str, &str)>) -> (Proc, u16) {
     let dir = scratch("tinyproxy");
-    let port = free_port();
+    let port = common::free_port();
     let mut conf = format!(
         "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Warning\nMaxClients 20\nAllow 127.0.0.1\n"
     );
@@ -296,7 +293,7 @@ fn tinyproxy(auth: Option<(&str, &str)>) -> (Proc, u16) {
 }
 
 fn microsocks(auth: Option<(&str, &str)>) -> (Proc, u16) {
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = Command::new(tool("microsocks"));
     cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
     if let Some((u, p)) = auth {

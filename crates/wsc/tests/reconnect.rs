@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use wsc::{Client, CloseCode, ConnectionEvent, Error, Message, ReconnectConfig, WhileDisconnected};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_for(
     events: &mut broadcast::Receiver<ConnectionEvent>,
     what: &str,
@@ -41,7 +33,7 @@ async fn next_text(rc: &mut wsc::Reconnecting) -> String {
 
 #[tokio::test]
 async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_order() {
-    let port = free_port();
+    let port = common::free_port();
     let port_s = port.to_string();
     let mut peer = Some(common::python_server(&["--port", &port_s]));
     let hooks = Arc::new(AtomicU32::new(0));
@@ -128,7 +120,7 @@ async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_or
 
 #[tokio::test]
 async fn gives_up_after_max_attempts_with_growing_delays() {
-    let port = free_port(); // nothing listens here
+    let port = common::free_port(); // nothing listens here
     let cfg = ReconnectConfig::default()
         .initial_delay(Duration::from_millis(40))
         .max_delay(Duration::from_millis(200))

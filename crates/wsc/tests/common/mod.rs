@@ -9,6 +9,15 @@ use std::sync::OnceLock;
 /// The pinned Python packages the tests' peers use.
 pub const PY_PACKAGES: &[&str] = &["websockets==17.4"];
 
+/// A loopback port nothing listens on (for a peer to take, or for a refused connection).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
