@@ -77,6 +77,8 @@ pub struct Decoder {
     checked: usize,
     /// Total bytes (header + payload) the pending frame needs, 0 if not yet known.
     wanted: usize,
+    /// The pending frame's payload is checked for UTF-8 as it arrives, so every call looks.
+    feeding: bool,
 }
 
 impl Decoder {
@@ -90,6 +92,7 @@ impl Decoder {
             utf8: Utf8Validator::default(),
             checked: 0,
             wanted: 0,
+            feeding: false,
         }
     }
 
@@ -166,7 +169,8 @@ impl Decoder {
     /// continuation). After an `Err`, the connection must be failed with the error's close code.
     /// Small whole messages go faster through [`Decoder::decode_run`], called first.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        if buf.len() < 2 {
+        // A frame whose header was read and whose rest has not arrived: nothing to do.
+        if buf.len() < self.wanted && !self.feeding || buf.len() < 2 {
             return Ok(None);
         }
         let b0 = buf[0];
@@ -264,6 +268,7 @@ impl Decoder {
         let check_utf8 = is_data && text && !compressed;
         if buf.len() < total {
             self.wanted = total;
+            self.feeding = check_utf8 && !masked;
             // Fail fast on invalid UTF-8 inside a frame that is still arriving (unmasked only).
             if check_utf8 && !masked && buf.len() > header + self.checked {
                 let avail = &buf[header + self.checked..];

@@ -343,8 +343,99 @@ fn mixed_stream() -> Mixed {
     m
 }
 
+/// Large frames of repeating and changing sizes (the driver reads several into one buffer and
+/// guesses the next one's size from the last), a fragmented large message and pings in
+/// between, then a Close. Every payload is distinct, so a frame landing in the wrong place shows.
+fn large_stream() -> Mixed {
+    use wsc::Frame;
+    let mut m = Mixed {
+        wire: Vec::new(),
+        messages: Vec::new(),
+        frames: Vec::new(),
+        pings: Vec::new(),
+    };
+    let push = |m: &mut Mixed, f: Frame| {
+        let mut b = bytes::BytesMut::new();
+        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
+        m.wire.extend_from_slice(&b);
+        m.frames.push(f);
+    };
+    let sizes = [
+        65536, 65536, 65536, 65536, 100_000, 16384, 300_000, 20000, 65535, 65536,
+    ];
+    for i in 0..60usize {
+        let size = sizes[i % sizes.len()] + i / sizes.len();
+        let body: Vec<u8> = (0..size).map(|j| (j * 31 + i * 7) as u8).collect();
+        if i % 4 == 3 {
+            let text = String::from_utf8(body.iter().map(|b| b'a' + b % 26).collect()).unwrap();
+            push(&mut m, Frame::text(text.clone()));
+            m.messages.push(Message::text(text));
+        } else {
+            push(&mut m, Frame::binary(body.clone()));
+            m.messages.push(Message::binary(body));
+        }
+        if i % 9 == 0 {
+            let p = (i as u32).to_be_bytes().to_vec();
+            push(&mut m, Frame::ping(p.clone()));
+            m.pings.push(p);
+        }
+        if i == 30 {
+            let a = vec![1u8; 40_000];
+            let b = vec![2u8; 50_000];
+            push(&mut m, Frame::binary(a.clone()).with_fin(false));
+            push(&mut m, Frame::continuation(b.clone(), true));
+            m.messages.push(Message::binary([a, b].concat()));
+        }
+    }
+    push(&mut m, Frame::close(Some(&wsc::CloseReason::normal())));
+    m
+}
+
+#[tokio::test]
+async fn a_stream_of_large_frames_arrives_whole_and_in_order() {
+    let m = large_stream();
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(msg) = s.recv().await {
+        got.push(msg.unwrap());
+    }
+    assert_eq!(got.len(), m.messages.len());
+    assert!(got == m.messages, "messages differ");
+    assert_eq!(s.close_reason().await.code(), CloseCode::NORMAL);
+    let sent = server.await.unwrap();
+    let pongs: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|f| f.opcode == wsc::OpCode::Pong)
+        .map(|f| f.payload.to_vec())
+        .collect();
+    assert_eq!(pongs, m.pings);
+}
+
+#[tokio::test]
+async fn a_raw_session_shows_every_large_frame() {
+    let m = large_stream();
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    let mut s = Client::new().connect_raw(url).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(f) = s.recv().await {
+        let f = f.unwrap();
+        let close = f.opcode == wsc::OpCode::Close;
+        got.push(f);
+        if close {
+            s.send_frame(wsc::Frame::close(Some(&wsc::CloseReason::normal())))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(got.len(), m.frames.len());
+    assert!(got == m.frames, "frames differ");
+    let sent = server.await.unwrap();
+    assert_eq!(sent.len(), 1);
+}
+
 /// Serves `wire` after the 101 in one write, then collects every frame the client sends
-/// until it closes the connection.
+/// up to its Close.
 async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc::Frame>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", l.local_addr().unwrap());
@@ -357,9 +448,14 @@ async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc:
         let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
         let mut buf = bytes::BytesMut::new();
         let mut got = Vec::new();
-        while s.read_buf(&mut buf).await.unwrap() > 0 {
+        // Until the client's Close, then close TCP as a server does (RFC 6455 §7.1.1).
+        'read: while s.read_buf(&mut buf).await.unwrap() > 0 {
             while let Some(f) = d.decode(&mut buf).unwrap() {
+                let close = f.opcode == wsc::OpCode::Close;
                 got.push(f);
+                if close {
+                    break 'read;
+                }
             }
         }
         got

@@ -31,6 +31,8 @@ const COALESCE: usize = 64 * 1024;
 const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Frames from this size on are read header first, then payload in place.
 const LARGE_FRAME: usize = 16 * 1024;
+/// What a read buffer for large frames is allocated at, at least: several frames share it.
+const LARGE_BUFFER: usize = 256 * 1024;
 /// Below this much free room, the read buffer is grown before reading small frames.
 const MIN_READ: usize = 4096;
 /// The stack buffer an idle connection reads into before it has a read buffer.
@@ -536,19 +538,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // The next header rides along with the rest of a large frame, so that a stream of
             // large frames costs one read each; those few bytes are all that is ever copied.
             let header = wsc_proto::header_len(usize::MAX, self.shared.role == Role::Server);
-            let (want, room_needed) = if large_pending {
+            let want = if large_pending {
                 let rest = wanted - len;
-                (rest + header, rest.min(READ_CHUNK))
+                if self.rbuf.capacity() - len < rest + header {
+                    // One allocation holds several large frames: fewer allocations, and the
+                    // frames after this one are read together when they are the same size.
+                    self.rbuf.reserve((rest + header).max(LARGE_BUFFER));
+                }
+                // Whole frames the size of this one that fit in the room after it are read
+                // in the same call; if the next ones differ, at most one partial frame is
+                // copied when the buffer runs out.
+                let room = self.rbuf.capacity() - len - rest - header;
+                rest + header + room / wanted * wanted
             } else if self.large_frames && len == 0 {
-                (header, header)
+                if self.rbuf.capacity() < header {
+                    self.rbuf.reserve(header);
+                }
+                header
             } else {
                 // Reserve only when too little is left for a useful read (an idle connection
                 // holds no buffer at all: see the probe above).
-                (READ_CHUNK, MIN_READ)
+                if self.rbuf.capacity() - len < MIN_READ {
+                    self.rbuf.reserve(READ_CHUNK);
+                }
+                READ_CHUNK
             };
-            if self.rbuf.capacity() - len < room_needed {
-                self.rbuf.reserve(want);
-            }
             let mut limited = bytes::BufMut::limit(&mut self.rbuf, want);
             tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited)
         };
