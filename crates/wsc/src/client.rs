@@ -183,7 +183,7 @@ impl RequestBuilder {
         let request = self.request?;
         let config = &self.client.config;
         let up = connect::open(config, &request, raw).await?;
-        let shared = Shared::new(config, up.extensions, wsc_proto::Role::Client);
+        let shared = Shared::new(config.clone(), up.extensions, wsc_proto::Role::Client);
         let (sender, inbox) = session::start(up.io, shared, up.leftover, raw, up.extensions_in);
         Ok((sender, inbox, up.call))
     }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::entropy::OsEntropy;
 use crate::error::{Error, TimeoutKind};
 use crate::request::Request;
-use crate::session::{Call, LazyHeaders};
+use crate::session::Call;
 use crate::transport::{self, BoxIo, Target};
 
 /// The most body bytes kept from a refused handshake.
@@ -227,17 +227,13 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
     if let Some(o) = &offer {
         sent.push(("sec-websocket-extensions".into(), o.clone()));
     }
-    let request_headers = LazyHeaders::new(sent.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    let response_headers =
-        LazyHeaders::new(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
-    let call = Call {
-        url: req.url.clone(),
-        request_headers,
-        status: StatusCode::SWITCHING_PROTOCOLS,
-        response_headers,
+    let call = Call::new(
+        &req.url,
+        sent.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
         protocol,
-        extensions: extensions.iter().map(|e| e.describe()).collect(),
-    };
+        extensions.iter().map(|e| e.describe()).collect(),
+    );
     Ok(Step::Done(Box::new(Upgraded {
         io,
         leftover,

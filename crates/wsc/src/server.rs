@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsc_proto::Role;
@@ -15,7 +14,7 @@ use wsc_proto::handshake;
 
 use crate::config::Config;
 use crate::error::{Error, TimeoutKind};
-use crate::session::{self, Call, LazyHeaders, Session, Shared};
+use crate::session::{self, Call, Session, Shared};
 
 /// Settings for accepted sessions.
 #[derive(Debug, Clone)]
@@ -82,8 +81,6 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
         .await
         .map_err(Error::io)?;
     let leftover = buf.split_off(head_len);
-    let request_headers =
-        LazyHeaders::new(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
     let host = req
         .headers
         .iter()
@@ -94,21 +91,20 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
     let url = url::Url::parse(&format!("ws://{host}{}", req.target))
         .or_else(|_| url::Url::parse("ws://localhost/"))
         .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    let call = Call {
-        url,
-        request_headers,
-        status: StatusCode::SWITCHING_PROTOCOLS,
-        response_headers: LazyHeaders::default(),
+    let call = Call::new(
+        &url,
+        req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        [],
         protocol,
-        extensions: Vec::new(),
-    };
+        Vec::new(),
+    );
     let cfg = Config {
         max_message_size: config.max_message_size,
         max_frame_size: config.max_message_size,
         masking: false,
         ..Config::default()
     };
-    let shared = Shared::new(&cfg, Vec::new(), Role::Server);
+    let shared = Shared::new(std::sync::Arc::new(cfg), Vec::new(), Role::Server);
     let (sender, inbox) = session::start(stream, shared, leftover, false, Vec::new());
     Ok(Session::new(sender, inbox, call))
 }

@@ -517,3 +517,59 @@ async fn a_raw_session_shows_every_frame_of_a_mixed_stream() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].opcode, wsc::OpCode::Close);
 }
+
+/// The session closes normally (1000) once its last handle is gone, not before: a sender
+/// cloned from the session keeps it open after the session itself is dropped.
+#[tokio::test]
+async fn the_last_handle_dropped_closes_normally() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = read_head(&mut s).await;
+        s.write_all(switching(&key_of(&head), "").as_bytes())
+            .await
+            .unwrap();
+        let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
+        let mut buf = bytes::BytesMut::new();
+        while s.read_buf(&mut buf).await.unwrap() > 0 {
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                let _ = tx.send(f);
+            }
+        }
+    });
+    let s = Client::new().connect(url).await.unwrap();
+    let sender = s.sender();
+    drop(s);
+    sender.send(Message::text("still here")).await.unwrap();
+    let f = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&f.payload[..], b"still here");
+    // Nothing else while the sender lives.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err()
+    );
+    let clone = sender.clone();
+    drop(sender);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err()
+    );
+    drop(clone);
+    let f = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.opcode, wsc::OpCode::Close);
+    assert_eq!(
+        f.close_reason().unwrap().map(|r| r.code()),
+        Some(CloseCode::NORMAL)
+    );
+    server.abort();
+}

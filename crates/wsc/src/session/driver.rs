@@ -54,7 +54,8 @@ enum Phase {
 enum Keepalive {
     Off,
     Idle,
-    Awaiting([u8; 16]),
+    /// A ping with this (random) payload is out.
+    Awaiting([u8; 8]),
 }
 
 pub(crate) struct Driver<S> {
@@ -67,8 +68,7 @@ pub(crate) struct Driver<S> {
     decoder: Decoder,
     /// Made on the first message that is not part of a run: an idle session holds none.
     assembler: Option<Box<Assembler>>,
-    max_message_size: usize,
-    extensions: Vec<Box<dyn Extension>>,
+    extensions: Box<[Box<dyn Extension>]>,
     masking: bool,
     /// Items decoded from the current read, handed over to the receiver in one go.
     batch: std::collections::VecDeque<Item>,
@@ -76,13 +76,10 @@ pub(crate) struct Driver<S> {
     batch_count: usize,
     phase: Phase,
     read_eof: bool,
-    peer_closed: Option<Option<CloseReason>>,
-    generation: u64,
+    /// The settings generation last applied (its low bits: equal means unchanged).
+    generation: u32,
     keepalive: Keepalive,
     ping_timer: Option<Pin<Box<Sleep>>>,
-    close_timer: Option<Pin<Box<Sleep>>>,
-    /// The session's outcome once decided; published when draining ends.
-    outcome: Option<Box<Outcome>>,
     /// Hand incoming data frames on as chunks instead of reassembling.
     streaming: bool,
     /// The last data frame was large: read the next header on its own.
@@ -93,11 +90,24 @@ pub(crate) struct Driver<S> {
     /// Gives idle buffers back after a quiet second.
     trim_timer: Option<Pin<Box<Sleep>>>,
     /// Polls that moved bytes, and the count when the trim timer was armed.
-    activity: u64,
-    activity_at_arm: u64,
+    activity: u32,
+    activity_at_arm: u32,
+    /// What only a closing or failing session needs; made when the first of it is.
+    ending: Option<Box<Ending>>,
+}
+
+/// The close-time state of a driver, kept out of line: a session spends most of its life
+/// without any of it, and the driver task stays smaller (tokio's task cell holds the driver).
+#[derive(Default)]
+struct Ending {
+    /// The peer's Close once it arrived (with its reason, if it gave one).
+    peer_closed: Option<Option<CloseReason>>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// The session's outcome once decided; published when draining ends.
+    outcome: Option<Outcome>,
     /// A peer's violation found behind messages the application has not taken yet: the
     /// session fails once it has (so its replies to them go out first), or at the close timeout.
-    deferred: Option<Box<(Error, String)>>,
+    deferred: Option<(Error, String)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -131,21 +141,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             written: 0,
             decoder,
             assembler: None,
-            max_message_size: limits.max_message_size,
-            extensions,
+            extensions: extensions.into_boxed_slice(),
             masking,
             batch: std::collections::VecDeque::new(),
             batch_bytes: 0,
             batch_count: 0,
             phase: Phase::Open,
             read_eof: false,
-            peer_closed: None,
-            generation: u64::MAX,
+            generation: u32::MAX,
             keepalive: Keepalive::Off,
             ping_timer: None,
-            close_timer: None,
-            outcome: None,
-            deferred: None,
+            ending: None,
             streaming: false,
             large_frames: false,
             idle: !has_leftover,
@@ -164,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn sync_settings(&mut self) {
         let s = &self.shared.settings;
-        let g = s.generation.load(Ordering::Acquire);
+        let g = s.generation.load(Ordering::Acquire) as u32;
         if g == self.generation {
             return;
         }
@@ -184,7 +190,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             max_message_size: wire_message_limit,
             ..limits
         });
-        self.max_message_size = limits.max_message_size;
         if let Some(a) = self.assembler.as_mut() {
             a.set_max_message_size(limits.max_message_size);
         }
@@ -209,10 +214,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn arm_close(&mut self) {
-        let at = Instant::now() + self.shared.close_timeout;
-        match self.close_timer.as_mut() {
+        let at = Instant::now() + self.shared.close_timeout();
+        let ending = self.ending();
+        match ending.close_timer.as_mut() {
             Some(t) => t.as_mut().reset(at),
-            None => self.close_timer = Some(Box::pin(sleep_until(at))),
+            None => ending.close_timer = Some(Box::pin(sleep_until(at))),
         }
     }
 
@@ -229,7 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Fails the session: sends a Close with the error's code when it is a protocol matter,
     /// then drains.
     fn fail(&mut self, error: Error, reason_text: &str) {
-        if self.outcome.is_some() && self.phase == Phase::Draining {
+        if self.outcome().is_some() && self.phase == Phase::Draining {
             return;
         }
         let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
@@ -242,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.close_out(error.clone());
         self.set_outcome(Outcome {
             reason,
-            peer: self.peer_closed.clone().flatten(),
+            peer: self.peer_closed().cloned().flatten(),
             result: Err(error),
         });
         self.enter_draining();
@@ -274,7 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         match frame.opcode {
             OpCode::Close => {
                 let reason = frame.close_reason().map_err(Error::protocol)?;
-                self.peer_closed = Some(reason.clone());
+                self.ending().peer_closed = Some(reason.clone());
                 if self.raw {
                     self.push_item(Item::Frame(frame));
                 }
@@ -297,10 +303,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ if self.streaming => {
-                let max = self.max_message_size;
                 let piece = self
                     .assembler
-                    .get_or_insert_with(|| Box::new(Assembler::new(max)))
+                    .get_or_insert_with(|| Box::new(Assembler::new(self.shared.max_message_size())))
                     .push_chunk(frame, &mut self.extensions)
                     .map_err(Error::protocol)?;
                 if let Some((text, first, fin, data)) = piece {
@@ -313,10 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ => {
-                let max = self.max_message_size;
                 if let Some(m) = self
                     .assembler
-                    .get_or_insert_with(|| Box::new(Assembler::new(max)))
+                    .get_or_insert_with(|| Box::new(Assembler::new(self.shared.max_message_size())))
                     .push(frame, &mut self.extensions)
                     .map_err(Error::protocol)?
                 {
@@ -335,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 if let OutState::Closing(ours) = out.state.clone() {
                     out.state = OutState::Closed;
                     drop(out);
-                    self.finish_handshake(ours, reason);
+                    self.finish_handshake(*ours, reason);
                 }
             }
             Phase::Open => {
@@ -353,7 +357,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.wbuf.extend_from_slice(&queued);
                 match ours {
                     // Our own Close was queued already: it is the reply.
-                    Some(r) => self.finish_handshake(r, reason),
+                    Some(r) => self.finish_handshake(*r, reason),
                     None => {
                         let echo = reason
                             .as_ref()
@@ -371,7 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             Phase::CloseSent => {
                 let ours = match self.shared.out().state.clone() {
-                    OutState::Closing(r) => r,
+                    OutState::Closing(r) => *r,
                     _ => CloseReason::normal(),
                 };
                 self.finish_handshake(ours, reason);
@@ -408,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let before = out.buf.len();
             encode_frame(&mut out.buf, OpCode::Close, true, 0, &r.to_payload(), key);
             out.queued += (out.buf.len() - before) as u64;
-            out.state = OutState::Closing(r);
+            out.state = OutState::Closing(Box::new(r));
         }
         // Take the senders' bytes only when ours are (nearly) written, so the queue they see
         // is what bounds memory.
@@ -439,10 +443,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         {
             self.phase = Phase::CloseSent;
             drop(out);
-            if self.peer_closed.is_some() {
+            if self.peer_closed().is_some() {
                 // Raw session answering the peer's Close.
-                let peer = self.peer_closed.clone().flatten();
-                self.finish_handshake(ours, peer);
+                let peer = self.peer_closed().cloned().flatten();
+                self.finish_handshake(*ours, peer);
             } else {
                 self.ping_timer = None;
                 self.arm_close();
@@ -490,14 +494,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn room_to_read(&self, cx: &mut Context<'_>) -> bool {
-        if self.deferred.is_some() {
+        if self.has_deferred() {
             return false; // nothing after a violation is worth reading
         }
         if self.phase == Phase::Draining {
             return true;
         }
         let mut inc = self.shared.inc();
-        if inc.count >= self.shared.incoming_capacity || inc.bytes >= self.shared.incoming_bytes {
+        if inc.count >= self.shared.incoming_capacity() || inc.bytes >= self.shared.incoming_bytes()
+        {
             inc.driver = Some(cx.waker().clone());
             false
         } else {
@@ -570,7 +575,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => {
                 self.read_eof = true;
-                if self.outcome.is_none() {
+                if self.outcome().is_none() {
                     self.fail(Error::io(e), "");
                 }
                 return Poll::Ready(true);
@@ -579,7 +584,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         };
         if n == 0 {
             self.read_eof = true;
-            if self.outcome.is_none() {
+            if self.outcome().is_none() {
                 let e = std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "connection closed without a Close frame",
@@ -647,14 +652,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn defer(&mut self, error: Error, text: String) {
-        self.deferred = Some(Box::new((error, text)));
+        self.ending().deferred = Some((error, text));
         self.arm_close();
     }
 
     /// Fails a deferred violation once the application has taken every message delivered
     /// before it and is waiting for more.
     fn settle_deferred(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.deferred.is_none() {
+        if !self.has_deferred() {
             return false;
         }
         let caught_up = {
@@ -668,8 +673,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn fail_deferred(&mut self, cx: &mut Context<'_>) {
-        if let Some(d) = self.deferred.take() {
-            let (e, text) = *d;
+        if let Some((e, text)) = self.ending.as_mut().and_then(|e| e.deferred.take()) {
             // What the application sent in reply goes out before the Close.
             let _ = self.take_outgoing(cx);
             self.fail(e, &text);
@@ -703,12 +707,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        if let Some(t) = self.close_timer.as_mut()
+        if let Some(e) = self.ending.as_mut()
+            && let Some(t) = e.close_timer.as_mut()
             && t.as_mut().poll(cx).is_ready()
         {
-            self.close_timer = None;
+            e.close_timer = None;
             progress = true;
-            if self.deferred.is_some() {
+            if self.has_deferred() {
                 self.fail_deferred(cx);
                 return progress;
             }
@@ -716,7 +721,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Phase::CloseSent => {
                     // The peer never answered our Close.
                     let ours = match self.shared.out().state.clone() {
-                        OutState::Closing(r) => r,
+                        OutState::Closing(r) => *r,
                         _ => CloseReason::normal(),
                     };
                     self.close_out(Error::Timeout(TimeoutKind::Close));
@@ -743,7 +748,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             match self.keepalive {
                 Keepalive::Off => self.ping_timer = None,
                 Keepalive::Idle => {
-                    let mut p = [0u8; 16];
+                    let mut p = [0u8; 8];
                     wsc_proto::Entropy::fill(self.shared.out().keys().source(), &mut p);
                     self.control(OpCode::Ping, &p);
                     self.keepalive = Keepalive::Awaiting(p);
@@ -754,7 +759,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.arm_ping(Instant::now() + timeout);
                 }
                 Keepalive::Awaiting(_) => {
-                    let paused = self.shared.inc().count >= self.shared.incoming_capacity;
+                    let paused = self.shared.inc().count >= self.shared.incoming_capacity();
                     if paused {
                         // We stopped reading because the application is slow; the pong
                         // may be sitting unread. Wait another round.
@@ -828,7 +833,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Err(e)) => {
                     self.wbuf.clear();
                     self.read_eof = true;
-                    if self.outcome.is_none() {
+                    if self.outcome().is_none() {
                         self.fail(e, "");
                     }
                     progress = true;
@@ -855,7 +860,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.maybe_arm_trim();
                 return Poll::Pending;
             }
-            self.activity += 1;
+            self.activity = self.activity.wrapping_add(1);
         }
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -863,13 +868,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 }
 
 impl<S> Driver<S> {
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Box::default)
+    }
+
+    fn outcome(&self) -> Option<&Outcome> {
+        self.ending.as_ref()?.outcome.as_ref()
+    }
+
+    fn peer_closed(&self) -> Option<&Option<CloseReason>> {
+        self.ending.as_ref()?.peer_closed.as_ref()
+    }
+
+    fn has_deferred(&self) -> bool {
+        self.ending.as_ref().is_some_and(|e| e.deferred.is_some())
+    }
+
     /// Decides how the session ended and tells the handles at once; the driver may still
     /// drain the connection afterwards. Only the first decision counts.
     fn set_outcome(&mut self, outcome: Outcome) {
-        if self.outcome.is_some() {
+        if self.outcome().is_some() {
             return;
         }
-        self.outcome = Some(Box::new(outcome.clone()));
+        self.ending().outcome = Some(outcome.clone());
         {
             let mut inc = self.shared.inc();
             inc.end = Some(outcome.result.clone().map_err(Box::new));
@@ -881,14 +902,14 @@ impl<S> Driver<S> {
     }
 
     fn publish(&mut self) {
-        if self.outcome.is_none() {
+        if self.outcome().is_none() {
             self.set_outcome(Outcome {
                 reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
                 peer: None,
                 result: Ok(()),
             });
         }
-        let reason = self.outcome.as_ref().map(|o| o.reason.clone());
+        let reason = self.outcome().map(|o| o.reason.clone());
         {
             let mut out = self.shared.out();
             out.state = OutState::Closed;
@@ -915,5 +936,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
         let this = self.get_mut();
         ready!(this.poll_run(cx));
         Poll::Ready(())
+    }
+}
+#[cfg(test)]
+mod size {
+    /// Every session holds these; growing them grows each idle connection. The driver is
+    /// what tokio's task cell holds: at 280 bytes or less the cell is 384 bytes, not 512.
+    #[test]
+    fn per_session_state_stays_small() {
+        use std::mem::size_of;
+        assert!(size_of::<super::Driver<crate::transport::BoxIo>>() <= 280);
+        assert!(size_of::<super::Shared>() <= 384);
+        assert!(size_of::<super::super::Call>() <= 120);
+        assert!(size_of::<super::super::Session>() <= 144);
     }
 }

@@ -32,77 +32,88 @@ use shared::{Item, OutState, Outcome};
 
 use crate::error::Error;
 
-/// Header lines kept as compact bytes and turned into a [`HeaderMap`] on first use: most
-/// sessions never look at them, and a map per direction would cost kilobytes per connection.
-#[derive(Default)]
-pub(crate) struct LazyHeaders {
-    raw: Box<[u8]>,
-    /// Boxed: a map that is never asked for costs a pointer, not the map's 96 bytes.
-    map: std::sync::OnceLock<Box<HeaderMap>>,
-}
-
-impl LazyHeaders {
-    pub(crate) fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut raw = Vec::new();
-        for (n, v) in pairs {
-            raw.extend_from_slice(n.as_bytes());
-            raw.push(0);
-            raw.extend_from_slice(v);
-            raw.push(0);
-        }
-        LazyHeaders {
-            raw: raw.into_boxed_slice(),
-            map: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn get(&self) -> &HeaderMap {
-        self.map.get_or_init(|| {
-            let mut map = HeaderMap::new();
-            let mut parts = self.raw.split(|b| *b == 0);
-            while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(n),
-                    http::HeaderValue::from_bytes(v),
-                ) {
-                    map.append(n, v);
-                }
-            }
-            Box::new(map)
-        })
+/// Appends header lines as `name\0value\0`.
+fn push_headers<'a>(raw: &mut Vec<u8>, pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
+    for (n, v) in pairs {
+        raw.extend_from_slice(n.as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(v);
+        raw.push(0);
     }
 }
 
-impl Clone for LazyHeaders {
-    fn clone(&self) -> Self {
-        LazyHeaders {
-            raw: self.raw.clone(),
-            map: std::sync::OnceLock::new(),
+/// A header map from lines pushed by `push_headers`.
+fn header_map(raw: &[u8]) -> Box<HeaderMap> {
+    let mut map = HeaderMap::new();
+    let mut parts = raw.split(|b| *b == 0);
+    while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(n),
+            http::HeaderValue::from_bytes(v),
+        ) {
+            map.append(n, v);
         }
     }
-}
-
-impl std::fmt::Debug for LazyHeaders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.get(), f)
-    }
+    Box::new(map)
 }
 
 /// The HTTP exchange that opened a session (Ktor's `call`).
-#[derive(Debug, Clone)]
+///
+/// Kept compact, because every session holds one: the URL and both header blocks live in one
+/// byte buffer, and the parsed [`Url`] and [`HeaderMap`]s are made on first use (most
+/// sessions never look at them; a map per direction would cost kilobytes per connection).
+#[derive(Clone)]
 pub struct Call {
-    pub(crate) url: Url,
-    pub(crate) request_headers: LazyHeaders,
-    pub(crate) status: StatusCode,
-    pub(crate) response_headers: LazyHeaders,
-    pub(crate) protocol: Option<String>,
-    pub(crate) extensions: Vec<String>,
+    /// The URL, then the request's header lines, then the response's (`name\0value\0`).
+    raw: Box<[u8]>,
+    url_end: usize,
+    request_end: usize,
+    url: std::sync::OnceLock<Box<Url>>,
+    request_headers: std::sync::OnceLock<Box<HeaderMap>>,
+    response_headers: std::sync::OnceLock<Box<HeaderMap>>,
+    status: StatusCode,
+    protocol: Option<Box<str>>,
+    extensions: Box<[String]>,
 }
 
 impl Call {
+    /// A 101 exchange: `url`, the header lines of the request and of the response, the chosen
+    /// subprotocol and the negotiated extensions (each as its parameters in force).
+    pub(crate) fn new<'a, 'b>(
+        url: &Url,
+        request: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        response: impl IntoIterator<Item = (&'b str, &'b [u8])>,
+        protocol: Option<String>,
+        extensions: Vec<String>,
+    ) -> Call {
+        let mut raw = url.as_str().as_bytes().to_vec();
+        let url_end = raw.len();
+        push_headers(&mut raw, request);
+        let request_end = raw.len();
+        push_headers(&mut raw, response);
+        Call {
+            raw: raw.into_boxed_slice(),
+            url_end,
+            request_end,
+            url: std::sync::OnceLock::new(),
+            request_headers: std::sync::OnceLock::new(),
+            response_headers: std::sync::OnceLock::new(),
+            status: StatusCode::SWITCHING_PROTOCOLS,
+            protocol: protocol.map(String::into_boxed_str),
+            extensions: extensions.into_boxed_slice(),
+        }
+    }
+
     /// The request URL.
     pub fn url(&self) -> &Url {
-        &self.url
+        self.url.get_or_init(|| {
+            // The text is a parsed URL's own serialization, which always parses back to it.
+            Box::new(Url::parse(&self.url_text()).expect("a URL's serialization parses"))
+        })
+    }
+
+    fn url_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.raw[..self.url_end])
     }
     /// The request method (always GET for an HTTP/1.1 upgrade).
     pub fn method(&self) -> Method {
@@ -110,7 +121,8 @@ impl Call {
     }
     /// The request headers as sent.
     pub fn request_headers(&self) -> &HeaderMap {
-        self.request_headers.get()
+        self.request_headers
+            .get_or_init(|| header_map(&self.raw[self.url_end..self.request_end]))
     }
     /// The response status (101).
     pub fn status(&self) -> StatusCode {
@@ -118,7 +130,8 @@ impl Call {
     }
     /// The response headers.
     pub fn response_headers(&self) -> &HeaderMap {
-        self.response_headers.get()
+        self.response_headers
+            .get_or_init(|| header_map(&self.raw[self.request_end..]))
     }
     /// The subprotocol the server chose, if any.
     pub fn protocol(&self) -> Option<&str> {
@@ -130,13 +143,53 @@ impl Call {
     }
 }
 
-/// Drops to signal the driver that every handle is gone.
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("url", &self.url_text())
+            .field("request_headers", self.request_headers())
+            .field("status", &self.status)
+            .field("response_headers", self.response_headers())
+            .field("protocol", &self.protocol)
+            .field("extensions", &self.extensions)
+            .finish()
+    }
+}
+
+/// A session handle's reference to the shared state (senders and the receiver hold one each):
+/// the last one dropped tells the driver that every handle is gone. Counted in the shared
+/// state, so a handle costs no allocation.
 struct Guard(Arc<Shared>);
+
+impl Guard {
+    fn new(shared: &Arc<Shared>) -> Guard {
+        shared.out().handles += 1;
+        Guard(shared.clone())
+    }
+}
+
+impl Clone for Guard {
+    fn clone(&self) -> Guard {
+        Guard::new(&self.0)
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Arc<Shared>;
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.0.out().abandoned = true;
-        self.0.wake_driver();
+        let mut out = self.0.out();
+        out.handles -= 1;
+        if out.handles == 0 {
+            out.abandoned = true;
+            drop(out);
+            self.0.wake_driver();
+        }
     }
 }
 
@@ -148,9 +201,8 @@ impl Drop for Guard {
 /// ended the session), never a panic.
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    shared: Guard,
     raw: bool,
-    _guard: Arc<Guard>,
     flush_target: Option<u64>,
 }
 
@@ -186,7 +238,7 @@ impl Sender {
             Outgoing::Frame(f) => !f.opcode.is_control() && out.stream_owner.is_some(),
             Outgoing::Fragment { id, .. } => out.stream_owner.is_some_and(|o| o != id),
         };
-        if blocked || out.buf.len() >= self.shared.outgoing_capacity {
+        if blocked || out.buf.len() >= self.shared.outgoing_capacity() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -206,7 +258,7 @@ impl Sender {
                 }
             }
             Outgoing::Data(op, payload, frag) => {
-                out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size))?
+                out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size()))?
             }
             Outgoing::Frame(f) if f.opcode == OpCode::Close => {
                 let reason = f
@@ -214,7 +266,7 @@ impl Sender {
                     .map_err(|e| Error::InvalidConfig(format!("invalid Close frame: {e}")))?
                     .unwrap_or_else(CloseReason::normal);
                 out.encode_raw(f, masking);
-                out.state = OutState::Closing(reason);
+                out.state = OutState::Closing(Box::new(reason));
             }
             Outgoing::Frame(f) => out.encode_raw(f, masking),
         }
@@ -285,7 +337,7 @@ impl Sender {
         &self,
         value: &T,
     ) -> Result<(), Error> {
-        let c = self.shared.converter.as_ref().ok_or(Error::NoConverter)?;
+        let c = self.shared.converter().ok_or(Error::NoConverter)?;
         let m = c
             .serialize(&value as &dyn erased_serde::Serialize)
             .map_err(|e| Error::Serialize(e.into()))?;
@@ -294,7 +346,7 @@ impl Sender {
 
     /// The client's content converter, if one is configured.
     pub fn converter(&self) -> Option<&Arc<dyn crate::convert::Converter>> {
-        self.shared.converter.as_ref()
+        self.shared.converter()
     }
 
     /// Starts a message to be sent in pieces (RFC 6455 §5.4): text or binary. Other data sends
@@ -493,7 +545,7 @@ impl futures_sink::Sink<Message> for Sender {
         if out.state != OutState::Open {
             return Poll::Ready(Err(out.send_error()));
         }
-        if out.buf.len() >= self.shared.outgoing_capacity || out.stream_owner.is_some() {
+        if out.buf.len() >= self.shared.outgoing_capacity() || out.stream_owner.is_some() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -512,7 +564,7 @@ impl futures_sink::Sink<Message> for Sender {
             item.opcode(),
             item.as_bytes(),
             masking,
-            this.shared.fragment_size,
+            this.shared.fragment_size(),
         )?;
         let target = out.queued;
         let driver = if was_empty { out.driver.clone() } else { None };
@@ -546,7 +598,7 @@ impl futures_sink::Sink<Message> for Sender {
                 let masking = this.shared.settings.masking.load(Ordering::Relaxed);
                 let r = CloseReason::normal();
                 out.encode_raw(&Frame::close(Some(&r)), masking);
-                out.state = OutState::Closing(r);
+                out.state = OutState::Closing(Box::new(r));
                 let w = out.driver.clone();
                 drop(out);
                 if let Some(w) = w {
@@ -670,18 +722,16 @@ impl Drop for MessageWriter {
 
 /// Receives items from the driver: batches them out of the shared queue under one lock.
 pub(crate) struct Inbox {
-    shared: Arc<Shared>,
+    shared: Guard,
     /// The run messages are being cut from; it comes before `local`.
     run: wsc_proto::Run,
     local: VecDeque<Item>,
     /// A streamed message `recv()` is reassembling: (text, bytes so far).
     assembling: Option<Box<(bool, bytes::BytesMut)>>,
     done: bool,
-    _guard: Arc<Guard>,
 }
 
 impl Inbox {
-    /// The next item already taken from the shared queue; a run gives one message at a time.
     /// The next item already taken from the shared queue; runs give one message at a time.
     /// Never returns a run.
     fn pop_local(&mut self) -> Option<Item> {
@@ -769,8 +819,8 @@ impl Receiver {
         let converter = self
             .inbox
             .shared
-            .converter
-            .clone()
+            .converter()
+            .cloned()
             .ok_or(Error::NoConverter)?;
         match self.recv().await {
             None => Err(Error::Closed(self.inbox.shared.outcome().map(|o| o.reason))),
@@ -1072,22 +1122,19 @@ where
 {
     let driver = Driver::new(io, shared.clone(), leftover, raw, incoming_extensions);
     tokio::spawn(driver);
-    let guard = Arc::new(Guard(shared.clone()));
     let sender = Sender {
-        shared: shared.clone(),
+        shared: Guard::new(&shared),
         raw,
-        _guard: guard.clone(),
         flush_target: None,
     };
     (
         sender,
         Inbox {
-            shared,
+            shared: Guard::new(&shared),
             run: wsc_proto::Run::default(),
             local: VecDeque::new(),
             assembling: None,
             done: false,
-            _guard: guard,
         },
     )
 }
@@ -1118,7 +1165,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("url", &self.call.url.as_str())
+            .field("url", &self.call.url_text())
             .finish()
     }
 }
@@ -1189,7 +1236,7 @@ pub struct RawSession {
 impl std::fmt::Debug for RawSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawSession")
-            .field("url", &self.call.url.as_str())
+            .field("url", &self.call.url_text())
             .finish()
     }
 }

@@ -50,7 +50,7 @@ pub(crate) struct Outcome {
 pub(crate) enum OutState {
     Open,
     /// The user queued a Close with this reason.
-    Closing(CloseReason),
+    Closing(Box<CloseReason>),
     /// No more sends; the error senders get.
     Closed,
 }
@@ -65,9 +65,12 @@ pub(crate) struct Out {
     pub waiters: Vec<Waker>,
     /// Made on first use: a session that never sends holds no generator (592 bytes).
     keys: Option<Box<MaskKeys<OsEntropy>>>,
-    pub extensions: Vec<Box<dyn Extension>>,
+    pub extensions: Box<[Box<dyn Extension>]>,
     pub terminate: bool,
+    /// Every handle is gone.
     pub abandoned: bool,
+    /// Session handles alive (senders and the receiver).
+    pub handles: u32,
     /// The message writer whose fragmented message is on the wire; other data waits.
     pub stream_owner: Option<u64>,
     pub next_stream: u64,
@@ -111,13 +114,9 @@ pub(crate) struct Shared {
     pub settings: Settings,
     /// How the session ended, once decided, and the tasks waiting to know.
     ended: Mutex<Ended>,
-    pub outgoing_capacity: usize,
-    pub incoming_capacity: usize,
-    pub incoming_bytes: usize,
-    pub fragment_size: Option<usize>,
-    pub close_timeout: Duration,
+    /// The client's configuration, shared by all its sessions (not copied into each).
+    config: Arc<Config>,
     pub role: wsc_proto::Role,
-    pub converter: Option<Arc<dyn crate::convert::Converter>>,
 }
 
 fn millis(d: Option<Duration>) -> u64 {
@@ -126,7 +125,7 @@ fn millis(d: Option<Duration>) -> u64 {
 
 impl Shared {
     pub(crate) fn new(
-        config: &Config,
+        config: Arc<Config>,
         extensions: Vec<Box<dyn Extension>>,
         role: wsc_proto::Role,
     ) -> Arc<Shared> {
@@ -140,9 +139,10 @@ impl Shared {
                 driver: None,
                 waiters: Vec::new(),
                 keys: None,
-                extensions,
+                extensions: extensions.into_boxed_slice(),
                 terminate: false,
                 abandoned: false,
+                handles: 0,
                 stream_owner: None,
                 next_stream: 0,
             }),
@@ -164,14 +164,43 @@ impl Shared {
                 generation: AtomicU64::new(0),
             },
             ended: Mutex::new(Ended::default()),
-            outgoing_capacity: config.outgoing_capacity,
-            incoming_capacity: config.incoming_capacity,
-            incoming_bytes: config.incoming_bytes,
-            fragment_size: config.write_fragment_size,
-            close_timeout: config.close_timeout,
+            config,
             role,
-            converter: config.converter.clone(),
         })
+    }
+
+    /// Bytes the senders may queue before `send` waits.
+    pub(crate) fn outgoing_capacity(&self) -> usize {
+        self.config.outgoing_capacity
+    }
+
+    /// Messages the driver may queue for the receiver before it stops reading.
+    pub(crate) fn incoming_capacity(&self) -> usize {
+        self.config.incoming_capacity
+    }
+
+    /// Payload bytes the driver may queue for the receiver before it stops reading.
+    pub(crate) fn incoming_bytes(&self) -> usize {
+        self.config.incoming_bytes
+    }
+
+    /// The size outgoing messages are fragmented at, if any.
+    pub(crate) fn fragment_size(&self) -> Option<usize> {
+        self.config.write_fragment_size
+    }
+
+    /// How long the close handshake and the wait for TCP to close may take.
+    pub(crate) fn close_timeout(&self) -> Duration {
+        self.config.close_timeout
+    }
+
+    /// The message size limit in force (settings can change it while the session runs).
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.settings.max_message_size.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn converter(&self) -> Option<&Arc<dyn crate::convert::Converter>> {
+        self.config.converter.as_ref()
     }
 
     pub(crate) fn out(&self) -> MutexGuard<'_, Out> {
@@ -243,7 +272,7 @@ impl Shared {
         }
         let masking = self.settings.masking.load(Ordering::Relaxed);
         out.encode_raw(&Frame::close(Some(&reason)), masking);
-        out.state = OutState::Closing(reason);
+        out.state = OutState::Closing(Box::new(reason));
         out.stream_owner = None;
         out.wake_waiters();
         let w = out.driver.clone();
