@@ -176,28 +176,35 @@ impl RequestBuilder {
         self.map(|r| Ok(r.timeout(timeout)))
     }
 
-    async fn open(
-        self,
-        raw: bool,
-    ) -> Result<(session::Sender, session::Inbox, session::Call), Error> {
+    async fn open(self, raw: bool) -> Result<(session::Sender, session::Inbox), Error> {
         let request = self.request?;
         let config = &self.client.config;
         let up = connect::open(config, &request, raw).await?;
-        let shared = Shared::new(config.clone(), up.extensions, wsc_proto::Role::Client);
-        let (sender, inbox) = session::start(up.io, shared, up.leftover, raw, up.extensions_in);
-        Ok((sender, inbox, up.call))
+        let shared = Shared::new(
+            config.clone(),
+            up.extensions,
+            wsc_proto::Role::Client,
+            up.call,
+        );
+        Ok(session::start(
+            up.io,
+            shared,
+            up.leftover,
+            raw,
+            up.extensions_in,
+        ))
     }
 
     /// Connects and returns a default session.
     pub async fn connect(self) -> Result<Session, Error> {
-        let (s, i, c) = self.open(false).await?;
-        Ok(Session::new(s, i, c))
+        let (s, i) = self.open(false).await?;
+        Ok(Session::new(s, i))
     }
 
     /// Connects and returns a raw session (no extensions are offered).
     pub async fn connect_raw(self) -> Result<RawSession, Error> {
-        let (s, i, c) = self.open(true).await?;
-        Ok(RawSession::new(s, i, c))
+        let (s, i) = self.open(true).await?;
+        Ok(RawSession::new(s, i))
     }
 
     /// Connects, runs `f`, always closes; see [`Client::websocket`].

@@ -104,9 +104,9 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
         masking: false,
         ..Config::default()
     };
-    let shared = Shared::new(std::sync::Arc::new(cfg), Vec::new(), Role::Server);
+    let shared = Shared::new(std::sync::Arc::new(cfg), Vec::new(), Role::Server, call);
     let (sender, inbox) = session::start(stream, shared, leftover, false, Vec::new());
-    Ok(Session::new(sender, inbox, call))
+    Ok(Session::new(sender, inbox))
 }
 
 #[cfg(test)]

@@ -1159,23 +1159,21 @@ where
 pub struct Session {
     sender: Sender,
     receiver: Receiver,
-    call: Arc<Call>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("url", &self.call.url_text())
+            .field("url", &self.call().url_text())
             .finish()
     }
 }
 
 impl Session {
-    pub(crate) fn new(sender: Sender, inbox: Inbox, call: Call) -> Self {
+    pub(crate) fn new(sender: Sender, inbox: Inbox) -> Self {
         Session {
             sender,
             receiver: Receiver { inbox },
-            call: Arc::new(call),
         }
     }
     /// The next message; `None` after a normal close. Cancel safe.
@@ -1190,11 +1188,11 @@ impl Session {
     }
     /// The HTTP exchange that opened the session.
     pub fn call(&self) -> &Call {
-        &self.call
+        &self.sender.shared.call
     }
     /// The subprotocol the server chose.
     pub fn protocol(&self) -> Option<&str> {
-        self.call.protocol()
+        self.call().protocol()
     }
     /// A sender for other tasks (the session keeps its own).
     pub fn sender(&self) -> Sender {
@@ -1230,23 +1228,21 @@ impl Stream for Session {
 pub struct RawSession {
     sender: Sender,
     receiver: RawReceiver,
-    call: Arc<Call>,
 }
 
 impl std::fmt::Debug for RawSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawSession")
-            .field("url", &self.call.url_text())
+            .field("url", &self.call().url_text())
             .finish()
     }
 }
 
 impl RawSession {
-    pub(crate) fn new(sender: Sender, inbox: Inbox, call: Call) -> Self {
+    pub(crate) fn new(sender: Sender, inbox: Inbox) -> Self {
         RawSession {
             sender,
             receiver: RawReceiver { inbox },
-            call: Arc::new(call),
         }
     }
     /// The next frame. Cancel safe.
@@ -1255,7 +1251,7 @@ impl RawSession {
     }
     /// The HTTP exchange that opened the session.
     pub fn call(&self) -> &Call {
-        &self.call
+        &self.sender.shared.call
     }
     /// Splits into a sender and a receiver.
     pub fn split(self) -> (Sender, RawReceiver) {

@@ -117,6 +117,8 @@ pub(crate) struct Shared {
     /// The client's configuration, shared by all its sessions (not copied into each).
     config: Arc<Config>,
     pub role: wsc_proto::Role,
+    /// The HTTP exchange that opened the session (kept here: one allocation less per session).
+    pub call: crate::session::Call,
 }
 
 fn millis(d: Option<Duration>) -> u64 {
@@ -128,6 +130,7 @@ impl Shared {
         config: Arc<Config>,
         extensions: Vec<Box<dyn Extension>>,
         role: wsc_proto::Role,
+        call: crate::session::Call,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             out: Mutex::new(Out {
@@ -166,6 +169,7 @@ impl Shared {
             ended: Mutex::new(Ended::default()),
             config,
             role,
+            call,
         })
     }
 
