@@ -393,45 +393,12 @@ fn large_stream() -> Mixed {
 
 #[tokio::test]
 async fn a_stream_of_large_frames_arrives_whole_and_in_order() {
-    let m = large_stream();
-    let (url, server) = serve_mixed(m.wire.clone()).await;
-    let mut s = Client::new().connect(url).await.unwrap();
-    let mut got = Vec::new();
-    while let Some(msg) = s.recv().await {
-        got.push(msg.unwrap());
-    }
-    assert_eq!(got.len(), m.messages.len());
-    assert!(got == m.messages, "messages differ");
-    assert_eq!(s.close_reason().await.code(), CloseCode::NORMAL);
-    let sent = server.await.unwrap();
-    let pongs: Vec<Vec<u8>> = sent
-        .iter()
-        .filter(|f| f.opcode == wsc::OpCode::Pong)
-        .map(|f| f.payload.to_vec())
-        .collect();
-    assert_eq!(pongs, m.pings);
+    a_default_session_gets_all_of(large_stream(), Client::new()).await;
 }
 
 #[tokio::test]
 async fn a_raw_session_shows_every_large_frame() {
-    let m = large_stream();
-    let (url, server) = serve_mixed(m.wire.clone()).await;
-    let mut s = Client::new().connect_raw(url).await.unwrap();
-    let mut got = Vec::new();
-    while let Some(f) = s.recv().await {
-        let f = f.unwrap();
-        let close = f.opcode == wsc::OpCode::Close;
-        got.push(f);
-        if close {
-            s.send_frame(wsc::Frame::close(Some(&wsc::CloseReason::normal())))
-                .await
-                .unwrap();
-        }
-    }
-    assert_eq!(got.len(), m.frames.len());
-    assert!(got == m.frames, "frames differ");
-    let sent = server.await.unwrap();
-    assert_eq!(sent.len(), 1);
+    a_raw_session_shows_all_of(large_stream()).await;
 }
 
 /// Serves `wire` after the 101 in one write, then collects every frame the client sends
@@ -465,13 +432,23 @@ async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc:
 
 #[tokio::test]
 async fn a_mixed_stream_arrives_whole_and_in_order() {
-    let m = mixed_stream();
-    let (url, server) = serve_mixed(m.wire.clone()).await;
     // A small incoming queue, so reading stops and resumes many times along the way.
     let client = Client::builder()
         .incoming_queue_capacity(16)
         .build()
         .unwrap();
+    a_default_session_gets_all_of(mixed_stream(), client).await;
+}
+
+#[tokio::test]
+async fn a_raw_session_shows_every_frame_of_a_mixed_stream() {
+    a_raw_session_shows_all_of(mixed_stream()).await;
+}
+
+/// Every message of `m` arrives in order, every ping is answered with its payload in order
+/// before the echoed Close, and the session closes normally.
+async fn a_default_session_gets_all_of(m: Mixed, client: Client) {
+    let (url, server) = serve_mixed(m.wire.clone()).await;
     let mut s = client.connect(url).await.unwrap();
     let mut got = Vec::new();
     while let Some(msg) = s.recv().await {
@@ -483,7 +460,6 @@ async fn a_mixed_stream_arrives_whole_and_in_order() {
     assert_eq!(got.len(), m.messages.len());
     assert!(got == m.messages, "messages differ");
     assert_eq!(s.close_reason().await.code(), CloseCode::NORMAL);
-    // Every ping was answered with its payload, in order, before the echoed Close.
     let sent = server.await.unwrap();
     let pongs: Vec<Vec<u8>> = sent
         .iter()
@@ -494,9 +470,9 @@ async fn a_mixed_stream_arrives_whole_and_in_order() {
     assert_eq!(sent.last().unwrap().opcode, wsc::OpCode::Close);
 }
 
-#[tokio::test]
-async fn a_raw_session_shows_every_frame_of_a_mixed_stream() {
-    let m = mixed_stream();
+/// A raw session shows every frame of `m` and answers nothing by itself: only our Close
+/// goes out.
+async fn a_raw_session_shows_all_of(m: Mixed) {
     let (url, server) = serve_mixed(m.wire.clone()).await;
     let mut s = Client::new().connect_raw(url).await.unwrap();
     let mut got = Vec::new();
@@ -512,14 +488,11 @@ async fn a_raw_session_shows_every_frame_of_a_mixed_stream() {
     }
     assert_eq!(got.len(), m.frames.len());
     assert!(got == m.frames, "frames differ");
-    // A raw session answers nothing by itself: only our Close went out.
     let sent = server.await.unwrap();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].opcode, wsc::OpCode::Close);
 }
 
-/// The session closes normally (1000) once its last handle is gone, not before: a sender
-/// cloned from the session keeps it open after the session itself is dropped.
 #[tokio::test]
 async fn the_last_handle_dropped_closes_normally() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
