@@ -289,6 +289,7 @@ async fn large_sends_never_wait_for_a_timer_to_wake_the_writer() {
 
 /// What a server sends in `mixed_stream`: the bytes, the messages a default session must
 /// deliver, the frames a raw session must show, and the pings it holds.
+#[derive(Default)]
 struct Mixed {
     wire: Vec<u8>,
     messages: Vec<Message>,
@@ -296,22 +297,22 @@ struct Mixed {
     pings: Vec<Vec<u8>>,
 }
 
+impl Mixed {
+    /// Puts `f` on the wire, unmasked, as a server sends it.
+    fn push(&mut self, f: wsc::Frame) {
+        let mut b = bytes::BytesMut::new();
+        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
+        self.wire.extend_from_slice(&b);
+        self.frames.push(f);
+    }
+}
+
 /// Thousands of small messages (which the driver hands over in runs) with pings, a
 /// fragmented message, 16-bit lengths, a 20 KiB message and empty ones in between, then a Close.
 fn mixed_stream() -> Mixed {
     use wsc::Frame;
-    let mut m = Mixed {
-        wire: Vec::new(),
-        messages: Vec::new(),
-        frames: Vec::new(),
-        pings: Vec::new(),
-    };
-    let push = |m: &mut Mixed, f: Frame| {
-        let mut b = bytes::BytesMut::new();
-        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
-        m.wire.extend_from_slice(&b);
-        m.frames.push(f);
-    };
+    let mut m = Mixed::default();
+    let push = Mixed::push;
     for i in 0..3000u32 {
         let msg = match i % 7 {
             0 => Message::text(format!("héllo {i}")),
@@ -348,18 +349,8 @@ fn mixed_stream() -> Mixed {
 /// between, then a Close. Every payload is distinct, so a frame landing in the wrong place shows.
 fn large_stream() -> Mixed {
     use wsc::Frame;
-    let mut m = Mixed {
-        wire: Vec::new(),
-        messages: Vec::new(),
-        frames: Vec::new(),
-        pings: Vec::new(),
-    };
-    let push = |m: &mut Mixed, f: Frame| {
-        let mut b = bytes::BytesMut::new();
-        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
-        m.wire.extend_from_slice(&b);
-        m.frames.push(f);
-    };
+    let mut m = Mixed::default();
+    let push = Mixed::push;
     let sizes = [
         65536, 65536, 65536, 65536, 100_000, 16384, 300_000, 20000, 65535, 65536,
     ];
