@@ -103,8 +103,6 @@ struct Ending {
     /// The peer's Close once it arrived (with its reason, if it gave one).
     peer_closed: Option<Option<CloseReason>>,
     close_timer: Option<Pin<Box<Sleep>>>,
-    /// The session's outcome once decided; published when draining ends.
-    outcome: Option<Outcome>,
     /// A peer's violation found behind messages the application has not taken yet: the
     /// session fails once it has (so its replies to them go out first), or at the close timeout.
     deferred: Option<(Error, String)>,
@@ -235,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Fails the session: sends a Close with the error's code when it is a protocol matter,
     /// then drains.
     fn fail(&mut self, error: Error, reason_text: &str) {
-        if self.outcome().is_some() && self.phase == Phase::Draining {
+        if self.decided() && self.phase == Phase::Draining {
             return;
         }
         let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
@@ -531,17 +529,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         } else {
-            // Large frames are read in two steps, the header and then exactly the rest of the
-            // frame, so reads end on frame boundaries, payloads land in place and are handed
-            // out without a copy (a read running into the next frame would have its bytes
-            // copied when the buffer is re-reserved). Small frames are read many at a time.
+            // Reads of large frames end on frame boundaries as far as the sizes allow, so that
+            // payloads land in place and are handed out without a copy (a read running into a
+            // frame that does not fit would have its bytes copied when the buffer is
+            // re-reserved). Small frames are read many at a time (reading just the rest of one
+            // would make the next reads small too).
             let wanted = self.decoder.wanted();
             let len = self.rbuf.len();
-            // A large frame still arriving: read exactly its rest. A small one: read on, many
-            // frames at a time (reading just its rest would make the next reads small too).
             let large_pending = wanted > len && wanted >= LARGE_FRAME;
             // The next header rides along with the rest of a large frame, so that a stream of
-            // large frames costs one read each; those few bytes are all that is ever copied.
+            // large frames needs no separate header reads.
             let header = wsc_proto::header_len(usize::MAX, self.shared.role == Role::Server);
             let want = if large_pending {
                 let rest = wanted - len;
@@ -575,7 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => {
                 self.read_eof = true;
-                if self.outcome().is_none() {
+                if !self.decided() {
                     self.fail(Error::io(e), "");
                 }
                 return Poll::Ready(true);
@@ -584,7 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         };
         if n == 0 {
             self.read_eof = true;
-            if self.outcome().is_none() {
+            if !self.decided() {
                 let e = std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "connection closed without a Close frame",
@@ -833,7 +830,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Err(e)) => {
                     self.wbuf.clear();
                     self.read_eof = true;
-                    if self.outcome().is_none() {
+                    if !self.decided() {
                         self.fail(e, "");
                     }
                     progress = true;
@@ -872,8 +869,9 @@ impl<S> Driver<S> {
         self.ending.get_or_insert_with(Box::default)
     }
 
-    fn outcome(&self) -> Option<&Outcome> {
-        self.ending.as_ref()?.outcome.as_ref()
+    /// Whether the session's outcome is decided (the driver alone decides it).
+    fn decided(&self) -> bool {
+        self.shared.has_ended()
     }
 
     fn peer_closed(&self) -> Option<&Option<CloseReason>> {
@@ -887,10 +885,9 @@ impl<S> Driver<S> {
     /// Decides how the session ended and tells the handles at once; the driver may still
     /// drain the connection afterwards. Only the first decision counts.
     fn set_outcome(&mut self, outcome: Outcome) {
-        if self.outcome().is_some() {
+        if self.decided() {
             return;
         }
-        self.ending().outcome = Some(outcome.clone());
         {
             let mut inc = self.shared.inc();
             inc.end = Some(outcome.result.clone().map_err(Box::new));
@@ -902,14 +899,14 @@ impl<S> Driver<S> {
     }
 
     fn publish(&mut self) {
-        if self.outcome().is_none() {
+        if !self.decided() {
             self.set_outcome(Outcome {
                 reason: CloseReason::truncated(CloseCode::CLOSED_ABNORMALLY, "terminated"),
                 peer: None,
                 result: Ok(()),
             });
         }
-        let reason = self.outcome().map(|o| o.reason.clone());
+        let reason = self.shared.outcome().map(|o| o.reason);
         {
             let mut out = self.shared.out();
             out.state = OutState::Closed;
@@ -938,6 +935,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
         Poll::Ready(())
     }
 }
+
 #[cfg(test)]
 mod size {
     /// Every session holds these; growing them grows each idle connection. The driver is

@@ -71,7 +71,6 @@ pub struct Call {
     url: std::sync::OnceLock<Box<Url>>,
     request_headers: std::sync::OnceLock<Box<HeaderMap>>,
     response_headers: std::sync::OnceLock<Box<HeaderMap>>,
-    status: StatusCode,
     protocol: Option<Box<str>>,
     extensions: Box<[String]>,
 }
@@ -98,7 +97,6 @@ impl Call {
             url: std::sync::OnceLock::new(),
             request_headers: std::sync::OnceLock::new(),
             response_headers: std::sync::OnceLock::new(),
-            status: StatusCode::SWITCHING_PROTOCOLS,
             protocol: protocol.map(String::into_boxed_str),
             extensions: extensions.into_boxed_slice(),
         }
@@ -126,7 +124,7 @@ impl Call {
     }
     /// The response status (101).
     pub fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::SWITCHING_PROTOCOLS
     }
     /// The response headers.
     pub fn response_headers(&self) -> &HeaderMap {
@@ -148,7 +146,7 @@ impl std::fmt::Debug for Call {
         f.debug_struct("Call")
             .field("url", &self.url_text())
             .field("request_headers", self.request_headers())
-            .field("status", &self.status)
+            .field("status", &self.status())
             .field("response_headers", self.response_headers())
             .field("protocol", &self.protocol)
             .field("extensions", &self.extensions)
