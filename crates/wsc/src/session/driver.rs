@@ -944,8 +944,8 @@ mod size {
     fn per_session_state_stays_small() {
         use std::mem::size_of;
         assert!(size_of::<super::Driver<crate::transport::BoxIo>>() <= 280);
-        assert!(size_of::<super::Shared>() <= 504);
-        assert!(size_of::<super::super::Call>() <= 120);
+        assert!(size_of::<super::Shared>() <= 416);
+        assert!(size_of::<super::super::Call>() <= 32);
         assert!(size_of::<super::super::Session>() <= 136);
     }
 }

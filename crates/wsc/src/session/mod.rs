@@ -9,6 +9,7 @@
 //! the session usable — a message is queued whole within one poll or not at all, and a
 //! received item is removed from the queue only when it is returned.
 
+mod call;
 mod driver;
 mod shared;
 
@@ -22,137 +23,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use http::{HeaderMap, Method, StatusCode};
-use url::Url;
 use wsc_proto::{CloseReason, Extension, Frame, Message, OpCode};
 
+pub use call::Call;
 pub(crate) use driver::Driver;
 pub(crate) use shared::Shared;
 use shared::{Item, OutState, Outcome};
 
 use crate::error::Error;
-
-/// Appends header lines as `name\0value\0`.
-fn push_headers<'a>(raw: &mut Vec<u8>, pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
-    for (n, v) in pairs {
-        raw.extend_from_slice(n.as_bytes());
-        raw.push(0);
-        raw.extend_from_slice(v);
-        raw.push(0);
-    }
-}
-
-/// A header map from lines pushed by `push_headers`.
-fn header_map(raw: &[u8]) -> Box<HeaderMap> {
-    let mut map = HeaderMap::new();
-    let mut parts = raw.split(|b| *b == 0);
-    while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(n),
-            http::HeaderValue::from_bytes(v),
-        ) {
-            map.append(n, v);
-        }
-    }
-    Box::new(map)
-}
-
-/// The HTTP exchange that opened a session (Ktor's `call`).
-///
-/// Kept compact, because every session holds one: the URL and both header blocks live in one
-/// byte buffer, and the parsed [`Url`] and [`HeaderMap`]s are made on first use (most
-/// sessions never look at them; a map per direction would cost kilobytes per connection).
-#[derive(Clone)]
-pub struct Call {
-    /// The URL, then the request's header lines, then the response's (`name\0value\0`).
-    raw: Box<[u8]>,
-    url_end: usize,
-    request_end: usize,
-    url: std::sync::OnceLock<Box<Url>>,
-    request_headers: std::sync::OnceLock<Box<HeaderMap>>,
-    response_headers: std::sync::OnceLock<Box<HeaderMap>>,
-    protocol: Option<Box<str>>,
-    extensions: Box<[String]>,
-}
-
-impl Call {
-    /// A 101 exchange: `url`, the header lines of the request and of the response, the chosen
-    /// subprotocol and the negotiated extensions (each as its parameters in force).
-    pub(crate) fn new<'a, 'b>(
-        url: &Url,
-        request: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-        response: impl IntoIterator<Item = (&'b str, &'b [u8])>,
-        protocol: Option<String>,
-        extensions: Vec<String>,
-    ) -> Call {
-        let mut raw = url.as_str().as_bytes().to_vec();
-        let url_end = raw.len();
-        push_headers(&mut raw, request);
-        let request_end = raw.len();
-        push_headers(&mut raw, response);
-        Call {
-            raw: raw.into_boxed_slice(),
-            url_end,
-            request_end,
-            url: std::sync::OnceLock::new(),
-            request_headers: std::sync::OnceLock::new(),
-            response_headers: std::sync::OnceLock::new(),
-            protocol: protocol.map(String::into_boxed_str),
-            extensions: extensions.into_boxed_slice(),
-        }
-    }
-
-    /// The request URL.
-    pub fn url(&self) -> &Url {
-        self.url.get_or_init(|| {
-            // The text is a parsed URL's own serialization, which always parses back to it.
-            Box::new(Url::parse(&self.url_text()).expect("a URL's serialization parses"))
-        })
-    }
-
-    fn url_text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.raw[..self.url_end])
-    }
-    /// The request method (always GET for an HTTP/1.1 upgrade).
-    pub fn method(&self) -> Method {
-        Method::GET
-    }
-    /// The request headers as sent.
-    pub fn request_headers(&self) -> &HeaderMap {
-        self.request_headers
-            .get_or_init(|| header_map(&self.raw[self.url_end..self.request_end]))
-    }
-    /// The response status (101).
-    pub fn status(&self) -> StatusCode {
-        StatusCode::SWITCHING_PROTOCOLS
-    }
-    /// The response headers.
-    pub fn response_headers(&self) -> &HeaderMap {
-        self.response_headers
-            .get_or_init(|| header_map(&self.raw[self.request_end..]))
-    }
-    /// The subprotocol the server chose, if any.
-    pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
-    }
-    /// The negotiated extensions, each as its parameters in force.
-    pub fn extensions(&self) -> &[String] {
-        &self.extensions
-    }
-}
-
-impl std::fmt::Debug for Call {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call")
-            .field("url", &self.url_text())
-            .field("request_headers", self.request_headers())
-            .field("status", &self.status())
-            .field("response_headers", self.response_headers())
-            .field("protocol", &self.protocol)
-            .field("extensions", &self.extensions)
-            .finish()
-    }
-}
 
 /// A session handle's reference to the shared state (senders and the receiver hold one each):
 /// the last one dropped tells the driver that every handle is gone. Counted in the shared
