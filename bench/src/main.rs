@@ -5,6 +5,7 @@
 //! Servers and clients are separate processes: the server (raw tokio TCP, one thread) never
 //! shares a core with the client, callgrind counts the client alone, and peak RSS is the
 //! client's.
+#![forbid(unsafe_code)]
 
 mod clients;
 mod servers;

@@ -1,6 +1,7 @@
 //! `wsc`: talk to any WebSocket server from a terminal or a script.
 //!
 //! Uses only wsc's public API.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod opts;

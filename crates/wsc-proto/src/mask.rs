@@ -1,8 +1,8 @@
 //! Masking (RFC 6455 §5.3): the one hot loop of the send path.
 //!
-//! Sixteen bytes at a time in safe Rust (the compiler emits SIMD XORs); the key is rotated for
-//! an `offset` so that a payload can be masked in pieces. [`extend_masked`] copies and masks
-//! in one pass for the send path.
+//! Sixteen bytes at a time (the compiler emits SIMD XORs); the key is rotated for an `offset`
+//! so that a payload can be masked in pieces. [`extend_masked`] copies and masks in one pass
+//! for the send path, writing into the buffer's spare capacity (the crate's one `unsafe`).
 
 use bytes::BytesMut;
 
@@ -26,12 +26,10 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// Bytes masked on the stack before being appended: small enough to stay in L1 and under
-/// the size where `memcpy` switches to `rep movsb`.
-const BLOCK: usize = 2048;
-
-/// Appends `src` masked with `key` to `out`: one pass over `src`, and the destination is
-/// written once (copying and then masking in place would go over it twice).
+/// Appends `src` masked with `key` to `out`: one pass over `src`, each masked byte written
+/// once, straight into `out`'s spare capacity (masking on the stack and then copying cost
+/// 23.6k instead of 15.9k instructions per 64 KiB frame and about 7 % of send throughput at
+/// 64 KiB and 1 MiB, measured with `scripts/bench`'s send rows).
 ///
 /// ```
 /// let mut out = bytes::BytesMut::new();
@@ -40,35 +38,36 @@ const BLOCK: usize = 2048;
 /// ```
 pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
     out.reserve(src.len());
-    let (blocks, rest) = src.as_chunks::<BLOCK>();
+    let (blocks, rest) = src.as_chunks::<64>();
     if !blocks.is_empty() {
         extend_masked_blocks(out, blocks, key);
     }
-    // BLOCK is a multiple of 4: the rest starts at key offset 0.
+    // 64 is a multiple of 4: the rest starts at key offset 0.
     let start = out.len();
     out.extend_from_slice(rest);
     apply_mask(&mut out[start..], key, 0);
 }
 
+/// The one `unsafe` in wsc: marking masked bytes written into spare capacity as initialized.
 #[inline(never)]
-fn extend_masked_blocks(out: &mut BytesMut, blocks: &[[u8; BLOCK]], key: [u8; 4]) {
+#[allow(unsafe_code)]
+fn extend_masked_blocks(out: &mut BytesMut, blocks: &[[u8; 64]], key: [u8; 4]) {
     let k16 = key16(key);
-    let mut block = [0u8; BLOCK];
-    for b in blocks {
+    let n = blocks.len() * 64;
+    // Panics unless the caller reserved room for `n` more bytes.
+    let (dst, _) = out.spare_capacity_mut()[..n].as_chunks_mut::<64>();
+    for (d, s) in dst.iter_mut().zip(blocks) {
         // Sixty-four bytes per step: four SIMD XORs between one loop test.
-        for (d, s) in block
-            .as_chunks_mut::<64>()
-            .0
-            .iter_mut()
-            .zip(b.as_chunks::<64>().0)
-        {
-            let (d, s) = (d.as_chunks_mut::<16>().0, s.as_chunks::<16>().0);
-            for i in 0..4 {
-                d[i] = xor16(&s[i], &k16);
-            }
+        let (d, s) = (d.as_chunks_mut::<16>().0, s.as_chunks::<16>().0);
+        for i in 0..4 {
+            d[i] = xor16(&s[i], &k16).map(std::mem::MaybeUninit::new);
         }
-        out.extend_from_slice(&block);
     }
+    let len = out.len() + n;
+    // SAFETY: `dst` is the first `n` bytes of the spare capacity, cut into `n / 64` chunks
+    // of 64 (none left over); the loop zips them with the `n / 64` source blocks and writes
+    // every byte of each, so the bytes up to `len` are initialized.
+    unsafe { out.set_len(len) };
 }
 
 /// Writes `src` masked with `key` (from offset 0) into `dst`, which has the same length:
@@ -140,6 +139,36 @@ mod tests {
             let mut c = BytesMut::new();
             extend_masked(&mut c, &data, key);
             prop_assert_eq!(&c[..], &a[..]);
+        }
+    }
+
+    /// Every length around the 64-byte blocks, appended to buffers that already hold bytes,
+    /// have no room, or have more room than needed (the cases the spare-capacity write must
+    /// get right; small enough to run under miri).
+    #[test]
+    fn extend_masked_fills_exactly_what_it_marks() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for len in [0, 1, 3, 63, 64, 65, 127, 128, 129, 200, 640, 1000] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(37) ^ 0x5a)
+                .collect();
+            let mut want = data.clone();
+            scalar(&mut want, key, 0);
+            for (prefix, room) in [(0, 0), (5, 0), (0, 4096), (70, 3)] {
+                let mut out = BytesMut::with_capacity(prefix + room);
+                out.extend_from_slice(&vec![0xee; prefix]);
+                extend_masked(&mut out, &data, key);
+                assert_eq!(out.len(), prefix + len);
+                assert!(out[..prefix].iter().all(|b| *b == 0xee));
+                assert_eq!(
+                    &out[prefix..],
+                    &want[..],
+                    "len {len} prefix {prefix} room {room}"
+                );
+                // Appending again continues after what was marked written.
+                extend_masked(&mut out, &data, key);
+                assert_eq!(&out[prefix + len..], &want[..]);
+            }
         }
     }
 }
