@@ -505,16 +505,18 @@ const READING: &str = "
 Throughput rows above 1 KiB move gigabytes through loopback in a fraction of a second; on a
 small VM the same client's result moves by 10–30 % between runs (the TCP ceiling at 1 KiB
 receive has been measured from 1.6 M to 3.6 M msg/s here), so ratios near 1.0 on those rows are
-within noise. The callgrind rows are exact for a given interleaving of reads, but at 64 KiB
-receive the interleaving itself moves: how much the socket holds when the client reads decides
-how many reads, wake-ups and scheduler turns a message costs (nine runs of the same build gave
-tokio-websockets 843–1,882 and wsc raw 1,174–2,278 instructions per message), so each row is
-the median of three runs. Where wsc's instructions go at 64 KiB receive (callgrind, per
-message): tokio's scheduler handing each read's messages from the driver task to the receiving
-task (about 800 in `park_yield`/`park` on a current-thread runtime: the peers decode inside the
-receiving task and pay no hand-over), the read through tokio (about 250), decoder and driver
-(about 500); the read buffer is shared by several large frames, so its allocation is spread
-over them.
+within noise. Round-trip percentiles move likewise (the plain socket's p50 has measured 58–72 µs
+in different runs, and a peer once measured below it in the same run). The callgrind rows are
+exact for a given interleaving of reads, but at 64 KiB receive the interleaving itself moves:
+how much the socket holds when the client reads decides how many reads, wake-ups and scheduler
+turns a message costs (nine runs of the same build gave tokio-websockets 843–1,882 and wsc raw
+1,174–2,278 instructions per message; recorded medians of three have ranged from 660 to 2,001
+for wsc raw), so each row is the median of three runs. Where wsc's instructions go at 64 KiB
+receive (callgrind, per message): tokio's scheduler handing each read's messages from the driver
+task to the receiving task (about 800 in `park_yield`/`park` on a current-thread runtime: the
+peers decode inside the receiving task and pay no hand-over), the read through tokio (about
+250), decoder and driver (about 500); the read buffer is shared by several large frames, so its
+allocation is spread over them.
 ";
 
 /// Node's `ws` echo server with permessage-deflate (the tests' peer), if node and the package are here.
