@@ -88,7 +88,7 @@ pub fn failure(e: &wsc::Error) -> Failure {
         }
     }
     let code = match e {
-        E::InvalidUrl { .. } | E::InvalidConfig(_) | E::Unsupported(_) => 2,
+        E::InvalidUrl { .. } | E::InvalidConfig(_) => 2,
         E::Io(_) | E::Proxy { .. } | E::Tls { .. } | E::Redirect(_) => 3,
         E::HandshakeRefused { .. } | E::Handshake(_) => 4,
         E::Timeout(_) => 5,

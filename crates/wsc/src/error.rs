@@ -50,9 +50,6 @@ pub enum Error {
     /// A configuration or request setting is invalid. Caller's fault.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// This build cannot do what was asked (e.g. a feature not compiled in).
-    #[error("not supported: {0}")]
-    Unsupported(String),
     /// The server answered the upgrade with something other than 101.
     #[error("handshake refused with status {status}")]
     HandshakeRefused {
