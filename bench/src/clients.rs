@@ -201,14 +201,14 @@ pub async fn send(lib: Lib, port: u16, size: usize, count: u64) -> u64 {
             if lib == Lib::Wsc {
                 let mut s = client.connect(url(port)).await.unwrap();
                 for _ in 0..count {
-                    s.send_binary(&payload).await.unwrap();
+                    s.send(payload.clone()).await.unwrap();
                 }
                 s.flush().await.unwrap();
                 while s.recv().await.is_some() {}
             } else {
                 let mut s = client.connect_raw(url(port)).await.unwrap();
                 for _ in 0..count {
-                    s.send_binary(&payload).await.unwrap();
+                    s.send(payload.clone()).await.unwrap();
                 }
                 s.flush().await.unwrap();
                 while let Some(Ok(f)) = s.recv().await {
@@ -260,10 +260,16 @@ pub async fn send(lib: Lib, port: u16, size: usize, count: u64) -> u64 {
     count
 }
 
-/// `count` round trips of a 32-byte message through an echo server; nanoseconds each.
+/// Round trips made after connecting and before timing starts, so that every client is timed
+/// warm (its first round trips fault pages in and fill caches).
+const RTT_WARMUP: u64 = 200;
+
+/// `count` round trips of a 32-byte message through an echo server, after `RTT_WARMUP`
+/// untimed ones; nanoseconds each.
 pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
     let payload = Bytes::from(vec![0x5a_u8; 32]);
-    let mut out = Vec::with_capacity(count as usize);
+    let total = count + RTT_WARMUP;
+    let mut out = Vec::with_capacity(total as usize);
     match lib {
         Lib::Tcp => {
             let (mut s, _) = tcp_upgraded(port).await;
@@ -277,7 +283,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
                 Some([1, 2, 3, 4]),
             );
             let mut back = [0u8; 34];
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 s.write_all(&frame).await.unwrap();
                 s.read_exact(&mut back).await.unwrap();
@@ -286,7 +292,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
         }
         Lib::Wsc => {
             let mut s = wsc_client().connect(url(port)).await.unwrap();
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 s.send_binary(&payload).await.unwrap();
                 s.recv().await.unwrap().unwrap();
@@ -296,7 +302,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
         }
         Lib::WscRaw => {
             let mut s = wsc_client().connect_raw(url(port)).await.unwrap();
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 s.send_binary(&payload).await.unwrap();
                 s.recv().await.unwrap().unwrap();
@@ -306,7 +312,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
         }
         Lib::Tungstenite => {
             let mut ws = tung(port).await;
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 ws.send(tokio_tungstenite::tungstenite::Message::Binary(
                     payload.clone(),
@@ -320,7 +326,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
         }
         Lib::TokioWebsockets => {
             let mut ws = tws(port).await;
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 ws.send(tokio_websockets::Message::binary(payload.clone()))
                     .await
@@ -332,7 +338,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
         }
         Lib::Fastwebsockets => {
             let mut ws = fws(port).await;
-            for _ in 0..count {
+            for _ in 0..total {
                 let t = Instant::now();
                 ws.write_frame(fastwebsockets::Frame::binary(
                     fastwebsockets::Payload::Borrowed(&payload),
@@ -344,6 +350,7 @@ pub async fn rtt(lib: Lib, port: u16, count: u64) -> Vec<u64> {
             }
         }
     }
+    out.drain(..RTT_WARMUP as usize);
     out
 }
 

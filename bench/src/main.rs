@@ -100,10 +100,11 @@ fn main() {
                     format!("{} {}", t.elapsed().as_secs_f64(), n)
                 }
                 "rtt" => {
-                    let mut v = r.block_on(clients::rtt(lib, port, count));
-                    v.sort_unstable();
-                    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-                    format!("{} {} {} {}", p(0.5), p(0.99), p(0.999), v.len())
+                    // Every sample, so that the runner can pool interleaved slices.
+                    let v = r.block_on(clients::rtt(lib, port, count));
+                    let samples: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+                    println!("SAMPLES {}", samples.join(" "));
+                    format!("{}", v.len())
                 }
                 "deflate-wsc" | "deflate-yawc" => {
                     let n = r.block_on(clients::deflate_echo(&case[8..], port, size, count));
@@ -217,6 +218,33 @@ fn client(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<f64> 
     line.split_whitespace()
         .map(|v| v.parse().unwrap())
         .collect()
+}
+
+/// Round trips per client per repetition, and the interleaved slices they are made in.
+const RTT_PER_REP: u64 = 20_000;
+const RTT_SLICES: usize = 10;
+
+/// One client's round-trip samples (nanoseconds) from a run of `count` round trips.
+fn rtt_samples(lib: Lib, count: u64, port: u16) -> Vec<u64> {
+    let out = Command::new(exe())
+        .args(client_args(lib, "rtt", 32, count, port))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SAMPLES "))
+        .unwrap_or_else(|| panic!("{lib:?} rtt: {}", String::from_utf8_lossy(&out.stderr)))
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(
+        v.len() as u64,
+        count,
+        "{lib:?} made {} of {count} round trips",
+        v.len()
+    );
+    v
 }
 
 /// Callgrind runs per instruction row; the row reports their median.
@@ -333,32 +361,37 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
             );
         }
     }
-    // Round trips.
+    // Round trips: each repetition's round trips are made in slices, every client's slice
+    // after the other's (order alternated), so that all of them see the same stretches of this
+    // VM's drifting latency; percentiles are of the pooled samples.
     {
         let srv = server(Kind::Echo, 32, 0);
-        let count = if smoke { 200 } else { 20_000 };
-        let mut p: BTreeMap<&str, [Vec<f64>; 3]> = BTreeMap::new();
-        for r in 0..reps {
+        let (slices, per_slice) = if smoke {
+            (1, 200)
+        } else {
+            (RTT_SLICES, RTT_PER_REP / RTT_SLICES as u64)
+        };
+        let mut pooled: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for r in 0..reps * slices {
             let mut order: Vec<Lib> = Lib::ALL.to_vec();
             if r % 2 == 1 {
                 order.reverse();
             }
             for lib in order {
-                let v = client(lib, "rtt", 32, count, srv.1);
-                let e = p.entry(lib.name()).or_default();
-                for i in 0..3 {
-                    e[i].push(v[i] / 1000.0);
-                }
+                let v = rtt_samples(lib, per_slice, srv.1);
+                pooled.entry(lib.name()).or_default().extend(v);
             }
         }
         for lib in Lib::ALL {
-            let e = p.get_mut(lib.name()).unwrap();
-            for (i, q) in ["p50", "p99", "p99.9"].iter().enumerate() {
+            let v = pooled.get_mut(lib.name()).unwrap();
+            v.sort_unstable();
+            for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+                let at = ((v.len() - 1) as f64 * q).round() as usize;
                 rep.put(
-                    &format!("round trip 32 B {q}: µs"),
+                    &format!("round trip 32 B {label}: µs"),
                     false,
                     lib,
-                    median(&mut e[i]),
+                    v[at] as f64 / 1000.0,
                 );
             }
         }

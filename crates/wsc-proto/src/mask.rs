@@ -49,6 +49,21 @@ pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
     apply_mask(&mut out[start..], key, 0);
 }
 
+/// Appends `src` masked with `key` to `out`, as if `src` started `offset` bytes into the
+/// masked payload: a large payload can be masked piece by piece, each piece just before it is
+/// written, while it is still in cache.
+///
+/// ```
+/// let key = [0x37, 0xfa, 0x21, 0x3d];
+/// let mut out = bytes::BytesMut::new();
+/// wsc_proto::mask::extend_masked_at(&mut out, b"Hel", key, 0);
+/// wsc_proto::mask::extend_masked_at(&mut out, b"lo", key, 3);
+/// assert_eq!(&out[..], [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
+/// ```
+pub fn extend_masked_at(out: &mut BytesMut, src: &[u8], key: [u8; 4], offset: usize) {
+    extend_masked(out, src, rotate(key, offset));
+}
+
 /// The one `unsafe` in wsc: marking masked bytes written into spare capacity as initialized.
 #[inline(never)]
 #[allow(unsafe_code)]
@@ -140,6 +155,21 @@ mod tests {
             let mut c = BytesMut::new();
             extend_masked(&mut c, &data, key);
             prop_assert_eq!(&c[..], &a[..]);
+        }
+
+        #[test]
+        fn extend_masked_at_pieces_equal_the_whole(data in proptest::collection::vec(any::<u8>(), 0..700), key: [u8; 4], cuts in proptest::collection::vec(0usize..700, 0..6)) {
+            let mut whole = data.clone();
+            scalar(&mut whole, key, 0);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.push(0);
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let mut out = BytesMut::new();
+            for w in cuts.windows(2) {
+                extend_masked_at(&mut out, &data[w[0]..w[1]], key, w[0]);
+            }
+            prop_assert_eq!(&out[..], &whole[..]);
         }
     }
 

@@ -47,6 +47,11 @@ impl Utf8Bytes {
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
+
+    /// The underlying [`Bytes`], borrowed (cloning it copies nothing).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
 }
 
 impl Deref for Utf8Bytes {
@@ -155,6 +160,19 @@ impl Message {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+    /// The payload as shared [`Bytes`], borrowed: a sender can keep it without copying.
+    ///
+    /// ```
+    /// let m = wsc_proto::Message::binary(vec![1, 2, 3]);
+    /// let kept = m.bytes().clone(); // a reference count, not a copy
+    /// assert_eq!(kept.as_ptr(), m.as_bytes().as_ptr());
+    /// ```
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Message::Text(t) => t.bytes(),
             Message::Binary(b) => b,
         }
     }

@@ -537,3 +537,118 @@ async fn the_last_handle_dropped_closes_normally() {
     );
     server.abort();
 }
+
+/// Reads every frame a client writes until its Close (decoded as the RFC says a server
+/// decodes them: `masked` frames unmasked by the decoder, unmasked ones with a client-role
+/// decoder), answering the Close; sends `pings` once the first MiB has arrived. A pong
+/// written inside a payload, a payload masked from the wrong key offset or a frame out of
+/// order shows up as a decode error or a wrong payload.
+async fn frames_until_close(s: &mut TcpStream, masked: bool, pings: &[Vec<u8>]) -> Vec<wsc::Frame> {
+    use wsc::proto::{Decoder, Limits, OpCode, Role};
+    let role = if masked { Role::Server } else { Role::Client };
+    let mut d = Decoder::new(
+        role,
+        Limits {
+            max_frame_size: 64 << 20,
+            max_message_size: 64 << 20,
+        },
+    );
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    let mut read = 0;
+    let mut pinged = false;
+    loop {
+        while let Some(f) = d.decode(&mut buf).expect("the client wrote a broken frame") {
+            let close = f.opcode == OpCode::Close;
+            frames.push(f);
+            if close {
+                s.write_all(b"\x88\x02\x03\xe8").await.unwrap();
+                return frames;
+            }
+        }
+        let n = s.read_buf(&mut buf).await.unwrap();
+        assert!(n > 0, "EOF before the client's Close");
+        read += n;
+        if read >= 1 << 20 && !pinged {
+            pinged = true;
+            for p in pings {
+                s.write_all(&[0x89, p.len() as u8]).await.unwrap();
+                s.write_all(p).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Owned payloads of 16 KiB and more are queued without a copy and masked by the driver a
+/// piece at a time as it writes; pongs the driver owes meanwhile must wait for the end of the
+/// frame, the key must continue at each piece's offset, and everything stays in order.
+async fn large_owned_sends(masking: bool) {
+    // The pings arrive while the client is writing the 24 MiB message below (more than
+    // socket buffers hold, so it is still mid-frame when it reads them).
+    let pings: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'p', i]).collect();
+    let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let s = Client::builder()
+        .masking(masking)
+        .build()
+        .unwrap()
+        .connect(url)
+        .await
+        .unwrap();
+    let mut peer = server.await.unwrap();
+    let pattern = |n: usize, seed: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+    };
+    let huge = pattern((24 << 20) + 3, 1); // odd size: pieces end at every key offset
+    let sent: Vec<(wsc::proto::OpCode, bool, Vec<u8>)> = vec![
+        (wsc::proto::OpCode::Text, true, b"first".to_vec()),
+        (wsc::proto::OpCode::Binary, true, huge.clone()),
+        (wsc::proto::OpCode::Binary, true, pattern(16 * 1024 - 1, 2)),
+        (wsc::proto::OpCode::Binary, true, pattern(16 * 1024, 3)),
+        (wsc::proto::OpCode::Binary, true, pattern(100 * 1024 + 1, 4)),
+        (wsc::proto::OpCode::Binary, false, pattern((1 << 20) + 5, 5)),
+        (wsc::proto::OpCode::Continuation, true, pattern(70_001, 6)),
+        (wsc::proto::OpCode::Text, true, b"last".to_vec()),
+    ];
+    let client = tokio::spawn(async move {
+        s.send("first").await.unwrap(); // small: copied into the queue
+        s.send(huge).await.unwrap(); // Vec: queued as it is
+        s.send(pattern(16 * 1024 - 1, 2)).await.unwrap();
+        s.send(bytes::Bytes::from(pattern(16 * 1024, 3)))
+            .await
+            .unwrap();
+        s.send_binary(&pattern(100 * 1024 + 1, 4)).await.unwrap(); // borrowed: copied
+        let mut first = wsc::Frame::binary(pattern((1 << 20) + 5, 5));
+        first.fin = false;
+        s.send_frame(first).await.unwrap();
+        s.send_frame(wsc::Frame::continuation(pattern(70_001, 6), true))
+            .await
+            .unwrap();
+        s.send("last").await.unwrap();
+        s.close(wsc::CloseReason::normal()).await.unwrap();
+    });
+    let frames = frames_until_close(&mut peer, masking, &pings).await;
+    client.await.unwrap();
+    let pongs: Vec<Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.opcode == wsc::proto::OpCode::Pong)
+        .map(|f| f.payload.to_vec())
+        .collect();
+    assert_eq!(pongs, pings, "every ping answered, in order");
+    let data: Vec<&wsc::Frame> = frames.iter().filter(|f| !f.opcode.is_control()).collect();
+    assert_eq!(data.len(), sent.len());
+    for (i, (f, (op, fin, payload))) in data.iter().zip(&sent).enumerate() {
+        assert_eq!((f.opcode, f.fin), (*op, *fin), "frame {i}");
+        assert!(f.payload[..] == payload[..], "frame {i}: payload differs");
+    }
+    assert_eq!(frames.last().unwrap().opcode, wsc::proto::OpCode::Close);
+}
+
+#[tokio::test]
+async fn large_owned_payloads_are_masked_in_pieces_with_pongs_between_frames() {
+    large_owned_sends(true).await;
+}
+
+#[tokio::test]
+async fn large_owned_payloads_unmasked_are_written_straight_from_the_senders_bytes() {
+    large_owned_sends(false).await;
+}

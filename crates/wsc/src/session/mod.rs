@@ -72,7 +72,9 @@ impl Drop for Guard {
 /// The sending half of a session: cheap to clone, usable from many tasks (Ktor's `outgoing`).
 ///
 /// Sends encode and mask the message straight into the session's outgoing queue; the driver
-/// task writes it. When the queue holds more than the configured capacity, `send` waits
+/// task writes it. A payload of 16 KiB or more handed over owned ([`send`](Self::send) with
+/// `Bytes`, `Vec<u8>`, `String` or a [`Message`], [`send_frame`](Self::send_frame), the `Sink`)
+/// is queued without a copy and masked by the driver a piece at a time as it writes. When the queue holds more than the configured capacity, `send` waits
 /// (backpressure). Sending on a closed session is an [`Error::Closed`] (or the error that
 /// ended the session), never a panic.
 #[derive(Clone)]
@@ -90,6 +92,8 @@ impl std::fmt::Debug for Sender {
 
 enum Outgoing<'a> {
     Data(OpCode, &'a [u8], Option<usize>),
+    /// A message the caller gave away: a large payload is queued without a copy.
+    Owned(&'a Message),
     Frame(&'a Frame),
     /// A piece of a streamed message from the writer `id`.
     Fragment {
@@ -110,15 +114,15 @@ impl Sender {
         // While a streamed message is on the wire, other data frames wait (control frames may
         // interleave, RFC 6455 §5.4).
         let blocked = match *what {
-            Outgoing::Data(..) => out.stream_owner.is_some(),
+            Outgoing::Data(..) | Outgoing::Owned(_) => out.stream_owner.is_some(),
             Outgoing::Frame(f) => !f.opcode.is_control() && out.stream_owner.is_some(),
-            Outgoing::Fragment { id, .. } => out.stream_owner.is_some_and(|o| o != id),
+            Outgoing::Fragment { id, .. } => out.stream_owner.is_some_and(|o| o.get() != id),
         };
-        if blocked || out.buf.len() >= self.shared.outgoing_capacity() {
+        if blocked || out.len() >= self.shared.outgoing_capacity() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
-        let was_empty = out.buf.is_empty();
+        let was_empty = out.is_empty();
         let masking = self.shared.settings.masking.load(Ordering::Relaxed);
         match *what {
             Outgoing::Fragment {
@@ -127,7 +131,7 @@ impl Sender {
                 fin,
                 data,
             } => {
-                out.stream_owner = (!fin).then_some(id);
+                out.stream_owner = std::num::NonZeroU64::new(id).filter(|_| !fin);
                 out.encode_fragment(opcode, fin, data, masking);
                 if fin {
                     out.wake_waiters();
@@ -135,6 +139,9 @@ impl Sender {
             }
             Outgoing::Data(op, payload, frag) => {
                 out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size()))?
+            }
+            Outgoing::Owned(m) => {
+                out.encode_owned(m.opcode(), m.bytes(), masking, self.shared.fragment_size())?
             }
             Outgoing::Frame(f) if f.opcode == OpCode::Close => {
                 let reason = f
@@ -159,10 +166,14 @@ impl Sender {
     }
 
     /// Sends a message: `&str`, `String`, `Vec<u8>`, `Bytes` or [`Message`].
+    ///
+    /// A payload handed over owned (`String`, `Vec<u8>`, `Bytes`, `Message`) of 16 KiB or more
+    /// is queued as it is, not copied: the driver masks it piece by piece as it writes, each
+    /// piece while it is still in cache. [`send_binary`](Self::send_binary) and
+    /// [`send_text`](Self::send_text) borrow, so they copy (and mask) into the queue at once.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let m = message.into();
-        self.enqueue(Outgoing::Data(m.opcode(), m.as_bytes(), None))
-            .await
+        self.enqueue(Outgoing::Owned(&m)).await
     }
 
     /// Sends a text message.
@@ -421,7 +432,7 @@ impl futures_sink::Sink<Message> for Sender {
         if out.state != OutState::Open {
             return Poll::Ready(Err(out.send_error()));
         }
-        if out.buf.len() >= self.shared.outgoing_capacity() || out.stream_owner.is_some() {
+        if out.len() >= self.shared.outgoing_capacity() || out.stream_owner.is_some() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -434,11 +445,11 @@ impl futures_sink::Sink<Message> for Sender {
         if out.state != OutState::Open {
             return Err(out.send_error());
         }
-        let was_empty = out.buf.is_empty();
+        let was_empty = out.is_empty();
         let masking = this.shared.settings.masking.load(Ordering::Relaxed);
-        out.encode_message(
+        out.encode_owned(
             item.opcode(),
-            item.as_bytes(),
+            item.bytes(),
             masking,
             this.shared.fragment_size(),
         )?;
@@ -587,7 +598,7 @@ impl Drop for MessageWriter {
         // A half-sent message cannot be taken back: fail the session rather than let the next
         // message's frames be read as its continuation.
         let owner = self.sender.shared.out().stream_owner;
-        if owner == Some(self.id) {
+        if owner.map(|o| o.get()) == Some(self.id) {
             self.sender.shared.close_from_handle(CloseReason::truncated(
                 wsc_proto::CloseCode::INTERNAL_ERROR,
                 "streamed message abandoned",

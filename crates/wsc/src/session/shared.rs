@@ -1,7 +1,7 @@
 //! The state a session's handles share with its driver task.
 //!
-//! Owns the outgoing byte queue (senders encode and mask frames straight into it, so a send
-//! costs one lock and no channel hop), the incoming item queue (the driver pushes a whole
+//! Owns the outgoing queue (senders encode and mask frames straight into it, so a send costs
+//! one lock and no channel hop; large payloads the sender owns wait in it unmasked, uncopied), the incoming item queue (the driver pushes a whole
 //! read's worth of messages under one lock; a receiver takes them all at once), the live
 //! settings, and the session's final outcome.
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, Run, encode_frame};
 
 use crate::config::Config;
@@ -55,7 +55,46 @@ pub(crate) enum OutState {
     Closed,
 }
 
+/// Payloads from this size on, when the sender hands them over owned (`Bytes`, `Vec`,
+/// `Message`, a raw `Frame`), are queued as they are and masked by the driver piece by piece
+/// just before writing, instead of being copied into the queue.
+pub(crate) const LARGE_SEND: usize = 16 * 1024;
+
+/// An entry of the outgoing queue ahead of [`Out::buf`].
+pub(crate) enum Seg {
+    /// Encoded frames queued before a large payload.
+    Bytes(BytesMut),
+    /// A whole frame whose payload is the sender's own bytes, not yet masked.
+    Large(Large),
+}
+
+pub(crate) struct Large {
+    pub opcode: OpCode,
+    pub fin: bool,
+    pub rsv: u8,
+    pub key: Option<[u8; 4]>,
+    pub data: Bytes,
+}
+
+impl Large {
+    /// Header and payload bytes on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        wsc_proto::header_len(self.data.len(), self.key.is_some()) + self.data.len()
+    }
+}
+
+/// Frames queued ahead of [`Out::buf`], in order.
+#[derive(Default)]
+pub(crate) struct Segs {
+    pub queue: VecDeque<Seg>,
+    /// Wire bytes in `queue`.
+    pub bytes: usize,
+}
+
 pub(crate) struct Out {
+    /// Made by the first large owned payload: most sessions never hold one.
+    pub segs: Option<Box<Segs>>,
+    /// Encoded frames at the tail of the queue.
     pub buf: BytesMut,
     pub queued: u64,
     pub written: u64,
@@ -72,7 +111,7 @@ pub(crate) struct Out {
     /// Session handles alive (senders and the receiver).
     pub handles: u32,
     /// The message writer whose fragmented message is on the wire; other data waits.
-    pub stream_owner: Option<u64>,
+    pub stream_owner: Option<std::num::NonZeroU64>,
     pub next_stream: u64,
 }
 
@@ -134,6 +173,7 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new(Shared {
             out: Mutex::new(Out {
+                segs: None,
                 buf: BytesMut::new(),
                 queued: 0,
                 written: 0,
@@ -349,6 +389,60 @@ impl Out {
             .unwrap_or(Error::Closed(None))
     }
 
+    /// Wire bytes waiting in the queue (what the outgoing capacity bounds).
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() + self.segs.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.segs.as_ref().is_none_or(|s| s.queue.is_empty())
+    }
+
+    /// Queues a frame whose payload is kept as it is (no copy) for the driver to mask as it
+    /// writes; frames already in `buf` go ahead of it.
+    fn push_large(&mut self, large: Large) {
+        let segs = self.segs.get_or_insert_with(Box::default);
+        if !self.buf.is_empty() {
+            let ahead = std::mem::take(&mut self.buf);
+            segs.bytes += ahead.len();
+            segs.queue.push_back(Seg::Bytes(ahead));
+        }
+        let n = large.wire_len();
+        segs.bytes += n;
+        segs.queue.push_back(Seg::Large(large));
+        self.queued += n as u64;
+    }
+
+    /// Empties the queue (the session is over).
+    pub(crate) fn discard(&mut self) {
+        self.segs = None;
+        self.buf = BytesMut::new();
+    }
+
+    /// Encodes a message the sender owns: a large payload is queued without a copy when no
+    /// extension or fragmentation has to rewrite it; anything else is encoded as usual.
+    pub(crate) fn encode_owned(
+        &mut self,
+        opcode: OpCode,
+        payload: &Bytes,
+        masking: bool,
+        fragment: Option<usize>,
+    ) -> Result<(), Error> {
+        let whole = fragment.is_none_or(|f| payload.len() <= f);
+        if payload.len() < LARGE_SEND || !whole || !self.extensions.is_empty() {
+            return self.encode_message(opcode, payload, masking, fragment);
+        }
+        let key = masking.then(|| self.keys().next_key());
+        self.push_large(Large {
+            opcode,
+            fin: true,
+            rsv: 0,
+            key,
+            data: payload.clone(),
+        });
+        Ok(())
+    }
+
     /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
     #[inline]
     pub(crate) fn encode_message(
@@ -454,10 +548,21 @@ impl Out {
         self.queued += (self.buf.len() - before) as u64;
     }
 
-    /// Encodes one frame as given (no extension processing).
+    /// Encodes one frame as given (no extension processing); a large payload is queued
+    /// without a copy.
     pub(crate) fn encode_raw(&mut self, frame: &Frame, masking: bool) {
-        let before = self.buf.len();
         let key = masking.then(|| self.keys().next_key());
+        if frame.payload.len() >= LARGE_SEND {
+            self.push_large(Large {
+                opcode: frame.opcode,
+                fin: frame.fin,
+                rsv: frame.rsv,
+                key,
+                data: frame.payload.clone(),
+            });
+            return;
+        }
+        let before = self.buf.len();
         encode_frame(
             &mut self.buf,
             frame.opcode,
