@@ -90,6 +90,7 @@ impl std::fmt::Debug for Sender {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Outgoing<'a> {
     Data(OpCode, &'a [u8], Option<usize>),
     /// A message the caller gave away: a large payload is queued without a copy.
@@ -118,13 +119,23 @@ impl Sender {
             Outgoing::Frame(f) => !f.opcode.is_control() && out.stream_owner.is_some(),
             Outgoing::Fragment { id, .. } => out.stream_owner.is_some_and(|o| o.get() != id),
         };
-        if blocked || out.len() >= self.shared.outgoing_capacity() {
+        let queued = out.len();
+        if blocked || queued >= self.shared.outgoing_capacity() {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
-        let was_empty = out.is_empty();
+        let was_empty = queued == 0;
         let masking = self.shared.settings.masking.load(Ordering::Relaxed);
-        match *what {
+        let mut what = *what;
+        if let Outgoing::Owned(m) = what {
+            // Large: queued as it is. Otherwise encoded like a borrowed message (one call site
+            // keeps the hot path inlined).
+            let fragment = self.shared.fragment_size();
+            if !out.queue_owned(m.opcode(), m.bytes(), masking, fragment) {
+                what = Outgoing::Data(m.opcode(), m.as_bytes(), None);
+            }
+        }
+        match what {
             Outgoing::Fragment {
                 id,
                 opcode,
@@ -140,9 +151,7 @@ impl Sender {
             Outgoing::Data(op, payload, frag) => {
                 out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size()))?
             }
-            Outgoing::Owned(m) => {
-                out.encode_owned(m.opcode(), m.bytes(), masking, self.shared.fragment_size())?
-            }
+            Outgoing::Owned(_) => {}
             Outgoing::Frame(f) if f.opcode == OpCode::Close => {
                 let reason = f
                     .close_reason()
@@ -176,13 +185,16 @@ impl Sender {
         self.enqueue(Outgoing::Owned(&m)).await
     }
 
-    /// Sends a text message.
+    /// Sends a text message. The text is borrowed, so it is copied into the queue at once; for
+    /// a large one, [`send`](Self::send) with an owned `String` or `Bytes` skips the copy.
     pub async fn send_text(&self, text: &str) -> Result<(), Error> {
         self.enqueue(Outgoing::Data(OpCode::Text, text.as_bytes(), None))
             .await
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message. The bytes are borrowed, so they are copied (and masked) into
+    /// the queue at once — the cheapest send for small messages; for a large payload,
+    /// [`send`](Self::send) with an owned `Vec<u8>` or `Bytes` skips the copy.
     pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
         self.enqueue(Outgoing::Data(OpCode::Binary, data, None))
             .await
@@ -447,12 +459,10 @@ impl futures_sink::Sink<Message> for Sender {
         }
         let was_empty = out.is_empty();
         let masking = this.shared.settings.masking.load(Ordering::Relaxed);
-        out.encode_owned(
-            item.opcode(),
-            item.bytes(),
-            masking,
-            this.shared.fragment_size(),
-        )?;
+        let fragment = this.shared.fragment_size();
+        if !out.queue_owned(item.opcode(), item.bytes(), masking, fragment) {
+            out.encode_message(item.opcode(), item.as_bytes(), masking, fragment)?;
+        }
         let target = out.queued;
         let driver = if was_empty { out.driver.clone() } else { None };
         drop(out);

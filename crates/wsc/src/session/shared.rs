@@ -389,7 +389,8 @@ impl Out {
             .unwrap_or(Error::Closed(None))
     }
 
-    /// Wire bytes waiting in the queue (what the outgoing capacity bounds).
+    /// Wire bytes waiting in the queue (what the outgoing capacity bounds); 0 exactly when the
+    /// queue is empty (no entry is empty).
     pub(crate) fn len(&self) -> usize {
         self.buf.len() + self.segs.as_ref().map_or(0, |s| s.bytes)
     }
@@ -419,19 +420,26 @@ impl Out {
         self.buf = BytesMut::new();
     }
 
-    /// Encodes a message the sender owns: a large payload is queued without a copy when no
-    /// extension or fragmentation has to rewrite it; anything else is encoded as usual.
-    pub(crate) fn encode_owned(
+    /// Queues a message the sender owns without copying it, when it is large and no extension
+    /// or fragmentation has to rewrite it; `false` leaves it to be encoded as usual.
+    #[inline]
+    pub(crate) fn queue_owned(
         &mut self,
         opcode: OpCode,
         payload: &Bytes,
         masking: bool,
         fragment: Option<usize>,
-    ) -> Result<(), Error> {
+    ) -> bool {
         let whole = fragment.is_none_or(|f| payload.len() <= f);
         if payload.len() < LARGE_SEND || !whole || !self.extensions.is_empty() {
-            return self.encode_message(opcode, payload, masking, fragment);
+            return false;
         }
+        self.queue_large(opcode, payload, masking);
+        true
+    }
+
+    #[inline(never)]
+    fn queue_large(&mut self, opcode: OpCode, payload: &Bytes, masking: bool) {
         let key = masking.then(|| self.keys().next_key());
         self.push_large(Large {
             opcode,
@@ -440,7 +448,6 @@ impl Out {
             key,
             data: payload.clone(),
         });
-        Ok(())
     }
 
     /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
