@@ -51,8 +51,9 @@ enum Cmd {
     },
     /// The whole suite.
     Run {
-        /// Repetitions (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        /// Repetitions (medians are reported): five, because on a small VM a single run of a
+        /// throughput case now and then lands in a mode twice as slow (seen for every client).
+        #[arg(long, default_value_t = 5)]
         reps: usize,
         /// A seconds-long check that every client and case works; no timings kept.
         #[arg(long)]
@@ -145,9 +146,46 @@ fn exe() -> std::path::PathBuf {
     std::env::current_exe().unwrap()
 }
 
+/// The CPU servers run on; clients run on the others. Left to the scheduler, a client and its
+/// server sometimes shared a core, which moved throughput rows by up to 40 % between runs.
+const SERVER_CPU: usize = 1;
+
+/// This binary, pinned with `taskset` to `cpus` when the machine has two cores or more and
+/// taskset is there (util-linux); unpinned otherwise.
+fn pinned(cpus: &str) -> Command {
+    static TASKSET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let usable = *TASKSET.get_or_init(|| {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() > SERVER_CPU)
+            && Command::new("taskset")
+                .args(["-c", "0", "true"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    });
+    if usable {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpus]).arg(exe());
+        c
+    } else {
+        Command::new(exe())
+    }
+}
+
+fn server_cmd() -> Command {
+    pinned(&SERVER_CPU.to_string())
+}
+
+fn client_cmd() -> Command {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let others: Vec<String> = (0..n)
+        .filter(|&c| c != SERVER_CPU)
+        .map(|c| c.to_string())
+        .collect();
+    pinned(&others.join(","))
+}
+
 fn server(kind: Kind, size: usize, count: u64) -> Server {
     let kind = format!("{kind:?}").to_lowercase();
-    let mut child = Command::new(exe())
+    let mut child = server_cmd()
         .args([
             "server",
             "--kind",
@@ -201,7 +239,7 @@ fn client_args(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<
 }
 
 fn client(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<f64> {
-    let out = Command::new(exe())
+    let out = client_cmd()
         .args(client_args(lib, case, size, count, port))
         .output()
         .unwrap();
@@ -226,7 +264,7 @@ const RTT_SLICES: usize = 10;
 
 /// One client's round-trip samples (nanoseconds) from a run of `count` round trips.
 fn rtt_samples(lib: Lib, count: u64, port: u16) -> Vec<u64> {
-    let out = Command::new(exe())
+    let out = client_cmd()
         .args(client_args(lib, "rtt", 32, count, port))
         .output()
         .unwrap();
@@ -429,7 +467,7 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
                 ["yawc", "wsc"]
             };
             for lib in order {
-                let out = Command::new(exe())
+                let out = client_cmd()
                     .args([
                         "client",
                         "--lib",
@@ -523,7 +561,7 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         let doc = format!(
-            "# wsc benchmark results\n\nRun {date} on {machine}, `scripts/bench` ({reps} repetitions, medians; clients one after another, order alternated; servers are raw tokio TCP in another process). Took {:.0} s.\n\n{table}\n{READING}",
+            "# wsc benchmark results\n\nRun {date} on {machine}, `scripts/bench` ({reps} repetitions, medians; clients one after another, order alternated; servers are raw tokio TCP in another process, pinned to another core). Took {:.0} s.\n\n{table}\n{READING}",
             started.elapsed().as_secs_f64()
         );
         std::fs::write(out, doc).unwrap();
