@@ -573,21 +573,26 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
 const READING: &str = "
 ## Reading this table
 
-Throughput rows above 1 KiB move gigabytes through loopback in a fraction of a second; on a
-small VM the same client's result moves by 10–30 % between runs (the TCP ceiling at 1 KiB
-receive has been measured from 1.6 M to 3.6 M msg/s here), so ratios near 1.0 on those rows are
-within noise. Round-trip percentiles move likewise (the plain socket's p50 has measured 58–72 µs
-in different runs, and a peer once measured below it in the same run). The callgrind rows are
+Throughput rows above 1 KiB move gigabytes through loopback in a fraction of a second, and on a
+small VM the kernel's share of that moves a lot: with server and client pinned to separate
+cores, single runs of one client still land now and then in a mode twice as slow
+(tokio-websockets sending 64 KiB took 0.88 s and 2.40 s in consecutive runs; every client has
+shown it), so each row is the median of five runs and ratios near 1.0 on those rows are within
+noise. The plain socket's rows are a ceiling only for the way it writes: 1 MiB blocks of
+pre-masked frames from one buffer; on this VM a 256 KiB write costs markedly more system time
+per byte than a 1 MiB one. Round trips are interleaved (each client's slice of 2,000 after the
+others', ten slices per repetition, after 200 untimed ones) so that all clients see the same
+stretches of the VM's latency; before that, one client after another, the plain socket's p50
+moved from 58 to 72 µs between runs and a peer once measured below it. The callgrind rows are
 exact for a given interleaving of reads, but at 64 KiB receive the interleaving itself moves:
 how much the socket holds when the client reads decides how many reads, wake-ups and scheduler
-turns a message costs (nine runs of the same build gave tokio-websockets 843–1,882 and wsc raw
-1,174–2,278 instructions per message; recorded medians of three have ranged from 660 to 2,001
-for wsc raw), so each row is the median of three runs. Where wsc's instructions go at 64 KiB
-receive (callgrind, per message): tokio's scheduler handing each read's messages from the driver
-task to the receiving task (about 800 in `park_yield`/`park` on a current-thread runtime: the
-peers decode inside the receiving task and pay no hand-over), the read through tokio (about
-250), decoder and driver (about 500); the read buffer is shared by several large frames, so its
-allocation is spread over them.
+parks a message costs (runs of one build have given wsc raw 924 to 2,876 instructions per
+message on this VM, 660 to 2,278 on an earlier one), so each row is the median of three runs.
+Where wsc's go at 64 KiB receive (callgrind, 6,000 messages, per message): its own code about
+1,070 (driver loop 320, decoder 220, frame splitting 200, the receiver taking the frame 210),
+tokio's scheduler parks and timer pass about 330 (about one park per two messages, as for the
+peers), the allocator about 140 (a 256 KiB read buffer per four frames); tokio-websockets
+decodes inside the receiving task in about 570.
 ";
 
 /// Node's `ws` echo server with permessage-deflate (the tests' peer), if node and the package are here.
