@@ -574,8 +574,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.enter_draining();
     }
 
-    /// Registers the driver with the senders and notices close, terminate and abandonment
-    /// (the write stage, [`Self::fill`], takes what they queued).
+    /// Registers the driver with the senders, takes what they queued as far as the write
+    /// buffer has room (a large payload's masking is left to [`Self::fill`], outside the lock),
+    /// and notices close, terminate and abandonment.
     fn take_outgoing(&mut self, cx: &mut Context<'_>) -> Option<bool> {
         let mut out = self.shared.out();
         // Senders wake this task; store the waker only when it changed.
