@@ -238,24 +238,40 @@ fn client_args(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<
     .collect()
 }
 
-fn client(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<f64> {
+/// Runs one client process and parses the numbers on its output line starting with `prefix`
+/// (`RESULT` or `SAMPLES`).
+fn run_client<T: std::str::FromStr>(
+    lib: Lib,
+    case: &str,
+    size: usize,
+    count: u64,
+    port: u16,
+    prefix: &str,
+) -> Vec<T> {
     let out = client_cmd()
         .args(client_args(lib, case, size, count, port))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    stdout
         .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
+        .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
         .unwrap_or_else(|| {
             panic!(
-                "{lib:?} {case} {size}: {}",
+                "{lib:?} {case} {size}: no {prefix} line; stderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
-        });
-    line.split_whitespace()
-        .map(|v| v.parse().unwrap())
+        })
+        .split_whitespace()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{lib:?} {case}: {v} is not a number"))
+        })
         .collect()
+}
+
+fn client(lib: Lib, case: &str, size: usize, count: u64, port: u16) -> Vec<f64> {
+    run_client(lib, case, size, count, port, "RESULT")
 }
 
 /// Round trips per client per repetition, and the interleaved slices they are made in.
@@ -264,18 +280,7 @@ const RTT_SLICES: usize = 10;
 
 /// One client's round-trip samples (nanoseconds) from a run of `count` round trips.
 fn rtt_samples(lib: Lib, count: u64, port: u16) -> Vec<u64> {
-    let out = client_cmd()
-        .args(client_args(lib, "rtt", 32, count, port))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u64> = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SAMPLES "))
-        .unwrap_or_else(|| panic!("{lib:?} rtt: {}", String::from_utf8_lossy(&out.stderr)))
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let v: Vec<u64> = run_client(lib, "rtt", 32, count, port, "SAMPLES");
     assert_eq!(
         v.len() as u64,
         count,
@@ -467,32 +472,9 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
                 ["yawc", "wsc"]
             };
             for lib in order {
-                let out = client_cmd()
-                    .args([
-                        "client",
-                        "--lib",
-                        "wsc",
-                        "--case",
-                        &format!("deflate-{lib}"),
-                        "--size",
-                        &size.to_string(),
-                        "--count",
-                        &count.to_string(),
-                        "--port",
-                        &node.1.to_string(),
-                    ])
-                    .output()
-                    .unwrap();
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                let v: Vec<f64> = stdout
-                    .lines()
-                    .find_map(|l| l.strip_prefix("RESULT "))
-                    .unwrap_or_else(|| {
-                        panic!("deflate {lib}: {}", String::from_utf8_lossy(&out.stderr))
-                    })
-                    .split_whitespace()
-                    .map(|x| x.parse().unwrap())
-                    .collect();
+                // The deflate cases run in the wsc client binary, whichever library they use.
+                let case = format!("deflate-{lib}");
+                let v = client(Lib::Wsc, &case, size, count, node.1);
                 t.entry(lib).or_default().push(v[0]);
             }
         }

@@ -74,8 +74,8 @@ impl Drop for Guard {
 /// Sends encode and mask the message straight into the session's outgoing queue; the driver
 /// task writes it. A payload of 16 KiB or more handed over owned ([`send`](Self::send) with
 /// `Bytes`, `Vec<u8>`, `String` or a [`Message`], [`send_frame`](Self::send_frame), the `Sink`)
-/// is queued without a copy and masked by the driver a piece at a time as it writes. When the queue holds more than the configured capacity, `send` waits
-/// (backpressure). Sending on a closed session is an [`Error::Closed`] (or the error that
+/// is queued without a copy and masked by the driver a piece at a time as it writes. When the
+/// queue holds more than the configured capacity, `send` waits (backpressure). Sending on a closed session is an [`Error::Closed`] (or the error that
 /// ended the session), never a panic.
 #[derive(Clone)]
 pub struct Sender {

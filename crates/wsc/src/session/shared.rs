@@ -1,9 +1,9 @@
 //! The state a session's handles share with its driver task.
 //!
 //! Owns the outgoing queue (senders encode and mask frames straight into it, so a send costs
-//! one lock and no channel hop; large payloads the sender owns wait in it unmasked, uncopied), the incoming item queue (the driver pushes a whole
-//! read's worth of messages under one lock; a receiver takes them all at once), the live
-//! settings, and the session's final outcome.
+//! one lock and no channel hop; large payloads the sender owns wait in it unmasked, uncopied),
+//! the incoming item queue (the driver pushes a whole read's worth of messages under one lock;
+//! a receiver takes them all at once), the live settings, and the session's final outcome.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -396,7 +396,7 @@ impl Out {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.segs.as_ref().is_none_or(|s| s.queue.is_empty())
+        self.len() == 0
     }
 
     /// Queues a frame whose payload is kept as it is (no copy) for the driver to mask as it
