@@ -232,8 +232,8 @@ fn encode_any(
     }
 }
 
-/// A masked frame under 126 bytes, the common client message: built whole on the stack (the
-/// payload masked sixteen bytes per XOR) and appended with one copy.
+/// A masked frame under 126 bytes, the common client message: written straight into `out`
+/// (the payload masked sixteen bytes per XOR).
 #[inline(always)]
 fn encode_small_masked(
     out: &mut BytesMut,
@@ -243,13 +243,8 @@ fn encode_small_masked(
     payload: &[u8],
     key: [u8; 4],
 ) {
-    let len = payload.len();
-    let mut f = [0u8; 6 + 128];
-    f[0] = (u8::from(fin) << 7) | (rsv & 0x70) | opcode as u8;
-    f[1] = 0x80 | len as u8;
-    f[2..6].copy_from_slice(&key);
-    crate::mask::mask_into(&mut f[6..6 + len], payload, key);
-    out.extend_from_slice(&f[..6 + len]);
+    let b0 = (u8::from(fin) << 7) | (rsv & 0x70) | opcode as u8;
+    crate::mask::extend_small_frame(out, [b0, 0x80 | payload.len() as u8], key, payload);
 }
 
 #[cfg(test)]

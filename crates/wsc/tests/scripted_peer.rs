@@ -652,3 +652,75 @@ async fn large_owned_payloads_are_masked_in_pieces_with_pongs_between_frames() {
 async fn large_owned_payloads_unmasked_are_written_straight_from_the_senders_bytes() {
     large_owned_sends(false).await;
 }
+
+/// Senders on both runtime workers and on two plain threads share one session: every send
+/// takes the outgoing queue's lock (a spin lock that backs off to yielding and sleeping), and
+/// the large borrowed messages hold it while they are copied and masked, so the others meet
+/// it held. Every frame must arrive whole, and each sender's frames in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_many_threads_share_the_queue_without_mixing_frames() {
+    const PER_SENDER: u32 = 1500;
+    let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let s = Client::new().connect(url).await.unwrap();
+    let mut peer = server.await.unwrap();
+    // Sender `id`'s message `seq`: its id and number, then a pattern of a size that cycles
+    // through small, medium and (every 97th) large.
+    let payload = |id: u8, seq: u32| -> Vec<u8> {
+        let len = match seq % 97 {
+            0 => 300 * 1024 + usize::from(id),
+            n if n % 3 == 0 => 1000 + n as usize,
+            n => n as usize,
+        };
+        let mut p = vec![id];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend((0..len).map(|i| (i as u8).wrapping_mul(id).wrapping_add(seq as u8)));
+        p
+    };
+    let mut tasks = Vec::new();
+    for id in 0..3u8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..PER_SENDER {
+                s.send_binary(&payload(id, seq)).await.unwrap();
+            }
+        }));
+    }
+    let mut threads = Vec::new();
+    for id in 3..5u8 {
+        let s = s.clone();
+        let rt = tokio::runtime::Handle::current();
+        threads.push(std::thread::spawn(move || {
+            for seq in 0..PER_SENDER {
+                rt.block_on(s.send_binary(&payload(id, seq))).unwrap();
+            }
+        }));
+    }
+    let closer = tokio::spawn(async move {
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for t in threads {
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+        s.close(wsc::CloseReason::normal()).await.unwrap();
+    });
+    let frames = frames_until_close(&mut peer, true, &[]).await;
+    closer.await.unwrap();
+    let mut next = [0u32; 5];
+    for f in frames
+        .iter()
+        .filter(|f| f.opcode == wsc::proto::OpCode::Binary)
+    {
+        let id = f.payload[0];
+        let seq = u32::from_be_bytes(f.payload[1..5].try_into().unwrap());
+        assert_eq!(seq, next[id as usize], "sender {id}: out of order");
+        assert!(
+            f.payload[..] == payload(id, seq)[..],
+            "sender {id} message {seq} differs"
+        );
+        next[id as usize] += 1;
+    }
+    assert_eq!(next, [PER_SENDER; 5]);
+}

@@ -11,6 +11,7 @@
 
 mod call;
 mod driver;
+mod lock;
 mod shared;
 
 use std::collections::VecDeque;

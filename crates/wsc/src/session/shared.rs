@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use spin::mutex::SpinMutexGuard;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, Run, e
 use crate::config::Config;
 use crate::entropy::OsEntropy;
 use crate::error::Error;
+use crate::session::lock::QueueLock;
 
 /// What the driver hands to a receiver.
 #[derive(Debug)]
@@ -148,7 +151,8 @@ struct Ended {
 }
 
 pub(crate) struct Shared {
-    pub out: Mutex<Out>,
+    /// Taken once per send.
+    out: QueueLock<Out>,
     pub inc: Mutex<In>,
     pub settings: Settings,
     /// How the session ended, once decided, and the tasks waiting to know.
@@ -172,7 +176,7 @@ impl Shared {
         call: crate::session::Call,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            out: Mutex::new(Out {
+            out: QueueLock::new(Out {
                 segs: None,
                 buf: BytesMut::new(),
                 queued: 0,
@@ -247,8 +251,10 @@ impl Shared {
         self.config.converter.as_ref()
     }
 
-    pub(crate) fn out(&self) -> MutexGuard<'_, Out> {
-        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the outgoing queue (see [`QueueLock`] for why it is a spin lock).
+    #[inline]
+    pub(crate) fn out(&self) -> SpinMutexGuard<'_, Out> {
+        self.out.lock()
     }
 
     pub(crate) fn inc(&self) -> MutexGuard<'_, In> {
