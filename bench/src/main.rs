@@ -562,7 +562,14 @@ cores, single runs of one client still land now and then in a mode twice as slow
 shown it), so each row is the median of five runs and ratios near 1.0 on those rows are within
 noise. The plain socket's rows are a ceiling only for the way it writes: 1 MiB blocks of
 pre-masked frames from one buffer; on this VM a 256 KiB write costs markedly more system time
-per byte than a 1 MiB one. Round trips are interleaved (each client's slice of 2,000 after the
+per byte than a 1 MiB one. A masking client reaches about half to two thirds of it at 64 KiB
+and 1 MiB: the masking pass slows the writer below the sink server's reading, so the server
+acknowledges as the data comes and the client's `sendmsg` works through those acknowledgements
+(perf: `__sk_flush_backlog` a quarter of wsc's time sending 64 KiB, nothing for the plain
+socket, which outruns the server and meets a full buffer). The receive rows at 1 KiB and above
+measure the blast server more than the client: every client, the plain socket included, waits
+for it part of the time, and one that sleeps less often (copying, or reading later) lets the
+server's core skip wake-ups, so the plain socket can land below a WebSocket client. Round trips are interleaved (each client's slice of 2,000 after the
 others', ten slices per repetition, after 200 untimed ones) so that all clients see the same
 stretches of the VM's latency; before that, one client after another, the plain socket's p50
 moved from 58 to 72 µs between runs and a peer once measured below it. The callgrind rows are
