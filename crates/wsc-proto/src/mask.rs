@@ -2,7 +2,7 @@
 //!
 //! Sixteen bytes at a time (the compiler emits SIMD XORs); the key is rotated for an `offset`
 //! so that a payload can be masked in pieces. [`extend_masked`] copies and masks in one pass
-//! for the send path, and [`extend_small_frame`] builds a whole small frame, both writing into
+//! for the send path, and `extend_small_frame` builds a whole small frame, both writing into
 //! the buffer's spare capacity (the crate's two `unsafe` blocks).
 
 use bytes::BytesMut;
