@@ -8,8 +8,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use spin::mutex::SpinMutexGuard;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use wsc_proto::{CloseReason, Extension, Frame, MaskKeys, Message, OpCode, Run, e
 use crate::config::Config;
 use crate::entropy::OsEntropy;
 use crate::error::Error;
-use crate::session::lock::QueueLock;
+use crate::session::lock::{QueueGuard, QueueLock};
 
 /// What the driver hands to a receiver.
 #[derive(Debug)]
@@ -253,7 +251,7 @@ impl Shared {
 
     /// Locks the outgoing queue (see [`QueueLock`] for why it is a spin lock).
     #[inline]
-    pub(crate) fn out(&self) -> SpinMutexGuard<'_, Out> {
+    pub(crate) fn out(&self) -> QueueGuard<'_, Out> {
         self.out.lock()
     }
 
