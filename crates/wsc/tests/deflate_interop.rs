@@ -167,3 +167,81 @@ async fn compressed_bomb_from_a_real_server_closes_with_1009() {
     }
     assert_eq!(s.close_reason().await.code(), wsc::CloseCode::TOO_BIG);
 }
+
+/// Senders on both workers of a multi-threaded runtime compress at the same time as a stream
+/// writer sends uncompressed pieces, into one session with context takeover: each message must
+/// be compressed in the order it is queued (the server inflates them as one stream; a message
+/// compressed before another but queued after it would corrupt every later one), and no
+/// message may land inside the streamed one. Node `ws` echoes each; every echo must be intact,
+/// and each sender's in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_compressed_senders_and_a_stream_keep_the_deflate_stream_in_order() {
+    const SENDERS: u8 = 4;
+    const PER_SENDER: u32 = 60;
+    let peer = common::node_server(&[]);
+    let client = Client::builder()
+        .deflate(DeflateConfig::default())
+        .max_message_size(64 << 20)
+        .build()
+        .unwrap();
+    let mut s = client.connect(peer.url("/")).await.unwrap();
+    let text = |id: u8, seq: u32| -> String {
+        // Sizes from a few bytes to 200 KB, so that some compress for a while.
+        let n = [10, 3_000, 40_000, 200_000][(seq as usize + id as usize) % 4];
+        format!("{id}:{seq}:{}", json_like(n))
+    };
+    let mut tasks = Vec::new();
+    for id in 0..SENDERS {
+        let tx = s.sender().clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..PER_SENDER {
+                tx.send(text(id, seq)).await.unwrap();
+            }
+        }));
+    }
+    // Streams start again and again, from a thread of their own (runtime workers can all be
+    // busy compressing or waiting for the chain), so that some start while a message is
+    // being compressed.
+    const STREAMS: usize = 150;
+    let streamed = noise(10_000);
+    let tx = s.sender().clone();
+    let piece_source = streamed.clone();
+    let rt = tokio::runtime::Handle::current();
+    let streamer = std::thread::spawn(move || {
+        rt.block_on(async {
+            for _ in 0..STREAMS {
+                let mut w = tx.message_writer(wsc::proto::OpCode::Binary).await.unwrap();
+                for piece in piece_source.chunks(5_000) {
+                    w.write(piece).await.unwrap();
+                }
+                w.finish().await.unwrap();
+            }
+        })
+    });
+    let mut next = [0u32; SENDERS as usize];
+    let mut streams = 0;
+    for _ in 0..(u32::from(SENDERS) * PER_SENDER + STREAMS as u32) {
+        let m = s.recv().await.unwrap().unwrap();
+        if m.is_text() {
+            let t = m.as_text().unwrap();
+            let mut parts = t.splitn(3, ':');
+            let id: u8 = parts.next().unwrap().parse().unwrap();
+            let seq: u32 = parts.next().unwrap().parse().unwrap();
+            assert_eq!(seq, next[id as usize], "sender {id}: out of order");
+            assert!(t == text(id, seq), "sender {id} message {seq} differs");
+            next[id as usize] += 1;
+        } else {
+            assert!(m.as_bytes() == &streamed[..], "a streamed message differs");
+            streams += 1;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::task::spawn_blocking(move || streamer.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(streams, STREAMS);
+    assert_eq!(next, [PER_SENDER; SENDERS as usize]);
+    s.close(CloseReason::normal()).await.unwrap();
+}

@@ -29,7 +29,7 @@ use wsc_proto::{CloseReason, Extension, Frame, Message, OpCode};
 pub use call::Call;
 pub(crate) use driver::Driver;
 pub(crate) use shared::Shared;
-use shared::{Item, OutState, Outcome};
+use shared::{Chain, Item, Out, OutState, Outcome, run_extensions};
 
 use crate::error::Error;
 
@@ -109,7 +109,24 @@ enum Outgoing<'a> {
 impl Sender {
     #[inline]
     fn poll_enqueue(&self, cx: &mut Context<'_>, what: &Outgoing<'_>) -> Poll<Result<(), Error>> {
-        let mut out = self.shared.out();
+        if let Some(chain) = self.shared.exts.as_deref()
+            && !matches!(what, Outgoing::Frame(_))
+        {
+            return self.poll_enqueue_compressing(cx, what, chain);
+        }
+        self.poll_enqueue_plain(cx, what)
+    }
+
+    /// Whether `what` may be queued now: an error once the session takes no more frames,
+    /// `Pending` (with the task's waker kept) while the queue is full or another writer's
+    /// streamed message is on the wire; otherwise whether the queue was empty.
+    #[inline(always)]
+    fn admit(
+        &self,
+        out: &mut Out,
+        cx: &mut Context<'_>,
+        what: &Outgoing<'_>,
+    ) -> Poll<Result<bool, Error>> {
         if out.state != OutState::Open {
             return Poll::Ready(Err(out.send_error()));
         }
@@ -125,7 +142,21 @@ impl Sender {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
-        let was_empty = queued == 0;
+        Poll::Ready(Ok(queued == 0))
+    }
+
+    #[inline(always)]
+    fn poll_enqueue_plain(
+        &self,
+        cx: &mut Context<'_>,
+        what: &Outgoing<'_>,
+    ) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        let was_empty = match self.admit(&mut out, cx, what) {
+            Poll::Ready(Ok(e)) => e,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
         let masking = self.shared.settings.masking.load(Ordering::Relaxed);
         let mut what = *what;
         if let Outgoing::Owned(m) = what {
@@ -150,7 +181,7 @@ impl Sender {
                 }
             }
             Outgoing::Data(op, payload, frag) => {
-                out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size()))?
+                out.encode_message(op, payload, masking, frag.or(self.shared.fragment_size()))
             }
             Outgoing::Owned(_) => {}
             Outgoing::Frame(f) if f.opcode == OpCode::Close => {
@@ -163,6 +194,56 @@ impl Sender {
             }
             Outgoing::Frame(f) => out.encode_raw(f, masking),
         }
+        let driver = if was_empty { out.driver.clone() } else { None };
+        drop(out);
+        if let Some(w) = driver {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A data message or a streamed piece on a compressing session. The extension chain is
+    /// held from before the queue is checked until the frames are queued (see
+    /// `Shared::exts`); the queue's lock is let go while the message is compressed, so the
+    /// driver goes on writing meanwhile. Streamed pieces are never compressed; they only
+    /// hold the chain so that no stream starts while a message is being compressed.
+    #[inline(never)]
+    fn poll_enqueue_compressing(
+        &self,
+        cx: &mut Context<'_>,
+        what: &Outgoing<'_>,
+        chain: &std::sync::Mutex<Chain>,
+    ) -> Poll<Result<(), Error>> {
+        let mut exts = chain.lock().unwrap_or_else(|p| p.into_inner());
+        let (op, payload, frag) = match *what {
+            Outgoing::Data(op, payload, frag) => (op, payload, frag),
+            Outgoing::Owned(m) => (m.opcode(), m.as_bytes(), None),
+            Outgoing::Fragment { .. } | Outgoing::Frame(_) => {
+                return self.poll_enqueue_plain(cx, what);
+            }
+        };
+        {
+            let mut out = self.shared.out();
+            match self.admit(&mut out, cx, what) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let (rsv, data) = run_extensions(&mut exts, op, payload)?;
+        let mut out = self.shared.out();
+        if out.state != OutState::Open {
+            return Poll::Ready(Err(out.send_error()));
+        }
+        let was_empty = out.is_empty();
+        let masking = self.shared.settings.masking.load(Ordering::Relaxed);
+        out.encode_compressed(
+            op,
+            rsv,
+            &data,
+            masking,
+            frag.or(self.shared.fragment_size()),
+        );
         let driver = if was_empty { out.driver.clone() } else { None };
         drop(out);
         if let Some(w) = driver {
@@ -454,15 +535,29 @@ impl futures_sink::Sink<Message> for Sender {
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         let this = self.get_mut();
+        let mut exts = this.shared.exts();
         let mut out = this.shared.out();
         if out.state != OutState::Open {
             return Err(out.send_error());
         }
-        let was_empty = out.is_empty();
+        let mut was_empty = out.is_empty();
         let masking = this.shared.settings.masking.load(Ordering::Relaxed);
         let fragment = this.shared.fragment_size();
         if !out.queue_owned(item.opcode(), item.bytes(), masking, fragment) {
-            out.encode_message(item.opcode(), item.as_bytes(), masking, fragment)?;
+            match exts.as_deref_mut() {
+                None => out.encode_message(item.opcode(), item.as_bytes(), masking, fragment),
+                Some(chain) => {
+                    // Compressed outside the queue's lock, as in `poll_enqueue_compressing`.
+                    drop(out);
+                    let (rsv, data) = run_extensions(chain, item.opcode(), item.as_bytes())?;
+                    out = this.shared.out();
+                    if out.state != OutState::Open {
+                        return Err(out.send_error());
+                    }
+                    was_empty = out.is_empty();
+                    out.encode_compressed(item.opcode(), rsv, &data, masking, fragment);
+                }
+            }
         }
         let target = out.queued;
         let driver = if was_empty { out.driver.clone() } else { None };

@@ -105,7 +105,8 @@ pub(crate) struct Out {
     pub waiters: Vec<Waker>,
     /// Made on first use: a session that never sends holds no generator (592 bytes).
     keys: Option<Box<MaskKeys<OsEntropy>>>,
-    pub extensions: Box<[Box<dyn Extension>]>,
+    /// The session compresses (see [`Shared::exts`]): no payload is queued as it is.
+    pub compressing: bool,
     pub terminate: bool,
     /// Every handle is gone.
     pub abandoned: bool,
@@ -151,6 +152,12 @@ struct Ended {
 pub(crate) struct Shared {
     /// Taken once per send.
     out: QueueLock<Out>,
+    /// The outgoing extension chain (compression), when one was negotiated. Senders of data
+    /// messages and streamed pieces take this lock first and hold it until their frames are
+    /// queued: messages are compressed in the order they are queued, no stream starts between
+    /// a message's compression and its queueing, and the compressing itself happens outside
+    /// the queue's lock, so the driver goes on writing meanwhile.
+    pub exts: Option<Box<Mutex<Chain>>>,
     pub inc: Mutex<In>,
     pub settings: Settings,
     /// How the session ended, once decided, and the tasks waiting to know.
@@ -160,6 +167,40 @@ pub(crate) struct Shared {
     pub role: wsc_proto::Role,
     /// The HTTP exchange that opened the session (kept here: one allocation less per session).
     pub call: crate::session::Call,
+}
+
+/// The negotiated extensions, in the order they apply to an outgoing message.
+pub(crate) type Chain = Box<[Box<dyn Extension>]>;
+
+/// Runs `payload` through the extension chain: the RSV bits to set and the bytes to frame
+/// (the last extension's output straight from its buffer, the common case of one).
+pub(crate) fn run_extensions<'a>(
+    exts: &'a mut [Box<dyn Extension>],
+    opcode: OpCode,
+    payload: &'a [u8],
+) -> Result<(u8, std::borrow::Cow<'a, [u8]>), Error> {
+    let mut rsv = 0u8;
+    let mut owned: Option<Vec<u8>> = None;
+    let last = exts.len().saturating_sub(1);
+    for (i, e) in exts.iter_mut().enumerate() {
+        let input = owned.as_deref().unwrap_or(payload);
+        let (bits, name) = (e.rsv(), e.name());
+        let encoded = e.encode(opcode, input).map_err(|err| {
+            Error::InvalidConfig(format!("extension {name} failed to encode: {err}"))
+        })?;
+        match encoded {
+            Some(out) if i == last => return Ok((rsv | bits, std::borrow::Cow::Borrowed(out))),
+            Some(out) => {
+                owned = Some(out.to_vec());
+                rsv |= bits;
+            }
+            None => {}
+        }
+    }
+    Ok(match owned {
+        Some(v) => (rsv, std::borrow::Cow::Owned(v)),
+        None => (rsv, std::borrow::Cow::Borrowed(payload)),
+    })
 }
 
 fn millis(d: Option<Duration>) -> u64 {
@@ -184,7 +225,7 @@ impl Shared {
                 driver: None,
                 waiters: Vec::new(),
                 keys: None,
-                extensions: extensions.into_boxed_slice(),
+                compressing: !extensions.is_empty(),
                 terminate: false,
                 abandoned: false,
                 handles: 0,
@@ -208,6 +249,8 @@ impl Shared {
                 streaming: AtomicBool::new(config.stream_incoming),
                 generation: AtomicU64::new(0),
             },
+            exts: (!extensions.is_empty())
+                .then(|| Box::new(Mutex::new(extensions.into_boxed_slice()))),
             ended: Mutex::new(Ended::default()),
             config,
             role,
@@ -253,6 +296,13 @@ impl Shared {
     #[inline]
     pub(crate) fn out(&self) -> QueueGuard<'_, Out> {
         self.out.lock()
+    }
+
+    /// Locks the outgoing extension chain, if the session has one.
+    pub(crate) fn exts(&self) -> Option<MutexGuard<'_, Chain>> {
+        self.exts
+            .as_deref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub(crate) fn inc(&self) -> MutexGuard<'_, In> {
@@ -435,7 +485,7 @@ impl Out {
         fragment: Option<usize>,
     ) -> bool {
         let whole = fragment.is_none_or(|f| payload.len() <= f);
-        if payload.len() < LARGE_SEND || !whole || !self.extensions.is_empty() {
+        if payload.len() < LARGE_SEND || !whole || self.compressing {
             return false;
         }
         self.queue_large(opcode, payload, masking);
@@ -454,7 +504,8 @@ impl Out {
         });
     }
 
-    /// Encodes a data message (through the extensions, fragmented if asked) into the queue.
+    /// Encodes a data message as it is (fragmented if asked) into the queue; a compressing
+    /// session's messages go through [`run_extensions`] first, then [`Out::encode_compressed`].
     #[inline]
     pub(crate) fn encode_message(
         &mut self,
@@ -462,50 +513,22 @@ impl Out {
         payload: &[u8],
         masking: bool,
         fragment: Option<usize>,
-    ) -> Result<(), Error> {
-        if self.extensions.is_empty() {
-            self.encode_data(opcode, 0, payload, masking, fragment);
-            return Ok(());
-        }
-        let mut exts = std::mem::take(&mut self.extensions);
-        let r = self.encode_through(&mut exts, opcode, payload, masking, fragment);
-        self.extensions = exts;
-        r
+    ) {
+        self.encode_data(opcode, 0, payload, masking, fragment);
     }
 
-    fn encode_through(
+    /// Frames a compressed message: [`run_extensions`]'s output (kept out of line, so that
+    /// the uncompressed path keeps `encode_data` inlined).
+    #[inline(never)]
+    pub(crate) fn encode_compressed(
         &mut self,
-        exts: &mut [Box<dyn Extension>],
         opcode: OpCode,
-        payload: &[u8],
+        rsv: u8,
+        data: &[u8],
         masking: bool,
         fragment: Option<usize>,
-    ) -> Result<(), Error> {
-        let mut rsv = 0u8;
-        let mut owned: Option<Vec<u8>> = None;
-        let last = exts.len().saturating_sub(1);
-        for (i, e) in exts.iter_mut().enumerate() {
-            let input = owned.as_deref().unwrap_or(payload);
-            let (bits, name) = (e.rsv(), e.name());
-            let encoded = e.encode(opcode, input).map_err(|err| {
-                Error::InvalidConfig(format!("extension {name} failed to encode: {err}"))
-            })?;
-            match encoded {
-                // The common case, one extension: frame its output straight from its buffer.
-                Some(out) if i == last => {
-                    self.encode_data(opcode, rsv | bits, out, masking, fragment);
-                    return Ok(());
-                }
-                Some(out) => {
-                    owned = Some(out.to_vec());
-                    rsv |= bits;
-                }
-                None => {}
-            }
-        }
-        let data = owned.as_deref().unwrap_or(payload);
+    ) {
         self.encode_data(opcode, rsv, data, masking, fragment);
-        Ok(())
     }
 
     #[inline]
