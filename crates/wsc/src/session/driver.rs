@@ -163,6 +163,19 @@ fn take_all(tail: &mut BytesMut, out: &mut Out) {
 /// (one write for both); a large one waits for ours to drain and is then swapped in whole,
 /// never copied; a large payload starts being sent (its header goes in now, its payload is
 /// masked in as the buffer drains). Whether anything was taken.
+/// Takes queued frames into `wbuf` while it has room and no large payload waits to be masked
+/// (that is [`Driver::fill`]'s work, outside the lock); `true` if it took any.
+fn take_while_room(wbuf: &mut BytesMut, sending: &mut Option<Box<Sending>>, out: &mut Out) -> bool {
+    let mut took = false;
+    while wbuf.len() < WRITE_CHUNK
+        && !sending.as_deref().is_some_and(Sending::active)
+        && take_queued(wbuf, sending, out)
+    {
+        took = true;
+    }
+    took
+}
+
 fn take_queued(wbuf: &mut BytesMut, sending: &mut Option<Box<Sending>>, out: &mut Out) -> bool {
     let fits = |wbuf: &BytesMut, len: usize| wbuf.len() < COALESCE && len <= COALESCE;
     if let Some(segs) = out.segs.as_deref_mut()
@@ -400,7 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return;
             }
             let mut out = self.shared.out();
-            if !take_queued(&mut self.wbuf, &mut self.sending, &mut out) {
+            if !take_while_room(&mut self.wbuf, &mut self.sending, &mut out) {
                 return;
             }
             out.wake_waiters();
@@ -596,18 +609,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             out.queued += (out.buf.len() - before) as u64;
             out.state = OutState::Closing(Box::new(r));
         }
-        if self.phase != Phase::Draining {
-            let mut took = false;
-            while self.wbuf.len() < WRITE_CHUNK
-                && !self.sending.as_deref().is_some_and(Sending::active)
-                && take_queued(&mut self.wbuf, &mut self.sending, &mut out)
-            {
-                took = true;
-            }
-            if took {
-                out.wake_waiters();
-                progress = true;
-            }
+        if self.phase != Phase::Draining
+            && take_while_room(&mut self.wbuf, &mut self.sending, &mut out)
+        {
+            out.wake_waiters();
+            progress = true;
         }
         if let OutState::Closing(ours) = out.state.clone()
             && self.phase == Phase::Open

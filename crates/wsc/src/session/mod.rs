@@ -28,6 +28,7 @@ use wsc_proto::{CloseReason, Extension, Frame, Message, OpCode};
 
 pub use call::Call;
 pub(crate) use driver::Driver;
+use lock::QueueGuard;
 pub(crate) use shared::Shared;
 use shared::{Chain, Item, Out, OutState, Outcome, run_extensions};
 
@@ -230,26 +231,35 @@ impl Sender {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let (rsv, data) = run_extensions(&mut exts, op, payload)?;
-        let mut out = self.shared.out();
-        if out.state != OutState::Open {
-            return Poll::Ready(Err(out.send_error()));
-        }
-        let was_empty = out.is_empty();
-        let masking = self.shared.settings.masking.load(Ordering::Relaxed);
-        out.encode_compressed(
-            op,
-            rsv,
-            &data,
-            masking,
-            frag.or(self.shared.fragment_size()),
-        );
+        let frag = frag.or(self.shared.fragment_size());
+        let (out, was_empty) = self.queue_compressed(&mut exts, op, payload, frag)?;
         let driver = if was_empty { out.driver.clone() } else { None };
         drop(out);
         if let Some(w) = driver {
             w.wake();
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Compresses a message (the queue's lock not held) and queues it, unless the session
+    /// stopped taking frames meanwhile; returns the queue, still locked, and whether it was
+    /// empty. The caller holds the extension chain throughout (see `Shared::exts`).
+    fn queue_compressed(
+        &self,
+        chain: &mut Chain,
+        op: OpCode,
+        payload: &[u8],
+        fragment: Option<usize>,
+    ) -> Result<(QueueGuard<'_, Out>, bool), Error> {
+        let (rsv, data) = run_extensions(chain, op, payload)?;
+        let mut out = self.shared.out();
+        if out.state != OutState::Open {
+            return Err(out.send_error());
+        }
+        let was_empty = out.is_empty();
+        let masking = self.shared.settings.masking.load(Ordering::Relaxed);
+        out.encode_compressed(op, rsv, &data, masking, fragment);
+        Ok((out, was_empty))
     }
 
     fn enqueue<'a>(&'a self, what: Outgoing<'a>) -> impl Future<Output = Result<(), Error>> + 'a {
@@ -547,15 +557,9 @@ impl futures_sink::Sink<Message> for Sender {
             match exts.as_deref_mut() {
                 None => out.encode_message(item.opcode(), item.as_bytes(), masking, fragment),
                 Some(chain) => {
-                    // Compressed outside the queue's lock, as in `poll_enqueue_compressing`.
                     drop(out);
-                    let (rsv, data) = run_extensions(chain, item.opcode(), item.as_bytes())?;
-                    out = this.shared.out();
-                    if out.state != OutState::Open {
-                        return Err(out.send_error());
-                    }
-                    was_empty = out.is_empty();
-                    out.encode_compressed(item.opcode(), rsv, &data, masking, fragment);
+                    (out, was_empty) =
+                        this.queue_compressed(chain, item.opcode(), item.as_bytes(), fragment)?;
                 }
             }
         }
