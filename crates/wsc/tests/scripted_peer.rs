@@ -392,6 +392,81 @@ async fn a_raw_session_shows_every_large_frame() {
     a_raw_session_shows_all_of(large_stream()).await;
 }
 
+/// Large frames that share read buffers, most dropped as soon as they arrive and some kept:
+/// the driver reuses a buffer once every frame cut out of it is gone, so a kept frame must
+/// never be written over and a reused buffer must carry the frame in progress across.
+fn shared_buffer_stream() -> Mixed {
+    let mut m = Mixed::default();
+    let sizes = [65536, 65536, 40_000, 100_000, 16384, 131_000, 65536, 16385];
+    for i in 0..240usize {
+        let size = sizes[i % sizes.len()];
+        let body: Vec<u8> = (0..size)
+            .map(|j| (j * 13 + i * 101 + j / 251) as u8)
+            .collect();
+        m.push(wsc::Frame::binary(body.clone()));
+        m.messages.push(Message::binary(body));
+    }
+    m.push(wsc::Frame::close(Some(&wsc::CloseReason::normal())));
+    m
+}
+
+#[tokio::test]
+async fn large_frames_dropped_on_arrival_free_buffers_that_never_touch_kept_frames() {
+    let m = shared_buffer_stream();
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    let mut s = Client::new().connect_raw(url).await.unwrap();
+    let mut kept = Vec::new();
+    let mut n = 0;
+    while let Some(f) = s.recv().await {
+        let f = f.unwrap();
+        if f.opcode == wsc::OpCode::Close {
+            s.send_frame(wsc::Frame::close(Some(&wsc::CloseReason::normal())))
+                .await
+                .unwrap();
+            continue;
+        }
+        assert!(f == m.frames[n], "frame {n} differs on arrival");
+        if n % 7 == 0 {
+            kept.push((n, f));
+        }
+        n += 1;
+        if n % 5 == 0 {
+            // Let the driver read ahead while this task holds nothing but the kept frames.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(n, m.frames.len() - 1);
+    for (i, f) in &kept {
+        assert!(
+            *f == m.frames[*i],
+            "kept frame {i} was changed after it arrived"
+        );
+    }
+    server.await.unwrap();
+
+    // The same through a default session, which reassembles and delivers messages.
+    let (url, server) = serve_mixed(m.wire.clone()).await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    let mut kept = Vec::new();
+    let mut n = 0;
+    while let Some(msg) = s.recv().await {
+        let msg = msg.unwrap();
+        assert!(msg == m.messages[n], "message {n} differs on arrival");
+        if n % 5 == 0 {
+            kept.push((n, msg));
+        }
+        n += 1;
+    }
+    assert_eq!(n, m.messages.len());
+    for (i, msg) in &kept {
+        assert!(
+            *msg == m.messages[*i],
+            "kept message {i} was changed after it arrived"
+        );
+    }
+    server.await.unwrap();
+}
+
 /// Serves `wire` after the 101 in one write, then collects every frame the client sends
 /// up to its Close.
 async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc::Frame>>) {

@@ -39,6 +39,9 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 const LARGE_FRAME: usize = 16 * 1024;
 /// What a read buffer for large frames is allocated at, at least: several frames share it.
 const LARGE_BUFFER: usize = 256 * 1024;
+/// Read buffers set aside for reuse while large frames arrive: enough to cover the incoming
+/// queue's default byte capacity (1 MiB) in `LARGE_BUFFER`s.
+const SPARES: usize = 4;
 /// Below this much free room, the read buffer is grown before reading small frames.
 const MIN_READ: usize = 4096;
 /// The stack buffer an idle connection reads into before it has a read buffer.
@@ -69,6 +72,12 @@ pub(crate) struct Driver<S> {
     shared: Arc<Shared>,
     raw: bool,
     rbuf: BytesMut,
+    /// Read buffers used before the current one, oldest first, kept while large frames
+    /// arrive: once the frames cut out of one are all dropped it can take the current one's
+    /// place (see [`Driver::room_for_large`]). Made by the first large frame: most sessions
+    /// never hold one.
+    #[allow(clippy::box_collection)] // boxed: the driver keeps to its size (see `size`)
+    spares: Option<Box<std::collections::VecDeque<BytesMut>>>,
     wbuf: BytesMut,
     /// A large payload being written (kept, empty, between large payloads until trimmed).
     sending: Option<Box<Sending>>,
@@ -76,9 +85,9 @@ pub(crate) struct Driver<S> {
     unflushed: bool,
     written: u64,
     decoder: Decoder,
-    /// Made on the first message that is not part of a run: an idle session holds none.
-    assembler: Option<Box<Assembler>>,
-    extensions: Box<[Box<dyn Extension>]>,
+    /// Made on the first message that is not part of a run (at once when extensions were
+    /// negotiated): an idle session holds none.
+    inbound: Option<Box<Inbound>>,
     masking: bool,
     /// Items decoded from the current read, handed over to the receiver in one go.
     batch: std::collections::VecDeque<Item>,
@@ -106,6 +115,13 @@ pub(crate) struct Driver<S> {
     activity_at_arm: u16,
     /// What only a closing or failing session needs; made when the first of it is.
     ending: Option<Box<Ending>>,
+}
+
+/// Reassembly of incoming messages and the extensions they pass through (only messages
+/// that are not part of a run need either).
+struct Inbound {
+    assembler: Assembler,
+    extensions: Box<[Box<dyn Extension>]>,
 }
 
 /// A large payload on its way out: masked into the write buffer a piece at a time (or written
@@ -260,13 +276,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             io,
             raw,
             rbuf: leftover,
+            spares: None,
             wbuf: BytesMut::new(),
             sending: None,
             unflushed: false,
             written: 0,
             decoder,
-            assembler: None,
-            extensions: extensions.into_boxed_slice(),
+            inbound: (!extensions.is_empty()).then(|| {
+                Box::new(Inbound {
+                    assembler: Assembler::new(shared.max_message_size()),
+                    extensions: extensions.into_boxed_slice(),
+                })
+            }),
             masking,
             batch: std::collections::VecDeque::new(),
             batch_bytes: 0,
@@ -315,8 +336,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             max_message_size: wire_message_limit,
             ..limits
         });
-        if let Some(a) = self.assembler.as_mut() {
-            a.set_max_message_size(limits.max_message_size);
+        if let Some(i) = self.inbound.as_mut() {
+            i.assembler.set_max_message_size(limits.max_message_size);
         }
         self.masking = s.masking.load(Ordering::Acquire);
         match (self.raw, self.shared.ping_interval()) {
@@ -491,10 +512,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ if self.streaming => {
-                let piece = self
+                let i = self.inbound();
+                let piece = i
                     .assembler
-                    .get_or_insert_with(|| Box::new(Assembler::new(self.shared.max_message_size())))
-                    .push_chunk(frame, &mut self.extensions)
+                    .push_chunk(frame, &mut i.extensions)
                     .map_err(Error::protocol)?;
                 if let Some((text, first, fin, data)) = piece {
                     self.push_item(Item::Chunk {
@@ -506,10 +527,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             _ => {
-                if let Some(m) = self
+                let i = self.inbound();
+                if let Some(m) = i
                     .assembler
-                    .get_or_insert_with(|| Box::new(Assembler::new(self.shared.max_message_size())))
-                    .push(frame, &mut self.extensions)
+                    .push(frame, &mut i.extensions)
                     .map_err(Error::protocol)?
                 {
                     self.push_item(Item::Message(m));
@@ -747,9 +768,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let want = if large_pending {
                 let rest = wanted - len;
                 if self.rbuf.capacity() - len < rest + header {
-                    // One allocation holds several large frames: fewer allocations, and the
-                    // frames after this one are read together when they are the same size.
-                    self.rbuf.reserve((rest + header).max(LARGE_BUFFER));
+                    self.room_for_large(rest + header);
                 }
                 // Whole frames the size of this one that fit in the room after it are read
                 // in the same call; if the next ones differ, at most one partial frame is
@@ -812,6 +831,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         self.decode_all();
         Poll::Ready(true)
+    }
+
+    /// Makes room for `need` more bytes in the read buffer, for the rest of a large frame.
+    ///
+    /// The frames already cut out of the buffer are usually still alive (in the incoming
+    /// queue, or held by the application), so it cannot simply be reused. Instead of a new
+    /// allocation every few frames, a few buffers take turns: the current one is set aside,
+    /// and the oldest one set aside takes its place if everything cut out of it has been
+    /// dropped by now. Only the bytes of the frame in progress (normally just its header, as
+    /// reads end on frame boundaries) move across. A new buffer holds several large frames:
+    /// fewer allocations, and the frames after this one are read together when they are the
+    /// same size. Frames too large to share a buffer keep no spares (their allocation is cheap
+    /// beside their bytes, and spares would multiply what the session holds).
+    fn room_for_large(&mut self, need: usize) {
+        if self.rbuf.try_reclaim(need) {
+            return;
+        }
+        let len = self.rbuf.len();
+        let shares = len + need <= LARGE_BUFFER / 2;
+        if !shares {
+            self.spares = None;
+            self.rbuf.reserve(need.max(LARGE_BUFFER));
+            return;
+        }
+        let spares = self.spares.get_or_insert_with(Box::default);
+        let reusable = spares.front_mut().is_some_and(|oldest| {
+            oldest.try_reclaim(len + need) && oldest.capacity() <= LARGE_BUFFER
+        });
+        let reused = if reusable { spares.pop_front() } else { None };
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(LARGE_BUFFER));
+        next.extend_from_slice(&self.rbuf);
+        let mut previous = std::mem::replace(&mut self.rbuf, next);
+        previous.clear();
+        if spares.len() >= SPARES {
+            spares.pop_front();
+        }
+        spares.push_back(previous);
     }
 
     /// Handles every complete frame in the read buffer.
@@ -882,6 +938,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             drop(out);
             self.fail(e, &text);
         }
+    }
+
+    fn inbound(&mut self) -> &mut Inbound {
+        let max = self.shared.max_message_size();
+        self.inbound.get_or_insert_with(|| {
+            Box::new(Inbound {
+                assembler: Assembler::new(max),
+                extensions: Box::default(),
+            })
+        })
     }
 
     fn push_item(&mut self, item: Item) {
@@ -1015,6 +1081,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         self.trim_timer = None;
+        self.spares = None;
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
             self.idle = true;
