@@ -39,9 +39,9 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 const LARGE_FRAME: usize = 16 * 1024;
 /// What a read buffer for large frames is allocated at, at least: several frames share it.
 const LARGE_BUFFER: usize = 256 * 1024;
-/// Read buffers set aside for reuse while large frames arrive: enough to cover the incoming
-/// queue's default byte capacity (1 MiB) in `LARGE_BUFFER`s.
-const SPARES: usize = 4;
+/// At most this many read buffers are set aside for reuse (see [`Driver::make_room`]); fewer
+/// when the incoming queue's byte capacity is covered with fewer.
+const SPARES: usize = 16;
 /// Below this much free room, the read buffer is grown before reading small frames.
 const MIN_READ: usize = 4096;
 /// The stack buffer an idle connection reads into before it has a read buffer.
@@ -72,10 +72,10 @@ pub(crate) struct Driver<S> {
     shared: Arc<Shared>,
     raw: bool,
     rbuf: BytesMut,
-    /// Read buffers used before the current one, oldest first, kept while large frames
-    /// arrive: once the frames cut out of one are all dropped it can take the current one's
-    /// place (see [`Driver::room_for_large`]). Made by the first large frame: most sessions
-    /// never hold one.
+    /// Read buffers used before the current one, oldest first, kept while frames arrive:
+    /// once the frames cut out of one are all dropped it can take the current one's place
+    /// (see [`Driver::make_room`]). Made when a read buffer first runs out; dropped with the
+    /// read buffer after a quiet second.
     #[allow(clippy::box_collection)] // boxed: the driver keeps to its size (see `size`)
     spares: Option<Box<std::collections::VecDeque<BytesMut>>>,
     wbuf: BytesMut,
@@ -768,7 +768,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let want = if large_pending {
                 let rest = wanted - len;
                 if self.rbuf.capacity() - len < rest + header {
-                    self.room_for_large(rest + header);
+                    self.make_room(rest + header, LARGE_BUFFER);
                 }
                 // Whole frames the size of this one that fit in the room after it are read
                 // in the same call; if the next ones differ, at most one partial frame is
@@ -784,7 +784,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 // Reserve only when too little is left for a useful read (an idle connection
                 // holds no buffer at all: see the probe above).
                 if self.rbuf.capacity() - len < MIN_READ {
-                    self.rbuf.reserve(READ_CHUNK);
+                    self.make_room(READ_CHUNK, READ_CHUNK);
                 }
                 READ_CHUNK
             };
@@ -833,26 +833,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         Poll::Ready(true)
     }
 
-    /// Makes room for `need` more bytes in the read buffer, for the rest of a large frame.
+    /// Makes room for `need` more bytes in the read buffer; a new buffer holds `fresh` bytes
+    /// at least.
     ///
     /// The frames already cut out of the buffer are usually still alive (in the incoming
-    /// queue, or held by the application), so it cannot simply be reused. Instead of a new
-    /// allocation every few frames, a few buffers take turns: the current one is set aside,
-    /// and the oldest one set aside takes its place if everything cut out of it has been
-    /// dropped by now. Only the bytes of the frame in progress (normally just its header, as
-    /// reads end on frame boundaries) move across. A new buffer holds several large frames:
-    /// fewer allocations, and the frames after this one are read together when they are the
-    /// same size. Frames too large to share a buffer keep no spares (their allocation is cheap
-    /// beside their bytes, and spares would multiply what the session holds).
-    fn room_for_large(&mut self, need: usize) {
+    /// queue, or held by the application), so it cannot simply be reused, and growing it
+    /// meant a new allocation every few large frames or every 64 KiB of small ones: with
+    /// glibc handing such blocks back and forth to the kernel, a run receiving 1 KiB messages
+    /// took up to 45,000 minor page faults per 2 GiB. Instead a few buffers take turns: the
+    /// current one is set aside, and the oldest one set aside takes its place if everything
+    /// cut out of it has been dropped by now. Only the bytes of the frame in progress move
+    /// across (for large frames normally just a header, as their reads end on frame
+    /// boundaries). A buffer for large frames holds several: fewer allocations, and the
+    /// frames after this one are read together when they are the same size. Frames too large
+    /// to share a buffer keep no spares (their allocation is cheap beside their bytes, and
+    /// spares would multiply what the session holds).
+    fn make_room(&mut self, need: usize, fresh: usize) {
         if self.rbuf.try_reclaim(need) {
             return;
         }
         let len = self.rbuf.len();
-        let shares = len + need <= LARGE_BUFFER / 2;
-        if !shares {
+        if len + need > LARGE_BUFFER / 2 {
             self.spares = None;
-            self.rbuf.reserve(need.max(LARGE_BUFFER));
+            self.rbuf.reserve(need.max(fresh));
             return;
         }
         let spares = self.spares.get_or_insert_with(Box::default);
@@ -860,11 +863,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             oldest.try_reclaim(len + need) && oldest.capacity() <= LARGE_BUFFER
         });
         let reused = if reusable { spares.pop_front() } else { None };
-        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(LARGE_BUFFER));
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity((len + need).max(fresh)));
         next.extend_from_slice(&self.rbuf);
         let mut previous = std::mem::replace(&mut self.rbuf, next);
         previous.clear();
-        if spares.len() >= SPARES {
+        // Enough buffers to cover what the incoming queue may hold, which is how far reading
+        // can run ahead of the application.
+        let keep = (self.shared.incoming_bytes() / fresh).clamp(1, SPARES);
+        while spares.len() >= keep {
             spares.pop_front();
         }
         spares.push_back(previous);
