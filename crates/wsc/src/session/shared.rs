@@ -152,6 +152,9 @@ struct Ended {
 pub(crate) struct Shared {
     /// Taken once per send.
     out: QueueLock<Out>,
+    /// Set whenever [`Shared::out`] locks the queue: the driver, having found nothing to do
+    /// in it, skips its next look while this stays clear (see `Driver::take_outgoing`).
+    out_touched: AtomicBool,
     /// The outgoing extension chain (compression), when one was negotiated. Senders of data
     /// messages and streamed pieces take this lock first and hold it until their frames are
     /// queued: messages are compressed in the order they are queued, no stream starts between
@@ -215,6 +218,7 @@ impl Shared {
         call: crate::session::Call,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            out_touched: AtomicBool::new(true),
             out: QueueLock::new(Out {
                 segs: None,
                 buf: BytesMut::new(),
@@ -295,7 +299,24 @@ impl Shared {
     /// Locks the outgoing queue (see [`QueueLock`] for why it is a spin lock).
     #[inline]
     pub(crate) fn out(&self) -> QueueGuard<'_, Out> {
-        self.out.lock()
+        let out = self.out.lock();
+        // Under the lock, and before any wake that follows (a wake orders it before the
+        // driver's next poll).
+        self.out_touched.store(true, Ordering::Relaxed);
+        out
+    }
+
+    /// Locks the outgoing queue for the driver's look at what the handles did, and clears the
+    /// mark they leave: `None` when the mark is clear and `settled` says the last look found
+    /// nothing left to do, so there is nothing new.
+    #[inline]
+    pub(crate) fn out_if_touched(&self, settled: bool) -> Option<QueueGuard<'_, Out>> {
+        if settled && !self.out_touched.load(Ordering::Acquire) {
+            return None;
+        }
+        let out = self.out.lock();
+        self.out_touched.store(false, Ordering::Relaxed);
+        Some(out)
     }
 
     /// Locks the outgoing extension chain, if the session has one.
