@@ -577,11 +577,18 @@ exact for a given interleaving of reads, but at 64 KiB receive the interleaving 
 how much the socket holds when the client reads decides how many reads, wake-ups and scheduler
 parks a message costs (runs of one build have given wsc raw 924 to 2,876 instructions per
 message on this VM, 660 to 2,278 on an earlier one), so each row is the median of three runs.
-Where wsc's go at 64 KiB receive (callgrind, 6,000 messages, per message): its own code about
-1,070 (driver loop 320, decoder 220, frame splitting 200, the receiver taking the frame 210),
-tokio's scheduler parks and timer pass about 330 (about one park per two messages, as for the
-peers), the allocator about 140 (a 256 KiB read buffer per four frames); tokio-websockets
-decodes inside the receiving task in about 570.
+Half the best peer's instructions at 64 KiB receive is at or below the plain socket's own
+row: reading the same bytes into one 256 KiB buffer, with no WebSocket parsing at all, costs
+600 to 870 instructions a message on this VM, nearly all of it tokio's read, park and wake
+cycle (the 07:45 run: half the best peer 917, the plain socket 604, leaving about 300 for all
+WebSocket work; the 05:47 run: 754 against 860). Under callgrind the socket holds about one
+frame whenever a client reads, so every client pays that cycle about once per 64 KiB message;
+a client that decoded for nothing would still land near the plain socket. Where wsc raw's go there (callgrind, 6,000 messages less
+2,000, per message, one run of 1,578): its own code about 1,000 (decoder 204, the driver's
+decode loop handing frames over 189 and its poll 165, the receiver taking the frame 180,
+pushing items 43, read-buffer turns 56, the look at the outgoing queue 19), `bytes` cutting
+out the payload 94, tokio 430, the allocator 11 (read buffers take turns instead of one new
+256 KiB buffer per four frames); tokio-websockets decodes inside the receiving task in 506.
 ";
 
 /// Node's `ws` echo server with permessage-deflate (the tests' peer), if node and the package are here.
