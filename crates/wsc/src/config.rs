@@ -186,6 +186,12 @@ impl ClientBuilder {
 
     /// Payload bytes that may wait to be received before the session stops reading (the
     /// other bound of the incoming queue; a single larger message still passes). Default 1 MiB.
+    ///
+    /// This also sets how many read buffers a busy session keeps for reuse (instead of
+    /// allocating a new one every 64 KiB while received messages still hold the last): as
+    /// many 64 KiB buffers as this many bytes make (256 KiB ones while frames of 16–128 KiB
+    /// arrive), at least one and at most 16; one is added only when the application lags
+    /// behind the reads, and all are given back after a quiet second.
     pub fn incoming_queue_bytes(mut self, bytes: usize) -> Self {
         self.config.incoming_bytes = bytes;
         self
