@@ -176,11 +176,6 @@ fn take_all(tail: &mut BytesMut, out: &mut Out) {
     out.wake_waiters();
 }
 
-/// Takes the next entry of the senders' queue into the write buffer, when ours is (nearly)
-/// written: the queue they see is what bounds memory. Small queues are appended to our tail
-/// (one write for both); a large one waits for ours to drain and is then swapped in whole,
-/// never copied; a large payload starts being sent (its header goes in now, its payload is
-/// masked in as the buffer drains). Whether anything was taken.
 /// Takes queued frames into `wbuf` while it has room and no large payload waits to be masked
 /// (that is [`Driver::fill`]'s work, outside the lock); `true` if it took any.
 fn take_while_room(wbuf: &mut BytesMut, sending: &mut Option<Box<Sending>>, out: &mut Out) -> bool {
@@ -194,6 +189,11 @@ fn take_while_room(wbuf: &mut BytesMut, sending: &mut Option<Box<Sending>>, out:
     took
 }
 
+/// Takes the next entry of the senders' queue into the write buffer, when ours is (nearly)
+/// written: the queue they see is what bounds memory. Small queues are appended to our tail
+/// (one write for both); a large one waits for ours to drain and is then swapped in whole,
+/// never copied; a large payload starts being sent (its header goes in now, its payload is
+/// masked in as the buffer drains). Whether anything was taken.
 fn take_queued(wbuf: &mut BytesMut, sending: &mut Option<Box<Sending>>, out: &mut Out) -> bool {
     let fits = |wbuf: &BytesMut, len: usize| wbuf.len() < COALESCE && len <= COALESCE;
     if let Some(segs) = out.segs.as_deref_mut()
@@ -878,10 +878,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         let spares = self.spares.get_or_insert_with(Box::default);
-        let reusable = spares
-            .front_mut()
-            .is_some_and(|oldest| oldest.try_reclaim(want) && oldest.capacity() <= LARGE_BUFFER);
-        let reused = if reusable { spares.pop_front() } else { None };
+        // The oldest, once free; a free one grown past the usual size is let go instead.
+        let reused = if spares.front_mut().is_some_and(|b| b.try_reclaim(want)) {
+            spares.pop_front().filter(|b| b.capacity() <= LARGE_BUFFER)
+        } else {
+            None
+        };
         let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(want));
         next.extend_from_slice(&self.rbuf);
         let mut previous = std::mem::replace(&mut self.rbuf, next);
