@@ -211,16 +211,19 @@ impl Assembler {
                 .decode(input, fin, &mut self.inflated, limit)
                 .map_err(|e| map(first.name(), e, had));
         }
-        // Several extensions on one message: each stage's output is the next one's input.
+        // Several extensions on one message: each stage's output is the next one's input,
+        // and every stage is bounded by what is left of the message's budget.
+        let budget = limit.saturating_sub(self.inflated.len());
+        let had = self.inflated.len();
         self.stage.clear();
         first
-            .decode(input, fin, &mut self.stage, usize::MAX)
-            .map_err(|e| map(first.name(), e, 0))?;
+            .decode(input, fin, &mut self.stage, budget)
+            .map_err(|e| map(first.name(), e, had))?;
         let mut cur = std::mem::take(&mut self.stage);
         for ext in applying {
             let mut next = Vec::new();
-            ext.decode(&cur, fin, &mut next, usize::MAX)
-                .map_err(|e| map(ext.name(), e, 0))?;
+            ext.decode(&cur, fin, &mut next, budget)
+                .map_err(|e| map(ext.name(), e, had))?;
             cur = next;
         }
         if self.inflated.len() + cur.len() > limit {

@@ -157,6 +157,39 @@ pub trait ExtensionFactory: Send + Sync + fmt::Debug {
     fn accept(&self, params: &[ExtensionParam]) -> Result<Box<dyn Extension>, String>;
 }
 
+/// Runs an outgoing message through the negotiated extensions in order: the RSV bits to set on
+/// its first frame and the bytes to frame (the last extension's output, borrowed from it, in
+/// the common case of one). An extension that declines (`Ok(None)`) leaves the payload as it
+/// was; an error names the extension that failed.
+pub fn encode_message<'a>(
+    chain: &'a mut [Box<dyn Extension>],
+    opcode: OpCode,
+    payload: &'a [u8],
+) -> Result<(u8, std::borrow::Cow<'a, [u8]>), String> {
+    let mut rsv = 0u8;
+    let mut owned: Option<Vec<u8>> = None;
+    let last = chain.len().saturating_sub(1);
+    for (i, e) in chain.iter_mut().enumerate() {
+        let input = owned.as_deref().unwrap_or(payload);
+        let (bits, name) = (e.rsv(), e.name());
+        let encoded = e
+            .encode(opcode, input)
+            .map_err(|err| format!("extension {name} failed to encode: {err}"))?;
+        match encoded {
+            Some(out) if i == last => return Ok((rsv | bits, std::borrow::Cow::Borrowed(out))),
+            Some(out) => {
+                owned = Some(out.to_vec());
+                rsv |= bits;
+            }
+            None => {}
+        }
+    }
+    Ok(match owned {
+        Some(v) => (rsv, std::borrow::Cow::Owned(v)),
+        None => (rsv, std::borrow::Cow::Borrowed(payload)),
+    })
+}
+
 /// Checks a response's `Sec-WebSocket-Extensions` items against the offered factories and
 /// builds the accepted extensions in the server's order.
 ///

@@ -1,0 +1,189 @@
+//! Keepalive (RFC 6455 §5.5.2, §5.5.3): when to ping the peer and when a silent peer has
+//! timed out. Pure timers: the time is passed in, as a [`Duration`] since any fixed point the
+//! caller chooses.
+//!
+//! As in Ktor, the first ping goes out one interval after the start, the timeout counts from
+//! the moment the ping is queued, and only a Pong that echoes the ping's payload ends the wait.
+//! A wait that ends while the connection is not reading its input (its reader applies
+//! backpressure, so the Pong may be sitting unread) starts over instead of timing out.
+
+use std::time::Duration;
+
+/// What [`Keepalive::on_timeout`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing yet.
+    Nothing,
+    /// Send a Ping now (then call [`Keepalive::sent`]).
+    Ping,
+    /// The peer did not answer in time: fail with 1011 "Ping timeout".
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Off,
+    Idle {
+        next: Duration,
+    },
+    Awaiting {
+        payload: [u8; 8],
+        deadline: Duration,
+    },
+}
+
+/// The ping schedule and the pong deadline of one connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsc_proto::keepalive::{Due, Keepalive};
+/// let s = Duration::from_secs;
+/// let mut k = Keepalive::new(Some(s(20)), None, s(0)); // timeout: twice the interval
+/// assert_eq!(k.deadline(), Some(s(20)));
+/// assert_eq!(k.on_timeout(s(20), false), Due::Ping);
+/// k.sent(*b"12345678", s(20));
+/// assert!(!k.on_pong(b"other", s(21)));
+/// assert_eq!(k.on_timeout(s(60), false), Due::TimedOut);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    state: State,
+}
+
+impl Keepalive {
+    /// No pings.
+    pub const fn off() -> Self {
+        Keepalive {
+            interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+            state: State::Off,
+        }
+    }
+
+    /// Pings every `interval` (`None`: off), each answered within `timeout` (`None`: twice the
+    /// interval, Ktor's rule), the first one `interval` after `now`.
+    pub fn new(interval: Option<Duration>, timeout: Option<Duration>, now: Duration) -> Self {
+        match interval.filter(|i| !i.is_zero()) {
+            None => Keepalive::off(),
+            Some(i) => Keepalive {
+                interval: i,
+                timeout: timeout
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(i.saturating_mul(2)),
+                state: State::Idle {
+                    next: now.saturating_add(i),
+                },
+            },
+        }
+    }
+
+    /// Whether pings are scheduled.
+    pub fn is_on(&self) -> bool {
+        self.state != State::Off
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) should next be called.
+    pub fn deadline(&self) -> Option<Duration> {
+        match self.state {
+            State::Off => None,
+            State::Idle { next } => Some(next),
+            State::Awaiting { deadline, .. } => Some(deadline),
+        }
+    }
+
+    /// What is due at `now`. `paused` means the connection is not reading its input:
+    /// a Pong may be waiting unread, so a wait that ends then starts over.
+    pub fn on_timeout(&mut self, now: Duration, paused: bool) -> Due {
+        match &mut self.state {
+            State::Idle { next } if now >= *next => Due::Ping,
+            State::Awaiting { deadline, .. } if now >= *deadline => {
+                if paused {
+                    *deadline = now.saturating_add(self.timeout);
+                    Due::Nothing
+                } else {
+                    Due::TimedOut
+                }
+            }
+            _ => Due::Nothing,
+        }
+    }
+
+    /// A Ping with `payload` was queued at `now`: its Pong is awaited until the timeout.
+    pub fn sent(&mut self, payload: [u8; 8], now: Duration) {
+        if self.state != State::Off {
+            self.state = State::Awaiting {
+                payload,
+                deadline: now.saturating_add(self.timeout),
+            };
+        }
+    }
+
+    /// A Pong arrived at `now`: `true` if it answers the awaited Ping, and the next one is
+    /// then scheduled an interval later.
+    pub fn on_pong(&mut self, payload: &[u8], now: Duration) -> bool {
+        match self.state {
+            State::Awaiting { payload: p, .. } if payload == p => {
+                self.state = State::Idle {
+                    next: now.saturating_add(self.interval),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops pinging (the connection is closing).
+    pub fn stop(&mut self) {
+        self.state = State::Off;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn pings_on_schedule_and_times_out_a_silent_peer() {
+        let mut k = Keepalive::new(Some(ms(100)), Some(ms(30)), ms(5));
+        assert_eq!(k.on_timeout(ms(104), false), Due::Nothing);
+        assert_eq!(k.on_timeout(ms(105), false), Due::Ping);
+        k.sent([1; 8], ms(105));
+        assert_eq!(k.deadline(), Some(ms(135)));
+        assert!(k.on_pong(&[1; 8], ms(120)));
+        assert_eq!(
+            k.deadline(),
+            Some(ms(220)),
+            "the next ping an interval after the pong"
+        );
+        assert_eq!(k.on_timeout(ms(220), false), Due::Ping);
+        k.sent([2; 8], ms(220));
+        assert!(!k.on_pong(&[1; 8], ms(230)), "a stale pong does not count");
+        assert_eq!(k.on_timeout(ms(250), false), Due::TimedOut);
+    }
+
+    #[test]
+    fn a_wait_that_ends_while_input_is_paused_starts_over() {
+        let mut k = Keepalive::new(Some(ms(10)), None, ms(0));
+        k.sent([3; 8], ms(10));
+        assert_eq!(k.deadline(), Some(ms(30)));
+        assert_eq!(k.on_timeout(ms(30), true), Due::Nothing);
+        assert_eq!(k.deadline(), Some(ms(50)));
+        assert_eq!(k.on_timeout(ms(50), false), Due::TimedOut);
+    }
+
+    #[test]
+    fn off_does_nothing() {
+        let mut k = Keepalive::new(None, Some(ms(1)), ms(0));
+        assert!(!k.is_on());
+        assert_eq!(k.deadline(), None);
+        assert_eq!(k.on_timeout(ms(1000), false), Due::Nothing);
+        k.sent([0; 8], ms(0));
+        assert_eq!(k.deadline(), None);
+    }
+}

@@ -1,0 +1,805 @@
+//! The send queue: what the application has sent and the connection has not yet transmitted.
+//!
+//! Owns the rules of sending: a message is encoded and masked as it is queued (one pass, one
+//! copy), an owned payload of [`LARGE_SEND`] bytes or more is kept as it is and masked only as
+//! it is transmitted, the queue is bounded (a send that finds it full is refused with
+//! [`Refused::Full`] and retried), a streamed message keeps other data out until it ends, and
+//! nothing is queued after a Close has been asked for.
+//!
+//! It decides no protocol state. A close request is a command that the
+//! [`Connection`](crate::Connection) carries out (it queues the Close after the data already
+//! here and starts the close timer from the request's time); only the connection stops the
+//! queue. The outbox is a type of its own so that senders can queue into it while the
+//! connection is busy elsewhere: the `wsc` crate shares it between a session's handles and its
+//! driver under a short lock, which the rules here keep short (no copy under it is longer than
+//! [`LARGE_SEND`] bytes when the caller hands larger payloads over as [`Bytes`]).
+
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::close::CloseReason;
+use crate::entropy::{Entropy, MaskKeys};
+use crate::frame::{Frame, OpCode, encode_frame, header_len};
+
+/// Payloads from this size on, handed over as [`Bytes`], are queued as they are (no copy)
+/// and masked piece by piece as they are transmitted.
+pub const LARGE_SEND: usize = 16 * 1024;
+
+/// Why the outbox did not take a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds its capacity: retry when the connection has taken some
+    /// ([`Outbox::take_notify`] turns true).
+    Full,
+    /// Another writer's streamed message is being sent: retry when it ends.
+    Busy,
+    /// Nothing more is taken: a Close was asked for, or the connection ended.
+    Closed,
+    /// Not a frame that may be sent: a control frame that is fragmented or carries more than
+    /// 125 bytes, or a Close frame whose payload is not a valid close code and UTF-8 reason.
+    Invalid,
+}
+
+/// A close the application asked for, not yet picked up by the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The reason to send; `None` sends an empty Close.
+    pub reason: Option<CloseReason>,
+    /// When it was asked for: the close timer runs from here.
+    pub at: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// A Close was asked for: no more data.
+    Closing,
+    /// The connection ended: nothing is taken or transmitted any more.
+    Stopped,
+}
+
+/// An entry of the queue ahead of its tail buffer.
+pub(crate) enum Seg {
+    /// Encoded frames queued before a large payload.
+    Bytes(BytesMut),
+    /// A whole frame whose payload is the sender's own bytes, not yet masked.
+    Large(Large),
+}
+
+pub(crate) struct Large {
+    pub opcode: OpCode,
+    pub fin: bool,
+    pub rsv: u8,
+    pub key: Option<[u8; 4]>,
+    pub data: Bytes,
+}
+
+impl Large {
+    /// Header and payload bytes on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        header_len(self.data.len(), self.key.is_some()) + self.data.len()
+    }
+}
+
+#[derive(Default)]
+struct Segs {
+    queue: VecDeque<Seg>,
+    /// Wire bytes in `queue`.
+    bytes: usize,
+}
+
+/// The send queue of one connection (see the [module docs](self)).
+///
+/// ```
+/// use wsc_proto::outbox::{Outbox, Refused};
+/// # #[derive(Default)] struct Counter(u8);
+/// # impl wsc_proto::Entropy for Counter { fn fill(&mut self, b: &mut [u8]) { for x in b { self.0 = self.0.wrapping_add(1); *x = self.0 } } }
+/// let mut out: Outbox<Counter> = Outbox::new(64);
+/// out.set_masking(false);
+/// assert_eq!(out.send(wsc_proto::OpCode::Text, b"hi"), Ok(true)); // true: it was empty
+/// assert_eq!(out.len(), 4);
+/// assert_eq!(out.send(wsc_proto::OpCode::Binary, &[0; 100]), Ok(false)); // over capacity now
+/// assert_eq!(out.send(wsc_proto::OpCode::Text, b"more"), Err(Refused::Full));
+/// ```
+pub struct Outbox<E> {
+    /// Made by the first large owned payload: most connections never hold one.
+    segs: Option<Box<Segs>>,
+    /// Encoded frames at the tail of the queue.
+    buf: BytesMut,
+    queued: u64,
+    capacity: usize,
+    fragment: Option<usize>,
+    masking: bool,
+    compressing: bool,
+    state: State,
+    terminate: bool,
+    /// A waiting sender may get on: room was freed, a stream ended, or the state changed.
+    notify: bool,
+    close: Option<Box<CloseRequest>>,
+    /// The streamed message on the wire; other data waits.
+    stream_owner: Option<NonZeroU64>,
+    next_stream: u64,
+    /// Made on first use: a connection that never sends holds no generator.
+    keys: Option<Box<MaskKeys<E>>>,
+}
+
+impl<E> std::fmt::Debug for Outbox<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.len())
+            .field("queued", &self.queued)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl<E> Outbox<E> {
+    /// Whether data is still taken (no close asked for, the connection not ended).
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the connection has ended and the queue is discarded.
+    pub fn is_stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
+    /// Wire bytes ever queued: a flush waits until the connection has written this many.
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Wire bytes waiting in the queue (what the capacity bounds); 0 exactly when it is empty.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.segs.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    /// Whether nothing waits in the queue.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether outgoing frames are masked (a client must mask; RFC 6455 §5.3).
+    pub fn masking(&self) -> bool {
+        self.masking
+    }
+
+    /// Turns masking on or off, from the next frame queued.
+    pub fn set_masking(&mut self, on: bool) {
+        self.masking = on;
+    }
+
+    /// Splits messages larger than `size` bytes into fragments of that size (`None`: one frame
+    /// per message).
+    pub fn set_fragment_size(&mut self, size: Option<usize>) {
+        self.fragment = size.map(|s| s.max(1));
+    }
+
+    /// Whether messages must go through the extensions ([`send_compressed`](Self::send_compressed)).
+    pub fn compressing(&self) -> bool {
+        self.compressing
+    }
+
+    /// Says that extensions were negotiated, so messages are transformed before queueing.
+    pub fn set_compressing(&mut self, on: bool) {
+        self.compressing = on;
+    }
+
+    /// Whether a waiting sender may get on since the last call (room freed, a stream ended,
+    /// the connection closing or ended), and clears it.
+    pub fn take_notify(&mut self) -> bool {
+        std::mem::take(&mut self.notify)
+    }
+
+    /// Gives back the queue's buffers when it is empty (an idle connection holds none).
+    pub fn trim(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        if self.segs.as_ref().is_some_and(|s| s.queue.is_empty()) {
+            self.segs = None;
+        }
+    }
+}
+
+impl<E: Entropy + Default> Outbox<E> {
+    /// An empty, open outbox that takes data until it holds `capacity` bytes (a single
+    /// message larger than that is still taken when it is empty). Masking is on.
+    pub fn new(capacity: usize) -> Self {
+        Outbox {
+            segs: None,
+            buf: BytesMut::new(),
+            queued: 0,
+            capacity: capacity.max(1),
+            fragment: None,
+            masking: true,
+            compressing: false,
+            state: State::Open,
+            terminate: false,
+            notify: false,
+            close: None,
+            stream_owner: None,
+            next_stream: 0,
+            keys: None,
+        }
+    }
+
+    /// The next mask key, from a generator seeded on first use.
+    #[inline]
+    pub fn next_key(&mut self) -> [u8; 4] {
+        self.keys
+            .get_or_insert_with(|| Box::new(MaskKeys::new(E::default())))
+            .next_key()
+    }
+
+    /// Fills `dest` with random bytes from the same generator (ping payloads).
+    pub fn fill_random(&mut self, dest: &mut [u8]) {
+        self.next_key();
+        if let Some(k) = self.keys.as_deref_mut() {
+            k.source().fill(dest);
+        }
+    }
+
+    #[inline]
+    fn key(&mut self) -> Option<[u8; 4]> {
+        if self.masking {
+            Some(self.next_key())
+        } else {
+            None
+        }
+    }
+
+    /// Whether `what` may be queued now; `Ok(true)` when the queue is empty.
+    #[inline]
+    fn admit(&self, data: bool, fragment_of: Option<u64>) -> Result<bool, Refused> {
+        if self.state != State::Open {
+            return Err(Refused::Closed);
+        }
+        // While a streamed message is on the wire, other data waits (control frames may
+        // interleave, RFC 6455 §5.4).
+        let blocked = match (fragment_of, self.stream_owner) {
+            (Some(id), Some(owner)) => owner.get() != id,
+            (None, Some(_)) => data,
+            (_, None) => false,
+        };
+        if blocked {
+            return Err(Refused::Busy);
+        }
+        let len = self.len();
+        if len >= self.capacity {
+            return Err(Refused::Full);
+        }
+        Ok(len == 0)
+    }
+
+    /// Queues a data message (text or binary), fragmented at the configured size, its
+    /// payload copied and masked into the queue at once. Returns whether the queue was empty
+    /// (whoever transmits may need waking).
+    ///
+    /// A compressing connection's messages must go through its extensions first
+    /// ([`Outbox::send_compressed`]).
+    #[inline]
+    pub fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<bool, Refused> {
+        let was_empty = self.admit(true, None)?;
+        self.encode_data(opcode, 0, payload, self.fragment);
+        Ok(was_empty)
+    }
+
+    /// As [`send`](Self::send), fragmented at `fragment_size` bytes instead of the configured
+    /// size.
+    pub fn send_fragmented(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        fragment_size: usize,
+    ) -> Result<bool, Refused> {
+        let was_empty = self.admit(true, None)?;
+        self.encode_data(opcode, 0, payload, Some(fragment_size.max(1)));
+        Ok(was_empty)
+    }
+
+    /// Queues a message whose payload the caller gave away: from [`LARGE_SEND`] bytes on it
+    /// is kept as it is (fragments are slices of it) and masked as it is transmitted; smaller
+    /// ones are copied like [`send`](Self::send).
+    pub fn send_owned(&mut self, opcode: OpCode, payload: &Bytes) -> Result<bool, Refused> {
+        if payload.len() < LARGE_SEND {
+            return self.send(opcode, payload);
+        }
+        let was_empty = self.admit(true, None)?;
+        self.queue_owned(opcode, 0, payload, self.fragment);
+        Ok(was_empty)
+    }
+
+    /// Queues a message that the connection's extensions have transformed: `rsv` goes on its
+    /// first frame. A payload of [`LARGE_SEND`] bytes or more is best handed over as
+    /// [`Bytes`] (see [`send_compressed_owned`](Self::send_compressed_owned)).
+    pub fn send_compressed(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        payload: &[u8],
+    ) -> Result<bool, Refused> {
+        let was_empty = self.admit(true, None)?;
+        self.encode_data(opcode, rsv, payload, self.fragment);
+        Ok(was_empty)
+    }
+
+    /// As [`send_compressed`](Self::send_compressed) with a payload given away.
+    pub fn send_compressed_owned(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        payload: &Bytes,
+    ) -> Result<bool, Refused> {
+        let was_empty = self.admit(true, None)?;
+        self.queue_owned(opcode, rsv, payload, self.fragment);
+        Ok(was_empty)
+    }
+
+    /// Queues a frame exactly as given (no extension, no fragmentation). A Close frame is a
+    /// close request (see [`request_close`](Self::request_close)) carrying its payload's
+    /// reason, and like one never waits for room.
+    pub fn send_frame(&mut self, frame: &Frame, now: Duration) -> Result<bool, Refused> {
+        if frame.opcode.is_control() && (!frame.fin || frame.payload.len() > 125) {
+            return Err(Refused::Invalid);
+        }
+        if frame.opcode == OpCode::Close {
+            let reason = frame.close_reason().map_err(|_| Refused::Invalid)?;
+            let was_empty = self.is_empty();
+            return match self.request_close(reason, now) {
+                true => Ok(was_empty),
+                false => Err(Refused::Closed),
+            };
+        }
+        let was_empty = self.admit(!frame.opcode.is_control(), None)?;
+        let key = self.key();
+        if frame.payload.len() >= LARGE_SEND {
+            self.push_large(Large {
+                opcode: frame.opcode,
+                fin: frame.fin,
+                rsv: frame.rsv,
+                key,
+                data: frame.payload.clone(),
+            });
+        } else {
+            let before = self.buf.len();
+            encode_frame(
+                &mut self.buf,
+                frame.opcode,
+                frame.fin,
+                frame.rsv,
+                &frame.payload,
+                key,
+            );
+            self.queued += (self.buf.len() - before) as u64;
+        }
+        Ok(was_empty)
+    }
+
+    /// A new streamed-message writer's id (see [`send_fragment`](Self::send_fragment)).
+    pub fn new_stream(&mut self) -> u64 {
+        self.next_stream += 1;
+        self.next_stream
+    }
+
+    /// Queues a piece of the streamed message of writer `id` (never through extensions:
+    /// RFC 7692 lets any message go uncompressed). The first piece makes `id` the owner of the
+    /// wire until its final piece (`fin`): other data waits meanwhile.
+    pub fn send_fragment(
+        &mut self,
+        id: u64,
+        opcode: OpCode,
+        fin: bool,
+        data: &[u8],
+    ) -> Result<bool, Refused> {
+        let was_empty = self.admit(true, Some(id))?;
+        self.stream_owner = NonZeroU64::new(id).filter(|_| !fin);
+        let before = self.buf.len();
+        let key = self.key();
+        encode_frame(&mut self.buf, opcode, fin, 0, data, key);
+        self.queued += (self.buf.len() - before) as u64;
+        if fin {
+            self.notify = true;
+        }
+        Ok(was_empty)
+    }
+
+    /// The writer `id` was dropped in the middle of its message: a half message cannot be
+    /// taken back, so the connection is closed with 1011 rather than let the next message's
+    /// frames be read as its continuation.
+    pub fn abandon_stream(&mut self, id: u64, now: Duration) {
+        if self.stream_owner.map(NonZeroU64::get) == Some(id) {
+            self.stream_owner = None;
+            self.request_close(
+                Some(CloseReason::truncated(
+                    crate::CloseCode::INTERNAL_ERROR,
+                    "streamed message abandoned",
+                )),
+                now,
+            );
+        }
+    }
+
+    /// Asks the connection to close with `reason` (`None`: an empty Close). Nothing more is
+    /// taken; the Close goes out after what is already queued, never waiting for room, and
+    /// the close timer runs from `now`. `false` if a close was already asked for or the
+    /// connection ended.
+    pub fn request_close(&mut self, reason: Option<CloseReason>, now: Duration) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        self.state = State::Closing;
+        self.stream_owner = None;
+        self.close = Some(Box::new(CloseRequest { reason, at: now }));
+        self.notify = true;
+        true
+    }
+
+    /// Asks the connection to drop at once, without a closing handshake.
+    pub fn terminate(&mut self) {
+        self.terminate = true;
+        self.notify = true;
+    }
+
+    // ---- for the connection ----
+
+    /// The pending close request, if any (taken once).
+    pub(crate) fn take_close(&mut self) -> Option<CloseRequest> {
+        self.close.take().map(|b| *b)
+    }
+
+    pub(crate) fn terminating(&self) -> bool {
+        self.terminate
+    }
+
+    /// The connection stops taking data (the peer closed, or the session is failing): what
+    /// is queued still goes out ahead of the Close.
+    pub(crate) fn stop_taking(&mut self) {
+        if self.state == State::Open {
+            self.state = State::Closing;
+            self.stream_owner = None;
+            self.notify = true;
+        }
+    }
+
+    /// The connection ended: nothing is taken or transmitted any more.
+    pub(crate) fn stop(&mut self) {
+        self.state = State::Stopped;
+        self.stream_owner = None;
+        self.close = None;
+        self.segs = None;
+        self.buf = BytesMut::new();
+        self.notify = true;
+    }
+
+    /// Takes the next entry of the queue into `buf` while it holds under `coalesce` bytes:
+    /// the whole tail buffer is swapped in when `buf` is empty (never copied), a small one is
+    /// appended; a large payload is returned for the caller to send piece by piece (its
+    /// header is appended to `buf` first). `None` when nothing was taken.
+    pub(crate) fn take(&mut self, buf: &mut BytesMut, coalesce: usize) -> Option<Taken> {
+        let fits = |buf: &BytesMut, len: usize| buf.len() < coalesce && len <= coalesce;
+        if let Some(segs) = self.segs.as_deref_mut()
+            && let Some(front) = segs.queue.front_mut()
+        {
+            let taken = match front {
+                Seg::Bytes(b) => {
+                    let n = b.len();
+                    if buf.is_empty() {
+                        std::mem::swap(buf, b);
+                    } else if fits(buf, n) {
+                        buf.extend_from_slice(b);
+                    } else {
+                        return None;
+                    }
+                    segs.bytes -= n;
+                    Taken::Bytes(n)
+                }
+                Seg::Large(l) => {
+                    let n = l.wire_len();
+                    segs.bytes -= n;
+                    crate::frame::encode_header(buf, l.opcode, l.fin, l.rsv, l.data.len(), l.key);
+                    Taken::Large {
+                        data: std::mem::take(&mut l.data),
+                        key: l.key,
+                        wire: n,
+                    }
+                }
+            };
+            segs.queue.pop_front();
+            self.notify = true;
+            return Some(taken);
+        }
+        if self.buf.is_empty() {
+            return None;
+        }
+        let n = self.buf.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.buf);
+        } else if fits(buf, n) {
+            buf.extend_from_slice(&self.buf);
+            self.buf.clear();
+        } else {
+            return None;
+        }
+        self.notify = true;
+        Some(Taken::Bytes(n))
+    }
+
+    // ---- encoding ----
+
+    /// Queues a frame whose payload is kept as it is; frames already in the tail buffer go
+    /// ahead of it.
+    fn push_large(&mut self, large: Large) {
+        let segs = self.segs.get_or_insert_with(Box::default);
+        if !self.buf.is_empty() {
+            let ahead = std::mem::take(&mut self.buf);
+            segs.bytes += ahead.len();
+            segs.queue.push_back(Seg::Bytes(ahead));
+        }
+        let n = large.wire_len();
+        segs.bytes += n;
+        segs.queue.push_back(Seg::Large(large));
+        self.queued += n as u64;
+    }
+
+    /// An owned payload, fragmented if asked: pieces from `LARGE_SEND` bytes on are slices of
+    /// it, smaller ones are copied.
+    fn queue_owned(&mut self, opcode: OpCode, rsv: u8, payload: &Bytes, fragment: Option<usize>) {
+        let size = fragment.unwrap_or(usize::MAX).max(1);
+        if payload.len() <= size {
+            let key = self.key();
+            self.push_large(Large {
+                opcode,
+                fin: true,
+                rsv,
+                key,
+                data: payload.clone(),
+            });
+            return;
+        }
+        let mut start = 0;
+        while start < payload.len() {
+            let end = payload.len().min(start + size);
+            let first = start == 0;
+            let (op, bits) = if first {
+                (opcode, rsv)
+            } else {
+                (OpCode::Continuation, 0)
+            };
+            let fin = end == payload.len();
+            let key = self.key();
+            if end - start >= LARGE_SEND {
+                self.push_large(Large {
+                    opcode: op,
+                    fin,
+                    rsv: bits,
+                    key,
+                    data: payload.slice(start..end),
+                });
+            } else {
+                let before = self.buf.len();
+                encode_frame(&mut self.buf, op, fin, bits, &payload[start..end], key);
+                self.queued += (self.buf.len() - before) as u64;
+            }
+            start = end;
+        }
+    }
+
+    #[inline]
+    fn encode_data(&mut self, opcode: OpCode, rsv: u8, data: &[u8], fragment: Option<usize>) {
+        let before = self.buf.len();
+        match fragment {
+            Some(size) if data.len() > size => {
+                let mut chunks = data.chunks(size).peekable();
+                let mut first = true;
+                while let Some(c) = chunks.next() {
+                    let op = if first { opcode } else { OpCode::Continuation };
+                    let key = self.key();
+                    encode_frame(
+                        &mut self.buf,
+                        op,
+                        chunks.peek().is_none(),
+                        if first { rsv } else { 0 },
+                        c,
+                        key,
+                    );
+                    first = false;
+                }
+            }
+            _ => {
+                let key = self.key();
+                encode_frame(&mut self.buf, opcode, true, rsv, data, key);
+            }
+        }
+        self.queued += (self.buf.len() - before) as u64;
+    }
+}
+
+/// What [`Outbox::take`] moved out.
+pub(crate) enum Taken {
+    /// This many bytes of encoded frames went into the buffer.
+    Bytes(usize),
+    /// A large frame: its header went into the buffer; its payload is to be sent after it.
+    Large {
+        data: Bytes,
+        key: Option<[u8; 4]>,
+        /// Header and payload bytes on the wire.
+        wire: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoder, Limits, Role};
+
+    #[derive(Default)]
+    struct Counter(u8);
+    impl Entropy for Counter {
+        fn fill(&mut self, b: &mut [u8]) {
+            for x in b {
+                self.0 = self.0.wrapping_add(1);
+                *x = self.0;
+            }
+        }
+    }
+
+    /// Everything queued, as a server reads it.
+    fn drain(out: &mut Outbox<Counter>) -> Vec<Frame> {
+        let mut wire = BytesMut::new();
+        let mut buf = BytesMut::new();
+        while let Some(t) = out.take(&mut buf, usize::MAX) {
+            if let Taken::Large { data, key, .. } = t {
+                let mut payload = BytesMut::from(&data[..]);
+                if let Some(k) = key {
+                    crate::mask::apply_mask(&mut payload, k, 0);
+                }
+                buf.extend_from_slice(&payload);
+            }
+            wire.extend_from_slice(&buf);
+            buf.clear();
+        }
+        let mut d = Decoder::new(Role::Server, Limits::default());
+        let mut frames = Vec::new();
+        while let Some(f) = d.decode(&mut wire).unwrap() {
+            frames.push(f);
+        }
+        assert!(wire.is_empty());
+        frames
+    }
+
+    #[test]
+    fn queues_in_order_and_bounds_what_it_holds() {
+        let mut out: Outbox<Counter> = Outbox::new(100);
+        assert_eq!(out.send(OpCode::Text, b"a"), Ok(true));
+        let big = Bytes::from(vec![7u8; LARGE_SEND]);
+        assert_eq!(out.send_owned(OpCode::Binary, &big), Ok(false));
+        assert_eq!(out.send(OpCode::Binary, b"b"), Err(Refused::Full));
+        let frames = drain(&mut out);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[0].payload[..], b"a");
+        assert_eq!(frames[1].payload, big);
+        assert!(out.take_notify());
+        assert_eq!(out.send(OpCode::Binary, b"b"), Ok(true));
+        assert_eq!(out.queued(), 7 + (8 + LARGE_SEND as u64) + 7);
+    }
+
+    #[test]
+    fn owned_payloads_are_fragmented_as_slices() {
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        out.set_fragment_size(Some(LARGE_SEND));
+        let data = Bytes::from(
+            (0..2 * LARGE_SEND + 10)
+                .map(|i| i as u8)
+                .collect::<Vec<_>>(),
+        );
+        out.send_owned(OpCode::Binary, &data).unwrap();
+        let frames = drain(&mut out);
+        let ops: Vec<(OpCode, bool, usize)> = frames
+            .iter()
+            .map(|f| (f.opcode, f.fin, f.payload.len()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (OpCode::Binary, false, LARGE_SEND),
+                (OpCode::Continuation, false, LARGE_SEND),
+                (OpCode::Continuation, true, 10)
+            ]
+        );
+        let joined: Vec<u8> = frames.iter().flat_map(|f| f.payload.to_vec()).collect();
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn a_stream_keeps_other_data_out_until_it_ends() {
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        let a = out.new_stream();
+        let b = out.new_stream();
+        out.send_fragment(a, OpCode::Text, false, b"he").unwrap();
+        assert_eq!(out.send(OpCode::Text, b"x"), Err(Refused::Busy));
+        assert_eq!(
+            out.send_fragment(b, OpCode::Text, false, b"y"),
+            Err(Refused::Busy)
+        );
+        // Control frames may interleave.
+        out.send_frame(&Frame::ping("p"), Duration::ZERO).unwrap();
+        out.take_notify();
+        out.send_fragment(a, OpCode::Continuation, true, b"llo")
+            .unwrap();
+        assert!(out.take_notify(), "the end of a stream lets waiters on");
+        out.send(OpCode::Text, b"x").unwrap();
+        let ops: Vec<OpCode> = drain(&mut out).iter().map(|f| f.opcode).collect();
+        assert_eq!(
+            ops,
+            [
+                OpCode::Text,
+                OpCode::Ping,
+                OpCode::Continuation,
+                OpCode::Text
+            ]
+        );
+    }
+
+    #[test]
+    fn a_close_request_never_waits_for_room_and_ends_admission() {
+        let mut out: Outbox<Counter> = Outbox::new(10);
+        out.send(OpCode::Binary, &[0; 50]).unwrap();
+        assert_eq!(out.send(OpCode::Binary, b"x"), Err(Refused::Full));
+        assert!(out.request_close(None, Duration::from_secs(3)));
+        assert!(!out.request_close(None, Duration::from_secs(4)));
+        assert_eq!(out.send(OpCode::Binary, b"x"), Err(Refused::Closed));
+        assert_eq!(
+            out.take_close(),
+            Some(CloseRequest {
+                reason: None,
+                at: Duration::from_secs(3)
+            })
+        );
+        // What was queued before the request still goes out.
+        assert_eq!(drain(&mut out).len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_stream_asks_for_1011() {
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        let a = out.new_stream();
+        out.abandon_stream(a, Duration::ZERO); // nothing sent yet: nothing to do
+        assert!(out.is_open());
+        out.send_fragment(a, OpCode::Binary, false, b"x").unwrap();
+        out.abandon_stream(a, Duration::from_millis(5));
+        let req = out.take_close().unwrap();
+        assert_eq!(req.reason.unwrap().code(), crate::CloseCode::INTERNAL_ERROR);
+        assert_eq!(req.at, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn close_frames_sent_raw_are_close_requests() {
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        assert_eq!(
+            out.send_frame(&Frame::new(OpCode::Close, &b"\x03"[..]), Duration::ZERO),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(
+            out.send_frame(&Frame::ping(vec![0u8; 126]), Duration::ZERO),
+            Err(Refused::Invalid)
+        );
+        assert!(out.is_open());
+        let r = CloseReason::new(4000u16, "bye").unwrap();
+        out.send_frame(&Frame::close(Some(&r)), Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(out.take_close().unwrap().reason, Some(r));
+        assert!(
+            drain(&mut out).is_empty(),
+            "the connection encodes the Close"
+        );
+    }
+}
