@@ -43,6 +43,6 @@ pub use frame::{Frame, OpCode, RSV1, RSV2, RSV3, encode_frame, encode_header, he
 pub use handshake::HandshakeError;
 pub use mask::apply_mask;
 pub use message::{Message, Utf8Bytes};
-pub use outbox::{Outbox, Refused};
+pub use outbox::{Outbox, Payload, Refused};
 pub use run::Run;
 pub use utf8::Utf8Validator;

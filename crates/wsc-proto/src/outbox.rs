@@ -43,6 +43,15 @@ pub enum Refused {
     Invalid,
 }
 
+/// A data message's payload as handed to [`Outbox::send_data`].
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// Borrowed: copied into the queue.
+    Borrowed(&'a [u8]),
+    /// Given away: from [`LARGE_SEND`] bytes on, queued without a copy.
+    Owned(&'a Bytes),
+}
+
 /// A close the application asked for, not yet picked up by the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
@@ -280,12 +289,15 @@ impl<E: Entropy + Default> Outbox<E> {
         Ok(len == 0)
     }
 
+    /// Whether a data message would be taken now (`Ok(true)`: the queue is empty), without
+    /// queueing anything: a compressing sender checks before it compresses.
+    pub fn admits_data(&self) -> Result<bool, Refused> {
+        self.admit(true, None)
+    }
+
     /// Queues a data message (text or binary), fragmented at the configured size, its
     /// payload copied and masked into the queue at once. Returns whether the queue was empty
     /// (whoever transmits may need waking).
-    ///
-    /// A compressing connection's messages must go through its extensions first
-    /// ([`Outbox::send_compressed`]).
     #[inline]
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
@@ -293,54 +305,27 @@ impl<E: Entropy + Default> Outbox<E> {
         Ok(was_empty)
     }
 
-    /// As [`send`](Self::send), fragmented at `fragment_size` bytes instead of the configured
-    /// size.
-    pub fn send_fragmented(
+    /// Queues a data message with RSV bits `rsv` on its first frame (what the connection's
+    /// extensions made of it, or 0), fragmented at `fragment` bytes (`None`: the configured
+    /// size). An [`Payload::Owned`] payload of [`LARGE_SEND`] bytes or more is kept as it is
+    /// (fragments are slices of it) and masked as it is transmitted; anything else is copied
+    /// and masked into the queue at once.
+    pub fn send_data(
         &mut self,
         opcode: OpCode,
-        payload: &[u8],
-        fragment_size: usize,
+        rsv: u8,
+        payload: Payload<'_>,
+        fragment: Option<usize>,
     ) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
-        self.encode_data(opcode, 0, payload, Some(fragment_size.max(1)));
-        Ok(was_empty)
-    }
-
-    /// Queues a message whose payload the caller gave away: from [`LARGE_SEND`] bytes on it
-    /// is kept as it is (fragments are slices of it) and masked as it is transmitted; smaller
-    /// ones are copied like [`send`](Self::send).
-    pub fn send_owned(&mut self, opcode: OpCode, payload: &Bytes) -> Result<bool, Refused> {
-        if payload.len() < LARGE_SEND {
-            return self.send(opcode, payload);
+        let fragment = fragment.map(|f| f.max(1)).or(self.fragment);
+        match payload {
+            Payload::Owned(b) if b.len() >= LARGE_SEND => {
+                self.queue_owned(opcode, rsv, b, fragment)
+            }
+            Payload::Owned(b) => self.encode_data(opcode, rsv, b, fragment),
+            Payload::Borrowed(b) => self.encode_data(opcode, rsv, b, fragment),
         }
-        let was_empty = self.admit(true, None)?;
-        self.queue_owned(opcode, 0, payload, self.fragment);
-        Ok(was_empty)
-    }
-
-    /// Queues a message that the connection's extensions have transformed: `rsv` goes on its
-    /// first frame. A payload of [`LARGE_SEND`] bytes or more is best handed over as
-    /// [`Bytes`] (see [`send_compressed_owned`](Self::send_compressed_owned)).
-    pub fn send_compressed(
-        &mut self,
-        opcode: OpCode,
-        rsv: u8,
-        payload: &[u8],
-    ) -> Result<bool, Refused> {
-        let was_empty = self.admit(true, None)?;
-        self.encode_data(opcode, rsv, payload, self.fragment);
-        Ok(was_empty)
-    }
-
-    /// As [`send_compressed`](Self::send_compressed) with a payload given away.
-    pub fn send_compressed_owned(
-        &mut self,
-        opcode: OpCode,
-        rsv: u8,
-        payload: &Bytes,
-    ) -> Result<bool, Refused> {
-        let was_empty = self.admit(true, None)?;
-        self.queue_owned(opcode, rsv, payload, self.fragment);
         Ok(was_empty)
     }
 
@@ -681,7 +666,10 @@ mod tests {
         let mut out: Outbox<Counter> = Outbox::new(100);
         assert_eq!(out.send(OpCode::Text, b"a"), Ok(true));
         let big = Bytes::from(vec![7u8; LARGE_SEND]);
-        assert_eq!(out.send_owned(OpCode::Binary, &big), Ok(false));
+        assert_eq!(
+            out.send_data(OpCode::Binary, 0, Payload::Owned(&big), None),
+            Ok(false)
+        );
         assert_eq!(out.send(OpCode::Binary, b"b"), Err(Refused::Full));
         let frames = drain(&mut out);
         assert_eq!(frames.len(), 2);
@@ -701,7 +689,8 @@ mod tests {
                 .map(|i| i as u8)
                 .collect::<Vec<_>>(),
         );
-        out.send_owned(OpCode::Binary, &data).unwrap();
+        out.send_data(OpCode::Binary, 0, Payload::Owned(&data), None)
+            .unwrap();
         let frames = drain(&mut out);
         let ops: Vec<(OpCode, bool, usize)> = frames
             .iter()

@@ -432,9 +432,10 @@ impl<Q: Queue> Connection<Q> {
     /// Queues a data message (compressing connections transform it first; see
     /// [`crate::extension::encode_message`]).
     pub fn send(&mut self, message: &Message) -> Result<(), crate::outbox::Refused> {
+        let payload = crate::outbox::Payload::Owned(message.bytes());
         self.queue
             .lock()
-            .send_owned(message.opcode(), message.bytes())
+            .send_data(message.opcode(), 0, payload, None)
             .map(drop)
     }
 
@@ -512,6 +513,12 @@ impl<Q: Queue> Connection<Q> {
         self.ending.as_ref()?.outcome.as_ref()
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has something to give (an event, or a pending
+    /// violation's failure).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.failure_pending()
+    }
+
     /// Whether a violation is waiting behind events not yet taken: the first
     /// [`poll_event`](Self::poll_event) call after they have all been taken fails the
     /// connection (and so does the close timeout, counted from when the violation arrived). A
@@ -583,7 +590,9 @@ impl<Q: Queue> Connection<Q> {
             return;
         };
         e.deadline = None;
-        if let Some(d) = e.deferred.take() {
+        if let Some(d) = e.deferred.take()
+            && e.outcome.is_none()
+        {
             // The application did not take what came before the violation in time.
             self.fail_protocol(d.error, now);
             return;
@@ -719,6 +728,10 @@ impl<Q: Queue> Connection<Q> {
     fn fail(&mut self, failure: Failure, text: &str, now: Duration) {
         if self.is_closed() {
             return;
+        }
+        // The first failure decides; a violation still waiting is moot now.
+        if let Some(e) = self.ending.as_mut() {
+            e.deferred = None;
         }
         let code = failure.close_code();
         let reason = CloseReason::truncated(code, text);
