@@ -20,16 +20,17 @@ pub enum Due {
     TimedOut,
 }
 
+/// Times are nanoseconds (`u64`: 584 years) rather than `Duration`s: every connection holds
+/// this struct, so it is kept small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Off,
-    Idle {
-        next: Duration,
-    },
-    Awaiting {
-        payload: [u8; 8],
-        deadline: Duration,
-    },
+    Idle { next: u64 },
+    Awaiting { payload: [u8; 8], deadline: u64 },
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The ping schedule and the pong deadline of one connection.
@@ -47,8 +48,8 @@ enum State {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
+    interval: u64,
+    timeout: u64,
     state: State,
 }
 
@@ -56,8 +57,8 @@ impl Keepalive {
     /// No pings.
     pub const fn off() -> Self {
         Keepalive {
-            interval: Duration::ZERO,
-            timeout: Duration::ZERO,
+            interval: 0,
+            timeout: 0,
             state: State::Off,
         }
     }
@@ -65,15 +66,16 @@ impl Keepalive {
     /// Pings every `interval` (`None`: off), each answered within `timeout` (`None`: twice the
     /// interval, Ktor's rule), the first one `interval` after `now`.
     pub fn new(interval: Option<Duration>, timeout: Option<Duration>, now: Duration) -> Self {
-        match interval.filter(|i| !i.is_zero()) {
+        match interval.map(nanos).filter(|&i| i != 0) {
             None => Keepalive::off(),
             Some(i) => Keepalive {
                 interval: i,
                 timeout: timeout
-                    .filter(|t| !t.is_zero())
+                    .map(nanos)
+                    .filter(|&t| t != 0)
                     .unwrap_or(i.saturating_mul(2)),
                 state: State::Idle {
-                    next: now.saturating_add(i),
+                    next: nanos(now).saturating_add(i),
                 },
             },
         }
@@ -88,14 +90,15 @@ impl Keepalive {
     pub fn deadline(&self) -> Option<Duration> {
         match self.state {
             State::Off => None,
-            State::Idle { next } => Some(next),
-            State::Awaiting { deadline, .. } => Some(deadline),
+            State::Idle { next } => Some(Duration::from_nanos(next)),
+            State::Awaiting { deadline, .. } => Some(Duration::from_nanos(deadline)),
         }
     }
 
     /// What is due at `now`. `paused` means the connection is not reading its input:
     /// a Pong may be waiting unread, so a wait that ends then starts over.
     pub fn on_timeout(&mut self, now: Duration, paused: bool) -> Due {
+        let now = nanos(now);
         match &mut self.state {
             State::Idle { next } if now >= *next => Due::Ping,
             State::Awaiting { deadline, .. } if now >= *deadline => {
@@ -115,7 +118,7 @@ impl Keepalive {
         if self.state != State::Off {
             self.state = State::Awaiting {
                 payload,
-                deadline: now.saturating_add(self.timeout),
+                deadline: nanos(now).saturating_add(self.timeout),
             };
         }
     }
@@ -126,7 +129,7 @@ impl Keepalive {
         match self.state {
             State::Awaiting { payload: p, .. } if payload == p => {
                 self.state = State::Idle {
-                    next: now.saturating_add(self.interval),
+                    next: nanos(now).saturating_add(self.interval),
                 };
                 true
             }

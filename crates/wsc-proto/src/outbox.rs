@@ -120,7 +120,8 @@ pub struct Outbox<E> {
     buf: BytesMut,
     queued: u64,
     capacity: usize,
-    fragment: Option<usize>,
+    /// Fragment size for messages, 0: none (every outbox holds this struct; kept small).
+    fragment: usize,
     masking: bool,
     compressing: bool,
     state: State,
@@ -186,13 +187,17 @@ impl<E> Outbox<E> {
         self.masking = on;
     }
 
+    fn fragment_size(&self) -> Option<usize> {
+        (self.fragment != 0).then_some(self.fragment)
+    }
+
     /// Splits messages larger than `size` bytes into fragments of that size (`None`: one frame
     /// per message).
     pub fn set_fragment_size(&mut self, size: Option<usize>) {
-        self.fragment = size.map(|s| s.max(1));
+        self.fragment = size.map_or(0, |s| s.max(1));
     }
 
-    /// Whether messages must go through the extensions ([`send_compressed`](Self::send_compressed)).
+    /// Whether messages must go through the extensions (queued with [`send_data`](Self::send_data) once encoded).
     pub fn compressing(&self) -> bool {
         self.compressing
     }
@@ -228,7 +233,7 @@ impl<E: Entropy + Default> Outbox<E> {
             buf: BytesMut::new(),
             queued: 0,
             capacity: capacity.max(1),
-            fragment: None,
+            fragment: 0,
             masking: true,
             compressing: false,
             state: State::Open,
@@ -301,7 +306,7 @@ impl<E: Entropy + Default> Outbox<E> {
     #[inline]
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
-        self.encode_data(opcode, 0, payload, self.fragment);
+        self.encode_data(opcode, 0, payload, self.fragment_size());
         Ok(was_empty)
     }
 
@@ -318,7 +323,7 @@ impl<E: Entropy + Default> Outbox<E> {
         fragment: Option<usize>,
     ) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
-        let fragment = fragment.map(|f| f.max(1)).or(self.fragment);
+        let fragment = fragment.map(|f| f.max(1)).or(self.fragment_size());
         match payload {
             Payload::Owned(b) if b.len() >= LARGE_SEND => {
                 self.queue_owned(opcode, rsv, b, fragment)

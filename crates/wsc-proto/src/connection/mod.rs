@@ -40,7 +40,9 @@
 //! let mut c = Connection::new(Config::new(Role::Client), Outbox::<Seq>::new(1 << 20), Vec::new(), now);
 //! // The server sends "hi" and a Ping.
 //! c.handle_read(&mut BytesMut::from(&b"\x81\x02hi\x89\x01p"[..]), now);
-//! assert!(matches!(c.poll_event(), Some(Event::Message(m)) if m == Message::from("hi")));
+//! // Small messages from one read come as a run, cut into messages by the reader.
+//! let Some(Event::Run(mut run)) = c.poll_event() else { panic!("a run") };
+//! assert_eq!(run.next_message(), Some(Message::from("hi")));
 //! // The Pong is waiting to go out (masked: the client's frames always are).
 //! let mut out = BytesMut::new();
 //! c.poll_transmit(&mut out, 1 << 16);
@@ -66,7 +68,7 @@ use crate::entropy::Entropy;
 use crate::error::ProtocolError;
 use crate::extension::Extension;
 use crate::frame::Frame;
-use crate::keepalive::Keepalive;
+use crate::keepalive::{Keepalive, nanos};
 use crate::message::Message;
 use crate::outbox::Outbox;
 use crate::run::Run;
@@ -300,7 +302,8 @@ pub struct Connection<Q: Queue> {
     inbound: Option<Box<Inbound>>,
     tx: Transmit,
     ending: Option<Box<Ending>>,
-    close_timeout: Duration,
+    /// Nanoseconds (as `now`: every connection holds these fields, so they are kept small).
+    close_timeout: u64,
     max_message_size: usize,
     phase: Phase,
     role: Role,
@@ -311,7 +314,7 @@ pub struct Connection<Q: Queue> {
     /// The last data frame was large: its successor's header is best read on its own.
     large_frames: bool,
     /// The latest time the caller passed (for a failure that `poll_event` sets off).
-    now: Duration,
+    now: u64,
 }
 
 impl<Q: Queue> std::fmt::Debug for Connection<Q> {
@@ -356,7 +359,7 @@ impl<Q: Queue> Connection<Q> {
             }),
             tx: Transmit::default(),
             ending: None,
-            close_timeout: config.close_timeout,
+            close_timeout: nanos(config.close_timeout),
             max_message_size: config.limits.max_message_size,
             phase: Phase::Open,
             role: config.role,
@@ -365,7 +368,7 @@ impl<Q: Queue> Connection<Q> {
             report_control: config.report_control,
             input_paused: false,
             large_frames: false,
-            now,
+            now: nanos(now),
         };
         c.set_limits(config.limits);
         c.set_keepalive(config.ping_interval, config.ping_timeout, now);
@@ -413,7 +416,7 @@ impl<Q: Queue> Connection<Q> {
 
     /// Changes the close timeout, for timers started from now on.
     pub fn set_close_timeout(&mut self, timeout: Duration) {
-        self.close_timeout = timeout;
+        self.close_timeout = nanos(timeout);
     }
 
     /// Says that the caller stopped reading the transport at `now` (its reader is slow): a
@@ -481,7 +484,7 @@ impl<Q: Queue> Connection<Q> {
     /// [`handle_read`](Self::handle_read)): not after a violation (nothing after it is worth
     /// reading), and not once finished.
     pub fn wants_read(&self) -> bool {
-        self.phase != Phase::Finished && !self.ending.as_ref().is_some_and(|e| e.deferred.is_some())
+        self.phase != Phase::Finished && self.ending.as_ref().is_none_or(|e| e.deferred.is_none())
     }
 
     /// Bytes the frame in progress still needs beyond `buffered` (what the read buffer holds),
@@ -674,7 +677,7 @@ impl<Q: Queue> Connection<Q> {
         }
         self.phase = Phase::Draining;
         self.keepalive.stop();
-        let at = now.saturating_add(self.close_timeout);
+        let at = now.saturating_add(self.close_timeout());
         self.ending().deadline = Some(at);
     }
 
@@ -760,13 +763,17 @@ impl<Q: Queue> Connection<Q> {
     /// A violation at the head of the events: the connection fails now.
     fn fail_deferred(&mut self) {
         if let Some(d) = self.ending.as_mut().and_then(|e| e.deferred.take()) {
-            self.fail_protocol(d.error, self.now);
+            self.fail_protocol(d.error, Duration::from_nanos(self.now));
         }
     }
 
     /// Records the caller's time (it never goes back).
+    fn close_timeout(&self) -> Duration {
+        Duration::from_nanos(self.close_timeout)
+    }
+
     fn tick(&mut self, now: Duration) {
-        self.now = self.now.max(now);
+        self.now = self.now.max(nanos(now));
     }
 
     /// The close handshake is over (both Close frames, ours going out after what was queued

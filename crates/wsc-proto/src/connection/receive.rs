@@ -89,7 +89,7 @@ impl<Q: Queue> Connection<Q> {
             OpCode::Ping => {
                 if self.phase == Phase::Open {
                     // Only the latest Ping needs an answer (RFC 6455 §5.5.3).
-                    self.tx.pong = Some(frame.payload.clone());
+                    self.tx.owe_pong(frame.payload.clone());
                 }
                 if self.report_control {
                     self.events.push_back(Event::Ping(frame.payload));
@@ -133,11 +133,11 @@ impl<Q: Queue> Connection<Q> {
                 self.keepalive.stop();
             }
             Phase::Open => {
-                // The peer closes first: what is queued goes out, then the echo of its code.
+                // The peer closes first: what is queued goes out (a Pong owed included), then
+                // the echo of its code.
                 let echo = reason
                     .as_ref()
                     .map(|r| CloseReason::truncated(r.code(), r.reason()));
-                self.tx.pong = None;
                 self.tx.queue_close(echo.as_ref());
                 self.ending().ours = Some(echo);
                 self.stop_sending_data();
@@ -164,7 +164,7 @@ impl<Q: Queue> Connection<Q> {
             return;
         }
         let before = self.events.len();
-        let deadline = now.saturating_add(self.close_timeout);
+        let deadline = now.saturating_add(self.close_timeout());
         let e = self.ending();
         e.deferred = Some(Deferred { error, before });
         e.deadline = Some(e.deadline.map_or(deadline, |d| d.min(deadline)));

@@ -705,3 +705,50 @@ proptest! {
         run(steps, raw)?;
     }
 }
+
+/// A queue shared the way the tokio session shares it: the application marks it when it
+/// queues something, and the connection's lock clears the mark.
+struct Marked {
+    outbox: Outbox<Seq>,
+    mark: bool,
+}
+
+impl Queue for Marked {
+    type Entropy = Seq;
+    type Guard<'a> = &'a mut Outbox<Seq>;
+    fn lock(&mut self) -> &mut Outbox<Seq> {
+        self.mark = false;
+        &mut self.outbox
+    }
+    fn touched(&mut self) -> bool {
+        self.mark
+    }
+}
+
+#[test]
+fn a_marked_queue_is_looked_at_whatever_else_the_look_finds() {
+    let mut c = Connection::new(
+        config(false),
+        Marked {
+            outbox: Outbox::new(1 << 20),
+            mark: false,
+        },
+        Vec::new(),
+        ms(0),
+    );
+    let mut out = BytesMut::new();
+    assert!(c.poll_transmit(&mut out, 1 << 16).is_none());
+    assert!(out.is_empty(), "nothing queued, nothing sent");
+    // The application queues a message and marks the queue.
+    c.queue().outbox.send(OpCode::Text, b"one").unwrap();
+    c.queue().mark = true;
+    c.poll_transmit(&mut out, 1 << 16);
+    assert_eq!(out.len(), 2 + 4 + 3, "the message went out");
+    c.handle_written(out.len());
+    out.clear();
+    // Unmarked, the connection may skip looking; marked again, it sees the next one.
+    c.queue().outbox.send(OpCode::Text, b"two").unwrap();
+    c.queue().mark = true;
+    c.poll_transmit(&mut out, 1 << 16);
+    assert_eq!(out.len(), 2 + 4 + 3);
+}

@@ -29,30 +29,64 @@ struct Sending {
     done: usize,
 }
 
-#[derive(Default)]
+const NO_CLOSE: u64 = u64::MAX;
+
 pub(super) struct Transmit {
     sending: Option<Box<Sending>>,
-    /// The Pong owed for the latest Ping.
-    pub(super) pong: Option<Bytes>,
+    /// The Pong owed for the latest Ping (boxed, as are the other rare parts: every
+    /// connection holds this struct, idle or not).
+    pub(super) pong: Option<Box<Bytes>>,
     /// A keepalive Ping to send.
     pub(super) ping: Option<[u8; 8]>,
     /// The payload of the Close to send once the queue ahead of it is drained.
-    pub(super) close: Option<Bytes>,
-    /// Where our Close ends on the wire, once handed out: nothing follows it.
-    close_end: Option<u64>,
+    pub(super) close: Option<Box<Bytes>>,
+    /// Where our Close ends on the wire, once handed out (`NO_CLOSE` before): nothing
+    /// follows it.
+    close_end: u64,
     /// Bytes handed out, and bytes the caller has written of them.
     handed: u64,
     written: u64,
     /// Control frames handed out and not wholly written: (wire offset, length). Data written
     /// is what was written less these.
-    control: VecDeque<(u64, u64)>,
+    #[allow(clippy::box_collection)]
+    control: Option<Box<VecDeque<(u64, u64)>>>,
     /// Control bytes in spans already dropped from `control`.
     control_done: u64,
     /// The last look at the queue found nothing to do.
     settled: bool,
 }
 
+impl Default for Transmit {
+    fn default() -> Self {
+        Transmit {
+            sending: None,
+            pong: None,
+            ping: None,
+            close: None,
+            close_end: NO_CLOSE,
+            handed: 0,
+            written: 0,
+            control: None,
+            control_done: 0,
+            settled: false,
+        }
+    }
+}
+
 impl Transmit {
+    /// Our Close has been handed out.
+    fn close_handed(&self) -> bool {
+        self.close_end != NO_CLOSE
+    }
+
+    /// Owes the latest Ping's payload as a Pong (replacing an older one).
+    pub(super) fn owe_pong(&mut self, payload: Bytes) {
+        match self.pong.as_deref_mut() {
+            Some(p) => *p = payload,
+            None => self.pong = Some(Box::new(payload)),
+        }
+    }
+
     /// Nothing handed out is unwritten, and no payload is half sent.
     pub(super) fn idle(&self) -> bool {
         self.written == self.handed && self.sending.is_none()
@@ -65,8 +99,10 @@ impl Transmit {
 
     /// Queues a Close with `reason` (`None`: empty) behind the data already queued.
     pub(super) fn queue_close(&mut self, reason: Option<&CloseReason>) {
-        if self.close.is_none() && self.close_end.is_none() {
-            self.close = Some(reason.map(CloseReason::to_payload).unwrap_or_default());
+        if self.close.is_none() && !self.close_handed() {
+            self.close = Some(Box::new(
+                reason.map(CloseReason::to_payload).unwrap_or_default(),
+            ));
         }
     }
 
@@ -81,7 +117,7 @@ impl Transmit {
     fn control_span(&mut self, start: u64) {
         let len = self.handed - start;
         if len > 0 {
-            self.control.push_back((start, len));
+            self.control.get_or_insert_default().push_back((start, len));
         }
     }
 }
@@ -149,7 +185,7 @@ impl<Q: Queue> Connection<Q> {
             if self.tx.pong.is_some() || self.tx.ping.is_some() {
                 self.put_control(buf);
             }
-            if self.tx.close_end.is_some() {
+            if self.tx.close_handed() {
                 return None; // nothing after our Close
             }
             if self.take_data(buf, max) {
@@ -167,12 +203,17 @@ impl<Q: Queue> Connection<Q> {
     pub fn handle_written(&mut self, n: usize) {
         let tx = &mut self.tx;
         tx.written = (tx.written + n as u64).min(tx.handed);
-        while let Some(&(start, len)) = tx.control.front() {
-            if start + len > tx.written {
-                break;
+        if let Some(control) = tx.control.as_deref_mut() {
+            while let Some(&(start, len)) = control.front() {
+                if start + len > tx.written {
+                    break;
+                }
+                tx.control_done += len;
+                control.pop_front();
             }
-            tx.control_done += len;
-            tx.control.pop_front();
+            if control.is_empty() {
+                tx.control = None;
+            }
         }
         self.maybe_finish();
     }
@@ -184,14 +225,15 @@ impl<Q: Queue> Connection<Q> {
         let tx = &self.tx;
         let partial = tx
             .control
-            .front()
+            .as_deref()
+            .and_then(VecDeque::front)
             .map_or(0, |&(start, len)| tx.written.saturating_sub(start).min(len));
         tx.written - tx.control_done - partial
     }
 
     /// Whether our Close (ours, the echo or a failure's) has been written.
     pub fn close_written(&self) -> bool {
-        self.tx.close_end.is_some_and(|end| self.tx.written >= end)
+        self.tx.close_handed() && self.tx.written >= self.tx.close_end
     }
 
     /// Whether our side of the close handshake is over on the wire: our Close (or echo, or a
@@ -199,7 +241,7 @@ impl<Q: Queue> Connection<Q> {
     pub fn close_done(&self) -> bool {
         self.close_written()
             || self.phase == Phase::Finished
-            || (self.tx.close.is_none() && self.tx.close_end.is_none())
+            || (self.tx.close.is_none() && !self.tx.close_handed())
     }
 
     /// Whether the peer is owed a reply (a Pong, or the Close) that has not been handed out.
@@ -223,6 +265,9 @@ impl<Q: Queue> Connection<Q> {
         if self.phase == Phase::Finished || (self.tx.settled && !self.queue.touched()) {
             return;
         }
+        // Locking clears the queue's mark: what it says is known again only once data has
+        // been looked at too.
+        self.tx.settled = false;
         let (close, terminate) = {
             let mut out = self.queue.lock();
             (out.take_close(), out.terminating())
@@ -244,7 +289,7 @@ impl<Q: Queue> Connection<Q> {
                 self.keepalive.stop();
                 self.tx.ping = None;
                 self.tx.queue_close(req.reason.as_ref());
-                let deadline = req.at.saturating_add(self.close_timeout);
+                let deadline = req.at.saturating_add(self.close_timeout());
                 let e = self.ending();
                 e.ours = Some(req.reason);
                 e.deadline = Some(e.deadline.map_or(deadline, |d| d.min(deadline)));
@@ -322,7 +367,7 @@ impl<Q: Queue> Connection<Q> {
         encode_frame(buf, OpCode::Close, true, 0, &payload, key);
         self.tx.handed += (buf.len() - before) as u64;
         self.tx.control_span(start);
-        self.tx.close_end = Some(self.tx.handed);
+        self.tx.close_end = self.tx.handed;
         self.tx.pong = None;
     }
 }
