@@ -57,6 +57,7 @@ async fn serve(listener: TcpListener, broadcast: bool, verbose: bool) {
             continue;
         };
         let peers = peers.clone();
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let mut session = match accept(stream, &AcceptConfig::default()).await {
                 Ok(s) => s,

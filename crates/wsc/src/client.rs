@@ -176,35 +176,27 @@ impl RequestBuilder {
         self.map(|r| Ok(r.timeout(timeout)))
     }
 
-    async fn open(self, raw: bool) -> Result<(session::Sender, session::Inbox), Error> {
+    async fn open<D: session::Delivery>(self) -> Result<session::SessionOf<D>, Error> {
         let request = self.request?;
         let config = &self.client.config;
-        let up = connect::open(config, &request, raw).await?;
+        let up = connect::open(config, &request, D::RAW).await?;
         let shared = Shared::new(
-            config.clone(),
+            config.session.clone(),
             up.extensions,
             wsc_proto::Role::Client,
             up.call,
         );
-        Ok(session::start(
-            up.io,
-            shared,
-            up.leftover,
-            raw,
-            up.extensions_in,
-        ))
+        Ok(session::start(up.io, shared, up.leftover, up.extensions_in))
     }
 
     /// Connects and returns a default session.
     pub async fn connect(self) -> Result<Session, Error> {
-        let (s, i) = self.open(false).await?;
-        Ok(Session::new(s, i))
+        self.open().await
     }
 
     /// Connects and returns a raw session (no extensions are offered).
     pub async fn connect_raw(self) -> Result<RawSession, Error> {
-        let (s, i) = self.open(true).await?;
-        Ok(RawSession::new(s, i))
+        self.open().await
     }
 
     /// Connects, runs `f`, always closes; see [`Client::websocket`].

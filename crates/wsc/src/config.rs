@@ -11,54 +11,21 @@ use wsc_proto::deflate::DeflateConfig;
 
 use crate::Client;
 use crate::error::Error;
-use crate::transport::Target;
+use crate::session::config::SessionConfig;
+use crate::transport::TransportConfig;
 use crate::transport::proxy::{EnvProxies, Proxy};
-use crate::transport::tls::{Roots, TlsSettings, certs_from_pem, key_from_pem};
+use crate::transport::tls::{Roots, certs_from_pem, key_from_pem};
 
-impl Config {
-    /// The rustls configuration, built once per client on first use.
-    pub(crate) fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
-        self.tls.get_or_init(|| self.tls_settings.build()).clone()
-    }
-
-    /// The proxy for a target: the builder's, else the environment's when asked for.
-    pub(crate) fn proxy_for(&self, target: &Target<'_>) -> Option<Proxy> {
-        if let Some(p) = &self.proxy {
-            return Some(p.clone());
-        }
-        self.env_proxies
-            .as_ref()
-            .and_then(|e| e.for_target(target.host, target.tls))
-            .cloned()
-    }
-}
-
-/// Validated settings shared by every session a [`Client`] opens.
+/// Validated settings shared by every session a [`Client`] opens: how to reach the server
+/// (`transport`), the handshake's, and the sessions' own (`session`, shared by reference).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub max_frame_size: usize,
-    pub max_message_size: usize,
-    pub masking: bool,
-    pub ping_interval: Option<Duration>,
-    pub ping_timeout: Option<Duration>,
-    pub close_timeout: Duration,
+    pub session: Arc<SessionConfig>,
+    pub transport: TransportConfig,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    pub outgoing_capacity: usize,
-    pub incoming_capacity: usize,
-    pub incoming_bytes: usize,
-    pub write_fragment_size: Option<usize>,
     pub extensions: Vec<Arc<dyn ExtensionFactory>>,
     pub user_agent: Option<String>,
-    pub converter: Option<Arc<dyn crate::convert::Converter>>,
-    pub stream_incoming: bool,
-    pub tls_settings: TlsSettings,
-    /// Built from `tls_settings` on the first `wss` connect (reading the platform's roots
-    /// costs milliseconds that ws-only clients need not pay).
-    pub tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, Error>>>,
-    pub proxy: Option<Proxy>,
-    pub env_proxies: Option<EnvProxies>,
-    pub bind: Option<IpAddr>,
     pub max_redirects: usize,
     pub cookies: Option<Arc<Mutex<cookie_store::CookieStore>>>,
 }
@@ -66,27 +33,12 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_frame_size: 16 << 20,
-            max_message_size: 64 << 20,
-            masking: true,
-            ping_interval: None,
-            ping_timeout: None,
-            close_timeout: Duration::from_secs(5),
+            session: Arc::default(),
+            transport: TransportConfig::default(),
             connect_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(30),
-            outgoing_capacity: 1 << 20,
-            incoming_capacity: 256,
-            incoming_bytes: 1 << 20,
-            write_fragment_size: None,
             extensions: Vec::new(),
             user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
-            converter: None,
-            stream_incoming: false,
-            tls_settings: TlsSettings::default(),
-            tls: Arc::default(),
-            proxy: None,
-            env_proxies: None,
-            bind: None,
             max_redirects: 10,
             cookies: None,
         }
@@ -114,46 +66,50 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    fn session(&mut self) -> &mut SessionConfig {
+        Arc::make_mut(&mut self.config.session)
+    }
+
     /// Largest frame payload accepted from the peer; a larger one fails the session with 1009
     /// (RFC 6455 §7.4.1). Default 16 MiB; `usize::MAX` turns the check off.
     /// Ktor: `maxFrameSize`.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.max_frame_size = bytes;
+        self.session().max_frame_size = bytes;
         self
     }
 
     /// Largest message accepted, after reassembly and any inflation; a larger one fails the
     /// session with 1009. Default 64 MiB; `usize::MAX` turns the check off.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
+        self.session().max_message_size = bytes;
         self
     }
 
     /// Whether outgoing frames are masked. Default `true`, as RFC 6455 §5.3 requires of
     /// clients; turn off only for a server you know accepts unmasked frames. Ktor: `masking`.
     pub fn masking(mut self, on: bool) -> Self {
-        self.config.masking = on;
+        self.session().masking = on;
         self
     }
 
     /// How often a default session pings the server to keep the connection alive
     /// (RFC 6455 §5.5.2). Default `None` (off), as in Ktor. Ktor: `pingInterval`.
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
-        self.config.ping_interval = every;
+        self.session().ping_interval = every;
         self
     }
 
     /// How long a default session waits for the Pong that echoes its Ping before it closes
     /// with 1011 "Ping timeout". Default: twice the ping interval (Ktor's rule).
     pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.ping_timeout = timeout;
+        self.session().ping_timeout = timeout;
         self
     }
 
     /// How long a session waits for the peer's Close after sending its own, and then for the
     /// server to close TCP (RFC 6455 §7.1.1). Default 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
+        self.session().close_timeout = timeout;
         self
     }
 
@@ -173,14 +129,14 @@ impl ClientBuilder {
     /// (backpressure). A message larger than this is still accepted when the queue is empty.
     /// Default 1 MiB.
     pub fn outgoing_queue_capacity(mut self, bytes: usize) -> Self {
-        self.config.outgoing_capacity = bytes;
+        self.session().outgoing_capacity = bytes;
         self
     }
 
     /// Messages (or frames, for raw sessions) that may wait to be received before the session
     /// stops reading from the socket (backpressure). Default 256.
     pub fn incoming_queue_capacity(mut self, messages: usize) -> Self {
-        self.config.incoming_capacity = messages;
+        self.session().incoming_capacity = messages;
         self
     }
 
@@ -193,14 +149,14 @@ impl ClientBuilder {
     /// arrive), at least one and at most 16; one is added only when the application lags
     /// behind the reads, and all are given back after a quiet second.
     pub fn incoming_queue_bytes(mut self, bytes: usize) -> Self {
-        self.config.incoming_bytes = bytes;
+        self.session().incoming_bytes = bytes;
         self
     }
 
     /// Splits outgoing messages larger than `bytes` into fragments of that size. Default: off
     /// (one frame per message).
     pub fn write_fragment_size(mut self, bytes: Option<usize>) -> Self {
-        self.config.write_fragment_size = bytes;
+        self.session().write_fragment_size = bytes;
         self
     }
 
@@ -225,7 +181,7 @@ impl ClientBuilder {
     /// The content converter for `send_serialized` and `receive_deserialized` (Ktor's
     /// `contentConverter`); e.g. [`Json`](crate::convert::Json). Default: none.
     pub fn converter(mut self, converter: impl crate::convert::Converter + 'static) -> Self {
-        self.config.converter = Some(Arc::new(converter));
+        self.session().converter = Some(Arc::new(converter));
         self
     }
 
@@ -234,21 +190,21 @@ impl ClientBuilder {
     /// with [`Receiver::recv_stream`](crate::Receiver::recv_stream) (`recv()` still
     /// reassembles, within `max_message_size`). Default off.
     pub fn stream_incoming(mut self, on: bool) -> Self {
-        self.config.stream_incoming = on;
+        self.session().stream_incoming = on;
         self
     }
 
     /// Which roots verify servers' certificates: the platform's (default), bundled Mozilla
     /// roots, both, or none (only added CAs).
     pub fn tls_roots(mut self, roots: Roots) -> Self {
-        self.config.tls_settings.roots = roots;
+        self.config.transport.tls_settings.roots = roots;
         self
     }
 
     /// Also trusts the CA certificates in `pem`.
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
         match certs_from_pem(pem) {
-            Ok(c) => self.config.tls_settings.extra_roots.extend(c),
+            Ok(c) => self.config.transport.tls_settings.extra_roots.extend(c),
             Err(e) => self.error = self.error.or(Some(e)),
         }
         self
@@ -258,7 +214,7 @@ impl ClientBuilder {
     pub fn client_certificate_pem(mut self, chain_pem: &[u8], key_pem: &[u8]) -> Self {
         match (certs_from_pem(chain_pem), key_from_pem(key_pem)) {
             (Ok(chain), Ok(key)) => {
-                self.config.tls_settings.client_cert = Some((chain, Arc::new(key)))
+                self.config.transport.tls_settings.client_cert = Some((chain, Arc::new(key)))
             }
             (Err(e), _) | (_, Err(e)) => self.error = self.error.or(Some(e)),
         }
@@ -268,19 +224,22 @@ impl ClientBuilder {
     /// **Development only**: accepts any server certificate, so anyone on the path can read
     /// and change the traffic. Off by default.
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
-        self.config.tls_settings.danger_accept_invalid_certs = accept;
+        self.config
+            .transport
+            .tls_settings
+            .danger_accept_invalid_certs = accept;
         self
     }
 
     /// Uses a ready rustls configuration for `wss` instead of the settings above.
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.config.tls_settings.custom = Some(config);
+        self.config.transport.tls_settings.custom = Some(config);
         self
     }
 
     /// Tunnels every connection through `proxy` (see [`Proxy::parse`]).
     pub fn proxy(mut self, proxy: Proxy) -> Self {
-        self.config.proxy = Some(proxy);
+        self.config.transport.proxy = Some(proxy);
         self
     }
 
@@ -294,7 +253,7 @@ impl ClientBuilder {
     /// As [`proxy_from_env`](Self::proxy_from_env), reading the variables through `lookup`.
     pub fn proxy_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
         match EnvProxies::read(lookup) {
-            Ok(e) => self.config.env_proxies = Some(e),
+            Ok(e) => self.config.transport.env_proxies = Some(e),
             Err(e) => self.error = self.error.or(Some(e)),
         }
         self
@@ -302,7 +261,7 @@ impl ClientBuilder {
 
     /// Connects from this local address.
     pub fn bind(mut self, local: IpAddr) -> Self {
-        self.config.bind = Some(local);
+        self.config.transport.bind = Some(local);
         self
     }
 
@@ -329,16 +288,15 @@ impl ClientBuilder {
         }
         // Each client gets its own lazily built TLS configuration (a cloned builder must not
         // share one built from other settings).
-        self.config.tls = Arc::default();
-        if self.config.tls_settings.custom.is_some()
-            || self.config.tls_settings.danger_accept_invalid_certs
-        {
+        let t = &mut self.config.transport;
+        t.tls = Arc::default();
+        if t.tls_settings.custom.is_some() || t.tls_settings.danger_accept_invalid_certs {
             // Nothing to read from the system: build now so setting errors surface here.
-            let built = self.config.tls_settings.build();
+            let built = t.tls_settings.build();
             built.clone()?;
-            let _ = self.config.tls.set(built);
+            let _ = t.tls.set(built);
         }
-        let c = &self.config;
+        let c = &self.config.session;
         if c.max_frame_size == 0 || c.max_message_size == 0 {
             return Err(Error::InvalidConfig(
                 "size limits must be at least 1 byte".into(),
@@ -360,7 +318,7 @@ impl ClientBuilder {
             ));
         }
         let mut rsv = 0u8;
-        for f in &c.extensions {
+        for f in &self.config.extensions {
             if f.rsv() & rsv != 0 {
                 return Err(Error::InvalidConfig(format!(
                     "extension {} claims an RSV bit another extension already uses",

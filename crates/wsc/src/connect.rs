@@ -45,7 +45,7 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
             tls: req.url.scheme() == "wss",
         };
         let connect_deadline = overall.unwrap_or_else(|| Instant::now() + config.connect_timeout);
-        let io = transport::connect(config, &target, connect_deadline).await?;
+        let io = transport::connect(&config.transport, &target, connect_deadline).await?;
         let hs_deadline = overall.unwrap_or_else(|| Instant::now() + config.handshake_timeout);
         match timeout_at(hs_deadline, upgrade(io, config, &req, raw)).await {
             Err(_) => return Err(Error::Timeout(TimeoutKind::Handshake)),

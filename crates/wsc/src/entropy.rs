@@ -11,6 +11,12 @@ impl OsEntropy {
     }
 }
 
+impl Default for OsEntropy {
+    fn default() -> Self {
+        OsEntropy::new()
+    }
+}
+
 impl wsc_proto::Entropy for OsEntropy {
     fn fill(&mut self, dest: &mut [u8]) {
         // Mask keys are drawn 256 bytes at a time; taking the generator's output a word at a

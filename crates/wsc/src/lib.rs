@@ -22,7 +22,8 @@ pub use reconnect::{
 };
 pub use request::{IntoRequest, Request};
 pub use session::{
-    Call, IncomingMessage, MessageWriter, RawReceiver, RawSession, Receiver, Sender, Session,
+    Call, Delivery, Frames, IncomingMessage, MessageWriter, Messages, RawReceiver, RawSession,
+    Receiver, ReceiverOf, Sender, Session, SessionOf,
 };
 pub use transport::proxy::Proxy;
 pub use transport::tls::Roots;

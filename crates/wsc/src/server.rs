@@ -4,27 +4,31 @@
 //! It exists for tests, tools and `wsc serve`; it negotiates no extensions. Owns the server
 //! side of the handshake's I/O only; the checks are `wsc_proto::handshake`'s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wsc_proto::Role;
 use wsc_proto::handshake;
 
-use crate::config::Config;
 use crate::error::{Error, TimeoutKind};
-use crate::session::{self, Call, Session, Shared};
+use crate::session::{self, Call, Session, SessionConfig, Shared};
 
-/// Settings for accepted sessions.
+/// Settings for accepted sessions (the server's own: nothing here is a client setting).
 #[derive(Debug, Clone)]
 pub struct AcceptConfig {
     /// Subprotocols this server speaks, in preference order; the first the client also offers is chosen.
     pub protocols: Vec<String>,
     /// How long the client may take to send its request. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Largest message accepted. Default 64 MiB.
+    /// Largest message (and frame) accepted. Default 64 MiB.
     pub max_message_size: usize,
+    /// How long the close handshake may take once started. Default 5 s.
+    pub close_timeout: Duration,
+    /// Sends a Ping this often and fails the session with 1011 when no Pong comes back within
+    /// the same time. Default `None` (the client keeps the connection alive).
+    pub ping_interval: Option<Duration>,
 }
 
 impl Default for AcceptConfig {
@@ -33,24 +37,46 @@ impl Default for AcceptConfig {
             protocols: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 64 << 20,
+            close_timeout: Duration::from_secs(5),
+            ping_interval: None,
+        }
+    }
+}
+
+impl AcceptConfig {
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            max_message_size: self.max_message_size,
+            max_frame_size: self.max_message_size,
+            masking: false,
+            close_timeout: self.close_timeout,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_interval,
+            ..SessionConfig::default()
         }
     }
 }
 
 /// Reads a client's upgrade request from `stream`, answers 101, and returns the session.
 ///
+/// `stream` is any byte stream: a `TcpStream` (set `TCP_NODELAY` on it yourself), a TLS stream,
+/// a Unix socket, an in-memory duplex.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let (stream, _) = listener.accept().await?;
+/// stream.set_nodelay(true)?;
 /// let mut session = wsc::server::accept(stream, &Default::default()).await?;
 /// while let Some(Ok(m)) = session.recv().await {
 ///     session.send(m).await?; // echo
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Session, Error> {
-    stream.set_nodelay(true).map_err(Error::io)?;
+pub async fn accept<S>(mut stream: S, config: &AcceptConfig) -> Result<Session, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
         loop {
@@ -98,15 +124,13 @@ pub async fn accept(mut stream: TcpStream, config: &AcceptConfig) -> Result<Sess
         protocol,
         Vec::new(),
     );
-    let cfg = Config {
-        max_message_size: config.max_message_size,
-        max_frame_size: config.max_message_size,
-        masking: false,
-        ..Config::default()
-    };
-    let shared = Shared::new(std::sync::Arc::new(cfg), Vec::new(), Role::Server, call);
-    let (sender, inbox) = session::start(stream, shared, leftover, false, Vec::new());
-    Ok(Session::new(sender, inbox))
+    let shared = Shared::new(
+        Arc::new(config.session_config()),
+        Vec::new(),
+        Role::Server,
+        call,
+    );
+    Ok(session::start(stream, shared, leftover, Vec::new()))
 }
 
 #[cfg(test)]

@@ -1,65 +1,89 @@
 //! The outgoing queue's lock.
 //!
-//! Every send takes it, so it is the cheapest lock there is: a spin lock, taken with one
-//! compare-and-swap and released with a plain store. A std `Mutex` releases with an atomic swap
-//! (it must learn whether a thread sleeps on it); on this project's Intel VM that second locked
-//! instruction, which waits for the frame bytes just written to leave the store buffer, cost
-//! about a third of a 16-byte send (the bench crate's raw send case, pinned: 1.00–1.11 s
-//! against 0.72–0.88 s per 20 M messages). With the session's handles and driver on one
-//! current-thread runtime it is never contended.
+//! Every send takes it, so uncontended it must cost as little as a lock can: it is a spin lock
+//! taken with one compare-and-swap and released with a plain store (a std `Mutex` releases with
+//! an atomic swap, since it must learn whether a thread sleeps on it). Nothing slow happens
+//! under it: no copy of more than `LARGE_SEND` bytes (larger payloads are handed over as
+//! `Bytes`), no compression, no masking of a large payload, so it is held for microseconds. A
+//! thread that finds it held spins, doubling, and then yields its time slice until it is free;
+//! it never sleeps, so a runtime worker is never parked behind it for a timer's granularity.
 //!
-//! It is held for an append or a take, so a thread that finds it held spins briefly, then
-//! yields, then sleeps in short steps: a sender compressing or copying a large message can
-//! hold it for milliseconds, and a waiting thread must not burn its core meanwhile.
+//! Built with `--cfg wsc_std_mutex` it is a std `Mutex` instead, so that the benchmark can
+//! compare the two (`scripts/bench`, the contended send case).
 
-use std::time::Duration;
+#[cfg(not(wsc_std_mutex))]
+pub(crate) use spin_lock::{QueueGuard, QueueLock};
+#[cfg(wsc_std_mutex)]
+pub(crate) use std_lock::{QueueGuard, QueueLock};
 
-use spin::mutex::{SpinMutex, SpinMutexGuard};
+#[cfg(not(wsc_std_mutex))]
+mod spin_lock {
+    use spin::mutex::{SpinMutex, SpinMutexGuard};
 
-pub(crate) struct QueueLock<T>(SpinMutex<T>);
+    pub(crate) struct QueueLock<T>(SpinMutex<T>);
 
-pub(crate) type QueueGuard<'a, T> = SpinMutexGuard<'a, T>;
+    pub(crate) type QueueGuard<'a, T> = SpinMutexGuard<'a, T>;
 
-impl<T> QueueLock<T> {
-    pub(crate) const fn new(value: T) -> Self {
-        Self(SpinMutex::new(value))
-    }
+    impl<T> QueueLock<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(SpinMutex::new(value))
+        }
 
-    #[inline]
-    pub(crate) fn lock(&self) -> QueueGuard<'_, T> {
-        match self.0.try_lock() {
-            Some(g) => g,
-            None => self.contended(),
+        #[inline]
+        pub(crate) fn lock(&self) -> QueueGuard<'_, T> {
+            match self.0.try_lock() {
+                Some(g) => g,
+                None => self.contended(),
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn contended(&self) -> QueueGuard<'_, T> {
+            let mut round = 0u32;
+            loop {
+                while self.0.is_locked() {
+                    backoff(round);
+                    round = round.saturating_add(1);
+                }
+                if let Some(g) = self.0.try_lock() {
+                    return g;
+                }
+            }
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn contended(&self) -> QueueGuard<'_, T> {
-        let mut round = 0u32;
-        loop {
-            while self.0.is_locked() {
-                backoff(round);
-                round = round.saturating_add(1);
+    /// One wait for the held lock: spins, doubling, for the first rounds (127 spins in all,
+    /// well under a microsecond; a hold is an append or a take), then yields the thread (the
+    /// holder may have been preempted, and a yield lets it run).
+    fn backoff(round: u32) {
+        if round < 7 {
+            for _ in 0..1u32 << round {
+                std::hint::spin_loop();
             }
-            if let Some(g) = self.0.try_lock() {
-                return g;
-            }
+        } else {
+            std::thread::yield_now();
         }
     }
 }
 
-/// One wait for the held lock: spins, doubling, for the first rounds (127 spins in all; an
-/// append takes well under a microsecond), then yields the thread, then sleeps 50 µs a round.
-fn backoff(round: u32) {
-    if round < 7 {
-        for _ in 0..1u32 << round {
-            std::hint::spin_loop();
+#[cfg(wsc_std_mutex)]
+mod std_lock {
+    use std::sync::{Mutex, MutexGuard};
+
+    pub(crate) struct QueueLock<T>(Mutex<T>);
+
+    pub(crate) type QueueGuard<'a, T> = MutexGuard<'a, T>;
+
+    impl<T> QueueLock<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(Mutex::new(value))
         }
-    } else if round < 20 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
+
+        #[inline]
+        pub(crate) fn lock(&self) -> QueueGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
     }
 }
 
@@ -67,6 +91,7 @@ fn backoff(round: u32) {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn threads_taking_turns_lose_no_update() {
@@ -107,7 +132,7 @@ mod tests {
             let lock = lock.clone();
             std::thread::spawn(move || *lock.lock())
         };
-        // Long enough for the waiter to pass the spinning and yielding rounds into sleeping.
+        // Long enough for the waiter to pass the spinning rounds into yielding.
         std::thread::sleep(Duration::from_millis(30));
         // Written just before the release: a waiter that got in while the lock was held
         // would have read 0.

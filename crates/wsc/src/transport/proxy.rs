@@ -7,8 +7,8 @@ use base64::Engine;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::TransportConfig;
 use super::{BoxIo, Target, tcp, tls};
-use crate::config::Config;
 use crate::error::Error;
 
 /// The proxy's protocol.
@@ -102,7 +102,7 @@ impl Proxy {
     /// Opens a tunnel to `target` through this proxy.
     pub(crate) async fn connect(
         &self,
-        config: &Config,
+        config: &TransportConfig,
         target: &Target<'_>,
     ) -> Result<BoxIo, Error> {
         match self.kind {
@@ -177,7 +177,7 @@ impl Proxy {
         }
     }
 
-    async fn socks5(&self, config: &Config, target: &Target<'_>) -> Result<BoxIo, Error> {
+    async fn socks5(&self, config: &TransportConfig, target: &Target<'_>) -> Result<BoxIo, Error> {
         use tokio_socks::tcp::Socks5Stream;
         let proxy = tcp::connect(&self.host, self.port, config.bind).await?;
         let host = target.host.trim_start_matches('[').trim_end_matches(']');

@@ -11,7 +11,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_rustls::TlsConnector;
 
 use super::BoxIo;
-use crate::config::Config;
+use super::TransportConfig;
 use crate::error::Error;
 
 /// Which root certificates a client trusts.
@@ -99,7 +99,11 @@ impl TlsSettings {
 }
 
 /// Runs the TLS handshake over `io` for `host` (SNI and certificate name).
-pub(crate) async fn connect(config: &Config, host: &str, io: BoxIo) -> Result<BoxIo, Error> {
+pub(crate) async fn connect(
+    config: &TransportConfig,
+    host: &str,
+    io: BoxIo,
+) -> Result<BoxIo, Error> {
     let tls = config.tls_config()?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(bare.to_owned()).map_err(|_| Error::InvalidUrl {

@@ -1,0 +1,168 @@
+//! The driver's read buffer: how much to read, and where.
+//!
+//! An idle connection holds no buffer (it probes with a small one on the stack and allocates
+//! only when bytes arrive). Large frames are read on frame boundaries, so that payloads land in
+//! place and are handed out without a copy. Small frames are read many at a time. Frames cut
+//! out of a buffer stay alive in the incoming queue or with the application, so a full buffer
+//! is set aside rather than reused, and the oldest one set aside takes its place once everything
+//! cut out of it is gone (see [`ReadBuf::make_room`]).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::AsyncRead;
+
+/// What a read of small frames asks for.
+const READ_CHUNK: usize = 64 * 1024;
+/// Data frames from this size on are read header first, then payload in place.
+const LARGE_FRAME: usize = 16 * 1024;
+/// What a read buffer for large frames is allocated at, at least: several frames share it.
+const LARGE_BUFFER: usize = 256 * 1024;
+/// At most this many read buffers are set aside for reuse; fewer when the incoming queue's
+/// byte capacity is covered with fewer.
+const SPARES: usize = 16;
+/// Below this much free room, the buffer is grown before reading small frames.
+const MIN_READ: usize = 4096;
+/// The stack buffer an idle connection reads into before it has a read buffer.
+const PROBE: usize = 512;
+
+/// What the connection knows about the frame in progress, for sizing the next read.
+pub(crate) struct Hint {
+    /// Bytes the frame in progress occupies in all (header and payload), 0 if unknown.
+    pub wanted: usize,
+    /// The last data frame was large: read the next header on its own.
+    pub large_frames: bool,
+    /// The longest frame header the peer can send (masked frames from a client are longer).
+    pub max_header: usize,
+    /// Payload bytes the incoming queue may hold: how many spare buffers are worth keeping.
+    pub queue_bytes: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct ReadBuf {
+    pub buf: BytesMut,
+    /// Buffers used before the current one, oldest first (boxed: the driver keeps to its size).
+    #[allow(clippy::box_collection)]
+    spares: Option<Box<VecDeque<BytesMut>>>,
+    /// No buffer is held (a new or quiet connection): reads probe with a stack buffer.
+    idle: bool,
+}
+
+impl ReadBuf {
+    /// Starts with `leftover` (bytes that arrived with the handshake), or with nothing held.
+    pub(crate) fn new(leftover: BytesMut) -> Self {
+        let idle = leftover.is_empty();
+        ReadBuf {
+            // Nothing behind the handshake: its buffer is given back.
+            buf: if idle { BytesMut::new() } else { leftover },
+            spares: None,
+            idle,
+        }
+    }
+
+    /// Reads once into the buffer; the number of bytes read (0: end of stream).
+    pub(crate) fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+        hint: &Hint,
+    ) -> Poll<std::io::Result<usize>> {
+        if self.idle && self.buf.capacity() == 0 {
+            let mut probe = [0u8; PROBE];
+            let mut rb = tokio::io::ReadBuf::new(&mut probe);
+            return match Pin::new(io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    self.idle = false;
+                    if got.len() == PROBE {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    self.buf.extend_from_slice(got);
+                    Poll::Ready(Ok(got.len()))
+                }
+            };
+        }
+        let len = self.buf.len();
+        let large_pending = hint.wanted > len && hint.wanted >= LARGE_FRAME;
+        let want = if large_pending {
+            // The rest of a large frame, with the next header riding along; whole frames the
+            // size of this one that fit in the room after it are read in the same call.
+            let rest = hint.wanted - len;
+            if self.buf.capacity() - len < rest + hint.max_header {
+                self.make_room(rest + hint.max_header, LARGE_BUFFER, hint.queue_bytes);
+            }
+            let room = self.buf.capacity() - len - rest - hint.max_header;
+            rest + hint.max_header + room / hint.wanted * hint.wanted
+        } else if hint.large_frames && len == 0 {
+            if self.buf.capacity() < hint.max_header {
+                self.buf.reserve(hint.max_header);
+            }
+            hint.max_header
+        } else {
+            if self.buf.capacity() - len < MIN_READ {
+                self.make_room(READ_CHUNK, READ_CHUNK, hint.queue_bytes);
+            }
+            READ_CHUNK
+        };
+        let mut limited = bytes::BufMut::limit(&mut self.buf, want);
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited)
+    }
+
+    /// Makes room for `need` more bytes; a new buffer holds `fresh` bytes at least.
+    ///
+    /// The current buffer is set aside, and the oldest one set aside takes its place if
+    /// everything cut out of it has been dropped by now; only the bytes of the frame in
+    /// progress move across (for large frames normally just a header). Allocating a new buffer
+    /// instead every few large frames, or every 64 KiB of small ones, made the allocator hand
+    /// memory back and forth to the kernel. Frames too large to share a buffer keep no spares.
+    fn make_room(&mut self, need: usize, fresh: usize, queue_bytes: usize) {
+        let len = self.buf.len();
+        // A whole buffer's worth: reclaiming asks for it too, or it would give just `need`
+        // and the reads after it would be one frame each.
+        let want = (len + need).max(fresh);
+        if self.buf.try_reclaim(want - len) {
+            return;
+        }
+        if len + need > LARGE_BUFFER / 2 {
+            self.spares = None;
+            self.buf.reserve(want - len);
+            return;
+        }
+        let spares = self.spares.get_or_insert_with(Box::default);
+        // The oldest, once free; a free one grown past the usual size is let go instead.
+        let reused = if spares.front_mut().is_some_and(|b| b.try_reclaim(want)) {
+            spares.pop_front().filter(|b| b.capacity() <= LARGE_BUFFER)
+        } else {
+            None
+        };
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(want));
+        next.extend_from_slice(&self.buf);
+        let mut previous = std::mem::replace(&mut self.buf, next);
+        previous.clear();
+        // Enough buffers to cover what the incoming queue may hold, which is how far reading
+        // can run ahead of the application.
+        let keep = (queue_bytes / fresh).clamp(1, SPARES);
+        while spares.len() >= keep {
+            spares.pop_front();
+        }
+        spares.push_back(previous);
+    }
+
+    /// Whether the buffer holds memory with nothing in it.
+    pub(crate) fn is_idle_memory(&self) -> bool {
+        self.buf.is_empty() && self.buf.capacity() > 0
+    }
+
+    /// Gives the buffers back when nothing is in them (a quiet connection holds none).
+    pub(crate) fn trim(&mut self) {
+        self.spares = None;
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.idle = true;
+        }
+    }
+}
