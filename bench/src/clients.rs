@@ -528,3 +528,46 @@ pub async fn deflate_echo(lib: &str, port: u16, size: usize, count: u64) -> u64 
     }
     count
 }
+
+/// Eight tasks sending 16 B messages through one session's senders on a multi-thread runtime
+/// while a ninth sends 1 MiB messages: the outgoing queue's lock under contention. Returns the
+/// seconds taken and the slowest single 16 B send in microseconds (a worker parked behind the
+/// lock would show there).
+pub fn contended(port: u16, small: u64, large: u64) -> (f64, f64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let s = wsc_client().connect(url(port)).await.unwrap();
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let tx = s.sender();
+            tasks.push(tokio::spawn(async move {
+                let mut worst = std::time::Duration::ZERO;
+                for _ in 0..small {
+                    let t = Instant::now();
+                    tx.send_binary(&[0x5a; 16]).await.unwrap();
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            }));
+        }
+        let tx = s.sender();
+        let big = Bytes::from(vec![0xa5u8; 1 << 20]);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..large {
+                tx.send(big.clone()).await.unwrap();
+            }
+            std::time::Duration::ZERO
+        }));
+        let mut worst = std::time::Duration::ZERO;
+        for task in tasks {
+            worst = worst.max(task.await.unwrap());
+        }
+        s.close(wsc::CloseReason::normal()).await.unwrap();
+        (t.elapsed().as_secs_f64(), worst.as_secs_f64() * 1e6)
+    })
+}

@@ -88,6 +88,12 @@ fn main() {
             port,
         } => {
             let _ = rlimit::increase_nofile_limit(u64::MAX);
+            if case == "contended" {
+                // Its own multi-thread runtime; `count` 16 B messages per task, `size` 1 MiB ones.
+                let (secs, worst) = clients::contended(port, count, size as u64);
+                println!("RESULT {secs} {worst} {}", clients::peak_rss_kib());
+                return;
+            }
             let r = rt();
             let t = Instant::now();
             let line = match case.as_str() {
@@ -527,7 +533,10 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         }
         eprintln!("callgrind done ({:.0}s)", started.elapsed().as_secs_f64());
     }
+    let contended_rows = contended(reps, smoke);
+    eprintln!("contended done ({:.0}s)", started.elapsed().as_secs_f64());
     let mut table = render(&rep);
+    table.push_str(&contended_rows);
     if let Some(row) = deflate_row {
         table.push_str(&format!(
             "\n| compressed case | | | |\n|---|---:|---:|---:|\n{row}\n"
@@ -549,6 +558,66 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         std::fs::write(out, doc).unwrap();
         eprintln!("wrote {out}");
     }
+}
+
+/// The outgoing queue's lock under contention: this build (the spin lock) and, when
+/// `WSC_BENCH_STD_MUTEX` names a build with `--cfg wsc_std_mutex` (scripts/bench makes one),
+/// the same case with a std `Mutex`, runs interleaved.
+fn contended(reps: usize, smoke: bool) -> String {
+    let (small, large) = if smoke {
+        (200u64, 2usize)
+    } else {
+        (100_000, 200)
+    };
+    let other = std::env::var_os("WSC_BENCH_STD_MUTEX").filter(|_| !smoke);
+    let srv = server(Kind::Drain, 0, 0);
+    let mut runs: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for _ in 0..reps {
+        let mut variants = vec![("spin lock", client_cmd())];
+        if let Some(path) = &other {
+            let mut c = client_cmd();
+            // The same pinning, another binary.
+            let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+            c = if c.get_program() == "taskset" {
+                let mut t = Command::new("taskset");
+                t.args(&args[..2]).arg(path);
+                t
+            } else {
+                Command::new(path)
+            };
+            variants.push(("std Mutex", c));
+        }
+        for (name, mut cmd) in variants {
+            let out = cmd
+                .args(client_args(Lib::Wsc, "contended", large, small, srv.1))
+                .output()
+                .unwrap();
+            let line = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("RESULT ").map(str::to_owned))
+                .unwrap_or_else(|| {
+                    panic!("contended {name}: {}", String::from_utf8_lossy(&out.stderr))
+                });
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let e = runs.entry(name).or_default();
+            e.0.push((8 * small + large as u64) as f64 / v[0]);
+            e.1.push(v[1]);
+        }
+    }
+    let mut s = format!(
+        "\n| contended send: 8 tasks × {small} messages of 16 B and one task × {large} of 1 MiB, one session, 2 runtime workers | messages/s | slowest 16 B send (µs) |\n|---|---:|---:|\n"
+    );
+    for (name, (rate, worst)) in runs.iter_mut() {
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.0} |\n",
+            median(rate),
+            median(worst)
+        ));
+    }
+    s
 }
 
 /// Appended to every report: what the noisy rows mean.

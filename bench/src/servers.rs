@@ -14,6 +14,8 @@ pub enum Kind {
     Sink,
     Echo,
     Idle,
+    /// Reads and decodes frames of any size until the client's Close, then closes.
+    Drain,
 }
 
 /// Reads the upgrade request and answers 101; returns bytes read past the request.
@@ -97,6 +99,30 @@ async fn sink(mut s: TcpStream, size: usize, count: u64) -> std::io::Result<()> 
     Ok(())
 }
 
+async fn drain(mut s: TcpStream) -> std::io::Result<()> {
+    let mut buf = accept_upgrade(&mut s).await?;
+    let mut decoder = wsc_proto::Decoder::new(
+        wsc_proto::Role::Server,
+        wsc_proto::Limits {
+            max_frame_size: usize::MAX,
+            max_message_size: usize::MAX,
+        },
+    );
+    loop {
+        while let Ok(Some(f)) = decoder.decode(&mut buf) {
+            if f.opcode == OpCode::Close {
+                s.write_all(CLOSE).await?;
+                drain_until_eof(&mut s).await;
+                return Ok(());
+            }
+        }
+        buf.reserve(256 * 1024);
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
 async fn echo(mut s: TcpStream) -> std::io::Result<()> {
     let mut buf = accept_upgrade(&mut s).await?;
     let mut out = BytesMut::new();
@@ -159,6 +185,7 @@ pub async fn serve(kind: Kind, size: usize, count: u64) -> std::io::Result<()> {
                 Kind::Sink => sink(s, size, count).await,
                 Kind::Echo => echo(s).await,
                 Kind::Idle => idle(s).await,
+                Kind::Drain => drain(s).await,
             };
         });
     }

@@ -63,7 +63,70 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
 }
 
+/// Whether `b` may appear in a header name (an RFC 9110 token character).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks a header line the request would carry: the name a token, the value free of control
+/// characters (CR and LF above all, which would end the line and start another). Returns what
+/// is wrong.
+///
+/// ```
+/// use wsc_proto::handshake::check_header;
+/// assert!(check_header("User-Agent", "wsc/1").is_ok());
+/// assert!(check_header("User-Agent", "x\r\nEvil: 1").is_err());
+/// assert!(check_header("Bad Name", "x").is_err());
+/// ```
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    check_text(value).map_err(|why| format!("invalid value for header {name}: {why}"))
+}
+
+/// A header value or request line part: no control character but tab.
+fn check_text(v: &str) -> Result<(), &'static str> {
+    match v.bytes().find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        Some(b'\r' | b'\n') => Err("contains CR or LF"),
+        Some(_) => Err("contains a control character"),
+        None => Ok(()),
+    }
+}
+
 impl Request<'_> {
+    /// Checks every string that goes into the request (host, target, subprotocols, the
+    /// extension offer, each header), so that nothing a caller passed can add a line to it.
+    /// Call before any I/O; returns what is wrong.
+    ///
+    /// ```
+    /// let h = [("User-Agent".to_string(), "a\r\nX-Injected: 1".to_string())];
+    /// let r = wsc_proto::handshake::Request {
+    ///     host: "example.com", target: "/", key: "dGhlIHNhbXBsZSBub25jZQ==",
+    ///     protocols: &[], extensions: None, headers: &h,
+    /// };
+    /// assert!(r.validate().unwrap_err().contains("CR or LF"));
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        for (what, v) in [("host", self.host), ("request target", self.target)] {
+            if v.is_empty() || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(format!("invalid {what} {v:?}"));
+            }
+        }
+        for p in self.protocols {
+            if p.is_empty() || !p.bytes().all(is_tchar) {
+                return Err(format!("invalid subprotocol name {p:?}"));
+            }
+        }
+        if let Some(e) = self.extensions {
+            check_text(e).map_err(|why| format!("invalid extension offer: {why}"))?;
+        }
+        for (n, v) in self.headers {
+            check_header(n, v)?;
+        }
+        Ok(())
+    }
+
     /// The request's bytes.
     ///
     /// ```

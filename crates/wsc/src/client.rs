@@ -141,6 +141,12 @@ impl RequestBuilder {
         self.map(|r| r.header(name, value))
     }
 
+    /// Lets a redirect to another origin carry header `name`; see
+    /// [`Request::forward_on_redirect`].
+    pub fn forward_on_redirect(self, name: &str) -> Self {
+        self.map(|r| Ok(r.forward_on_redirect(name)))
+    }
+
     /// Adds `Authorization: Bearer <token>`.
     pub fn bearer_auth(self, token: &str) -> Self {
         self.header("Authorization", &format!("Bearer {token}"))

@@ -296,6 +296,9 @@ impl ClientBuilder {
             built.clone()?;
             let _ = t.tls.set(built);
         }
+        if let Some(ua) = &self.config.user_agent {
+            wsc_proto::handshake::check_header("User-Agent", ua).map_err(Error::InvalidConfig)?;
+        }
         let c = &self.config.session;
         if c.max_frame_size == 0 || c.max_message_size == 0 {
             return Err(Error::InvalidConfig(

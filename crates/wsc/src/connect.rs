@@ -44,10 +44,12 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
             port: req.port(),
             tls: req.url.scheme() == "wss",
         };
+        // Every string of the request is checked before any I/O.
+        let head = request_head(config, &req, raw)?;
         let connect_deadline = overall.unwrap_or_else(|| Instant::now() + config.connect_timeout);
         let io = transport::connect(&config.transport, &target, connect_deadline).await?;
         let hs_deadline = overall.unwrap_or_else(|| Instant::now() + config.handshake_timeout);
-        match timeout_at(hs_deadline, upgrade(io, config, &req, raw)).await {
+        match timeout_at(hs_deadline, upgrade(io, config, &req, head)).await {
             Err(_) => return Err(Error::Timeout(TimeoutKind::Handshake)),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Step::Done(up))) => return Ok(*up),
@@ -66,7 +68,7 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
 }
 
 /// The request a redirect leads to: `http`/`https` become `ws`/`wss`, never `wss` to `ws`;
-/// `Authorization` is not carried to another host.
+/// credentials (`CREDENTIAL_HEADERS`) are not carried to another origin unless opted in.
 fn redirected(from: &Request, location: &str) -> Result<Request, Error> {
     let mut url = from
         .url
@@ -90,13 +92,22 @@ fn redirected(from: &Request, location: &str) -> Result<Request, Error> {
         .map_err(|()| Error::Redirect(format!("cannot use Location {location:?}")))?;
     url.set_fragment(None);
     let mut next = Request::from_url(url).map_err(|e| Error::Redirect(e.to_string()))?;
-    let same_host = next.url.host_str() == from.url.host_str() && next.port() == from.port();
+    let same_origin = next.url.scheme() == from.url.scheme()
+        && next.url.host_str() == from.url.host_str()
+        && next.port() == from.port();
+    let keep = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        same_origin
+            || !crate::request::CREDENTIAL_HEADERS.contains(&name.as_str())
+            || from.forward.contains(&name)
+    };
     next.headers = from
         .headers
         .iter()
-        .filter(|(n, _)| same_host || !n.eq_ignore_ascii_case("authorization"))
+        .filter(|(n, _)| keep(n))
         .cloned()
         .collect();
+    next.forward = from.forward.clone();
     next.protocols = from.protocols.clone();
     next.timeout = from.timeout;
     Ok(next)
@@ -113,7 +124,18 @@ fn cookie_url(url: &Url) -> Url {
     u
 }
 
-async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Result<Step, Error> {
+/// The upgrade request of one hop, its key and extension offer: built and checked in one
+/// place (everything a caller set, the client's User-Agent and the cookie jar's values).
+struct Head {
+    bytes: Vec<u8>,
+    key: String,
+    offer: Option<String>,
+    host: String,
+    headers: Vec<(String, String)>,
+    raw: bool,
+}
+
+fn request_head(config: &Config, req: &Request, raw: bool) -> Result<Head, Error> {
     let mut random = [0u8; 16];
     OsEntropy::new().fill(&mut random);
     let key = handshake::generate_key(random);
@@ -153,7 +175,28 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, raw: bool) -> Re
         extensions: offer.as_deref(),
         headers: &headers,
     };
-    io.write_all(&request.to_bytes()).await.map_err(Error::io)?;
+    request.validate().map_err(Error::InvalidConfig)?;
+    let bytes = request.to_bytes();
+    Ok(Head {
+        bytes,
+        key,
+        offer,
+        host,
+        headers,
+        raw,
+    })
+}
+
+async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> Result<Step, Error> {
+    let Head {
+        bytes,
+        key,
+        offer,
+        host,
+        headers,
+        raw,
+    } = head;
+    io.write_all(&bytes).await.map_err(Error::io)?;
 
     let mut buf = BytesMut::with_capacity(1024);
     let (resp, head_len) = loop {
@@ -275,6 +318,37 @@ mod tests {
         let other = redirected(&from, "https://b.example/").unwrap();
         assert_eq!(other.url.as_str(), "wss://b.example/");
         assert!(other.headers.is_empty(), "no credentials to another host");
+        let many = Request::parse("wss://a.example/x")
+            .unwrap()
+            .header("Cookie", "s=1")
+            .unwrap()
+            .header("Proxy-Authorization", "Basic eA==")
+            .unwrap()
+            .header("authorization", "Bearer t")
+            .unwrap()
+            .header("X-Trace", "7")
+            .unwrap()
+            .forward_on_redirect("Cookie");
+        let names =
+            |r: &Request| -> Vec<String> { r.headers.iter().map(|(n, _)| n.clone()).collect() };
+        let b = redirected(&many, "wss://b.example/").unwrap();
+        assert_eq!(
+            names(&b),
+            ["Cookie", "X-Trace"],
+            "only the opted-in credential"
+        );
+        let port = redirected(&many, "wss://a.example:8443/").unwrap();
+        assert_eq!(
+            names(&port),
+            ["Cookie", "X-Trace"],
+            "another port is another origin"
+        );
+        let onward = redirected(&b, "wss://c.example/").unwrap();
+        assert_eq!(
+            names(&onward),
+            ["Cookie", "X-Trace"],
+            "the opt-in follows the chain"
+        );
         assert!(matches!(
             redirected(&from, "ws://a.example/"),
             Err(Error::Redirect(_))

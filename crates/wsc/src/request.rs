@@ -26,7 +26,13 @@ pub struct Request {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) protocols: Vec<String>,
     pub(crate) timeout: Option<Duration>,
+    /// Credential headers the caller lets a redirect carry to another origin.
+    pub(crate) forward: Vec<String>,
 }
+
+/// Headers a redirect to another origin (scheme, host or port) drops unless the caller opts
+/// in with [`Request::forward_on_redirect`], as curl and reqwest do.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
 impl Request {
     /// Parses and validates a `ws://` or `wss://` URL.
@@ -66,6 +72,7 @@ impl Request {
             headers: Vec::new(),
             protocols: Vec::new(),
             timeout: None,
+            forward: Vec::new(),
         })
     }
 
@@ -101,17 +108,25 @@ impl Request {
     /// Adds a header; the handshake's own headers (Host, Upgrade, Connection, Sec-WebSocket-*)
     /// are refused.
     pub fn header(mut self, name: &str, value: &str) -> Result<Request, Error> {
-        let n = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Error::InvalidConfig(format!("invalid header name {name:?}")))?;
-        http::HeaderValue::from_str(value)
-            .map_err(|_| Error::InvalidConfig(format!("invalid value for header {name}")))?;
-        if wsc_proto::handshake::RESERVED_HEADERS.contains(&n.as_str()) {
+        wsc_proto::handshake::check_header(name, value).map_err(Error::InvalidConfig)?;
+        if wsc_proto::handshake::RESERVED_HEADERS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(name))
+        {
             return Err(Error::InvalidConfig(format!(
                 "header {name} is set by the handshake itself"
             )));
         }
         self.headers.push((name.to_owned(), value.to_owned()));
         Ok(self)
+    }
+
+    /// Lets a redirect to another origin carry header `name` (by default `Authorization`,
+    /// `Cookie` and `Proxy-Authorization` set on the request are dropped on such a redirect;
+    /// every other header survives it). Cookies from the client's jar follow the jar's rules.
+    pub fn forward_on_redirect(mut self, name: &str) -> Request {
+        self.forward.push(name.to_ascii_lowercase());
+        self
     }
 
     /// Sets the `Origin` header.

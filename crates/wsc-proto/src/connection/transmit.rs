@@ -4,9 +4,11 @@
 //! and nothing comes between its header and its end); at every frame boundary the Pong owed
 //! for the latest Ping and a keepalive Ping go first; then the data the senders queued; last,
 //! once every byte queued ahead of it is out, the Close (ours, the echo of the peer's, or a
-//! failure's), after which nothing is sent. The connection holds at most one Pong, one Ping
-//! and one Close of its own whatever the peer sends: a Ping that arrives while a Pong is owed
-//! replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the latest).
+//! failure's), after which nothing is sent. The connection holds at most `MAX_PONGS` Pongs,
+//! one Ping and one Close of its own whatever the peer sends: a Ping that arrives while that
+//! many Pongs are owed drops the oldest (RFC 6455 §5.5.3 lets an endpoint answer only the
+//! latest), so a flood costs a bounded few hundred bytes while a peer that sends a handful of
+//! Pings at once gets every answer (Autobahn 2.10 and 2.11 check that).
 
 use std::collections::VecDeque;
 
@@ -20,6 +22,9 @@ use crate::outbox::{CloseRequest, Taken};
 /// Below this many bytes in the caller's buffer, small queued frames are appended to it (one
 /// write for both); larger entries wait for it to drain and are then swapped in whole.
 const COALESCE: usize = 64 * 1024;
+
+/// The most Pongs owed at once (each at most 125 bytes of payload).
+pub(super) const MAX_PONGS: usize = 16;
 
 /// A large payload on its way out after its header.
 struct Sending {
@@ -35,7 +40,8 @@ pub(super) struct Transmit {
     sending: Option<Box<Sending>>,
     /// The Pong owed for the latest Ping (boxed, as are the other rare parts: every
     /// connection holds this struct, idle or not).
-    pub(super) pong: Option<Box<Bytes>>,
+    #[allow(clippy::box_collection)]
+    pub(super) pong: Option<Box<VecDeque<Bytes>>>,
     /// A keepalive Ping to send.
     pub(super) ping: Option<[u8; 8]>,
     /// The payload of the Close to send once the queue ahead of it is drained.
@@ -79,12 +85,13 @@ impl Transmit {
         self.close_end != NO_CLOSE
     }
 
-    /// Owes the latest Ping's payload as a Pong (replacing an older one).
+    /// Owes a Pong for the latest Ping (dropping the oldest owed beyond `MAX_PONGS`).
     pub(super) fn owe_pong(&mut self, payload: Bytes) {
-        match self.pong.as_deref_mut() {
-            Some(p) => *p = payload,
-            None => self.pong = Some(Box::new(payload)),
+        let pongs = self.pong.get_or_insert_default();
+        if pongs.len() == MAX_PONGS {
+            pongs.pop_front();
         }
+        pongs.push_back(payload);
     }
 
     /// Nothing handed out is unwritten, and no payload is half sent.
@@ -337,7 +344,7 @@ impl<Q: Queue> Connection<Q> {
         let before = buf.len();
         let mut out = self.queue.lock();
         let masked = out.masking();
-        if let Some(p) = self.tx.pong.take() {
+        for p in self.tx.pong.take().into_iter().flat_map(|b| *b) {
             let key = masked.then(|| out.next_key());
             encode_frame(buf, OpCode::Pong, true, 0, &p, key);
         }
