@@ -26,10 +26,13 @@ pub struct ConnectOpts {
     /// Bearer token authentication.
     #[arg(long = "oauth2-bearer", value_name = "TOKEN")]
     pub bearer: Option<String>,
-    /// Send a keepalive ping this often (e.g. 20s, 500ms).
+    /// Send a keepalive ping this often (e.g. 20s, 500ms; default 20s).
     #[arg(long = "ping-interval", value_parser = parse_duration, value_name = "DURATION")]
     pub ping_interval: Option<Duration>,
-    /// Close with 1011 when a ping goes unanswered this long (default: twice the interval).
+    /// Send no keepalive pings.
+    #[arg(long = "no-ping", conflicts_with = "ping_interval")]
+    pub no_ping: bool,
+    /// Close with 1011 when a ping goes unanswered this long (default 20s).
     #[arg(long = "ping-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub ping_timeout: Option<Duration>,
     /// Largest message accepted, in bytes (default 64 MiB).
@@ -89,9 +92,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl ConnectOpts {
     pub fn client(&self) -> Result<Client, Failure> {
-        let mut b = Client::builder()
-            .ping_interval(self.ping_interval)
-            .ping_timeout(self.ping_timeout);
+        let mut b = Client::builder();
+        if self.no_ping {
+            b = b.ping_interval(None);
+        } else if let Some(every) = self.ping_interval {
+            b = b.ping_interval(Some(every));
+        }
+        if let Some(t) = self.ping_timeout {
+            b = b.ping_timeout(Some(t));
+        }
         if let Some(m) = self.max_message_size {
             b = b.max_message_size(m).max_frame_size(m);
         }

@@ -28,10 +28,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 }
 
 /// Appends `src` masked with `key` to `out`: one pass over `src`, each masked byte written
-/// once, straight into `out`'s spare capacity. Masking on the stack and then copying, as
-/// before, cost 841 instead of 588 instructions per 1 KiB frame sent, 23.6k instead of 15.9k
-/// per 64 KiB frame, and about 7 % of send throughput at 64 KiB and 1 MiB (the bench crate's
-/// send cases, callgrind and wall time).
+/// once, straight into `out`'s spare capacity (masking into a scratch buffer and copying costs
+/// a second pass; bench/RESULTS.md has the figures).
 ///
 /// ```
 /// let mut out = bytes::BytesMut::new();
@@ -89,9 +87,8 @@ fn extend_masked_blocks(out: &mut BytesMut, blocks: &[[u8; 64]], key: [u8; 4]) {
 
 /// Appends a masked frame of fewer than 126 payload bytes: the two header bytes `head`, the
 /// key, then `payload` masked, each byte stored once straight into `out`'s spare capacity.
-/// Building the frame on the stack and appending it with one copy, as before, made that copy
-/// read back bytes just stored in pieces (a stalled store-forward): 0.74–0.88 s against
-/// 0.53–0.61 s per 20 M 16-byte sends (the bench crate's raw send case, pinned, four runs).
+/// It must not build the frame elsewhere and copy it: that copy reads back bytes just stored
+/// in pieces and stalls on store forwarding (bench/RESULTS.md).
 #[inline(always)]
 #[allow(unsafe_code)]
 pub(crate) fn extend_small_frame(out: &mut BytesMut, head: [u8; 2], key: [u8; 4], payload: &[u8]) {

@@ -93,14 +93,16 @@ impl ClientBuilder {
     }
 
     /// How often a default session pings the server to keep the connection alive
-    /// (RFC 6455 §5.5.2). Default `None` (off), as in Ktor. Ktor: `pingInterval`.
+    /// (RFC 6455 §5.5.2). Default every 20 s, as Python `websockets` does: without it a
+    /// server that dies or a network that stalls mid-frame leaves `recv()` waiting forever.
+    /// `None` turns it off (Ktor's default). Ktor: `pingInterval`.
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
         self.session().ping_interval = every;
         self
     }
 
     /// How long a default session waits for the Pong that echoes its Ping before it closes
-    /// with 1011 "Ping timeout". Default: twice the ping interval (Ktor's rule).
+    /// with 1011 "Ping timeout". Default 20 s; `None`: twice the ping interval (Ktor's rule).
     pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.session().ping_timeout = timeout;
         self

@@ -99,13 +99,16 @@ pub enum Error {
         #[source]
         error: ProtocolError,
     },
-    /// A message or frame passed a size limit (sent 1009 if it came from the peer).
-    #[error("message too big: {size} bytes, limit {max}")]
+    /// A message or frame passed a size limit (sent 1009 if it came from the peer); `limit`
+    /// says which one, so that the right setting gets raised.
+    #[error("{} too big: {size} bytes, over {limit} ({max})", limit.what())]
     MessageTooBig {
         /// Its size (or the size seen when the limit was passed).
         size: u64,
         /// The limit.
         max: usize,
+        /// Which limit it passed.
+        limit: SizeLimit,
     },
     /// The session is closed; the close reason, if one was exchanged.
     #[error("session closed{}", .0.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
@@ -137,6 +140,35 @@ pub enum Error {
     },
 }
 
+/// The size limit an [`Error::MessageTooBig`] passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// `max_frame_size`: one frame's payload (raise it with
+    /// [`ClientBuilder::max_frame_size`](crate::ClientBuilder::max_frame_size)).
+    Frame,
+    /// `max_message_size`: a whole message, inflated size included.
+    Message,
+}
+
+impl SizeLimit {
+    fn what(self) -> &'static str {
+        match self {
+            SizeLimit::Frame => "frame",
+            SizeLimit::Message => "message",
+        }
+    }
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SizeLimit::Frame => "max_frame_size",
+            SizeLimit::Message => "max_message_size",
+        })
+    }
+}
+
 impl Error {
     pub(crate) fn io(e: std::io::Error) -> Self {
         Error::Io(Arc::new(e))
@@ -152,8 +184,16 @@ impl Error {
     /// From a protocol violation: size limits become [`Error::MessageTooBig`].
     pub(crate) fn protocol(e: ProtocolError) -> Self {
         match e {
-            ProtocolError::FrameTooBig { size, max }
-            | ProtocolError::MessageTooBig { size, max } => Error::MessageTooBig { size, max },
+            ProtocolError::FrameTooBig { size, max } => Error::MessageTooBig {
+                size,
+                max,
+                limit: SizeLimit::Frame,
+            },
+            ProtocolError::MessageTooBig { size, max } => Error::MessageTooBig {
+                size,
+                max,
+                limit: SizeLimit::Message,
+            },
             error => Error::Protocol {
                 code: error.close_code(),
                 error,
@@ -177,5 +217,31 @@ impl Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_size_error_names_the_limit_it_passed() {
+        let e = Error::protocol(ProtocolError::FrameTooBig { size: 70, max: 64 });
+        assert!(matches!(
+            e,
+            Error::MessageTooBig {
+                limit: SizeLimit::Frame,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "frame too big: 70 bytes, over max_frame_size (64)"
+        );
+        let e = Error::protocol(ProtocolError::MessageTooBig { size: 70, max: 64 });
+        assert_eq!(
+            e.to_string(),
+            "message too big: 70 bytes, over max_message_size (64)"
+        );
     }
 }

@@ -259,32 +259,45 @@ fn the_outcome_is_known_when_recv_ends() {
 #[test]
 fn the_echo_is_written_before_recv_ends() {
     let _g = serial();
-    for round in 0..10 {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let url = rt.block_on(async {
-            let (url, server) = peer(vec![0x88, 0x02, 0x03, 0xe8], |mut s| async move {
-                close_code_from_client(&mut s, Duration::from_secs(5)).await
+    for round in 0..5 {
+        // The peer lives on a runtime of its own, which outlives the client's. It closes first
+        // while the client still has data queued behind a full socket, and reads only later:
+        // the echo can go out only after all of that.
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let peer_thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let (url, server) = peer(Vec::new(), |mut s| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    s.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    close_code_from_client(&mut s, Duration::from_secs(5)).await
+                })
+                .await;
+                url_tx.send(url).unwrap();
+                server.await.unwrap()
             })
-            .await;
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Runtime::new().unwrap();
-                let _ = tx.send(rt.block_on(server));
-            });
-            url
         });
-        // A program: connect, read to the end, exit at once (the runtime goes away).
+        let url = url_rx.recv().unwrap();
+        // A program: connect, send, read to the end, exit at once (the runtime goes away).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            let mut session = Client::new().connect(url).await.unwrap();
+            let client = Client::builder()
+                .outgoing_queue_capacity(16 << 20)
+                .build()
+                .unwrap();
+            let mut session = client.connect(url).await.unwrap();
+            for _ in 0..4 {
+                session.send_binary(&[1u8; 1 << 20]).await.unwrap();
+            }
             while session.recv().await.is_some() {}
         });
         drop(rt);
-        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(
-            got.ok().flatten(),
-            Some(1000),
-            "round {round}: the echo was lost"
-        );
+        let got = peer_thread.join().unwrap();
+        assert_eq!(got, Some(1000), "round {round}: the echo was lost");
     }
 }
 
@@ -332,5 +345,217 @@ fn the_fault_peer_itself_works() {
         assert_eq!(session.recv().await.unwrap().unwrap(), Message::text("ok"));
         session.close(CloseReason::normal()).await.unwrap();
         assert_eq!(server.await.unwrap(), Some(1000));
+    });
+}
+
+/// A server that stops in the middle of a frame and never answers: keepalive ends the session
+/// with 1011 within the ping interval plus its timeout.
+#[test]
+fn a_server_that_stalls_mid_frame_is_timed_out_by_keepalive() {
+    let _g = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The header of a 100-byte text frame and 10 bytes of it.
+        let mut after = vec![0x81, 100];
+        after.extend_from_slice(b"0123456789");
+        let (url, server) = peer(after, |mut s| async move {
+            close_code_from_client(&mut s, Duration::from_secs(10)).await
+        })
+        .await;
+        let client = Client::builder()
+            .ping_interval(Some(Duration::from_millis(300)))
+            .ping_timeout(Some(Duration::from_millis(300)))
+            .build()
+            .unwrap();
+        let mut session = client.connect(url).await.unwrap();
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), session.recv())
+            .await
+            .expect("recv() waited forever on a stalled server");
+        assert!(
+            matches!(r, Some(Err(Error::Timeout(wsc::TimeoutKind::Ping)))),
+            "{r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(server.await.unwrap(), Some(1011));
+    });
+}
+
+/// A frame trickled a byte at a time arrives whole.
+#[test]
+fn a_frame_trickled_a_byte_at_a_time_arrives_whole() {
+    let _g = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let text = "trickle ".repeat(40);
+        let mut frame = vec![0x81, 126];
+        frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        frame.extend_from_slice(text.as_bytes());
+        let (url, server) = peer(Vec::new(), move |mut s| async move {
+            for b in frame {
+                s.write_all(&[b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            s.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+            close_code_from_client(&mut s, Duration::from_secs(5)).await
+        })
+        .await;
+        let mut session = Client::new().connect(url).await.unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            session.recv().await.unwrap().unwrap(),
+            Message::text(text.as_str())
+        );
+        assert!(session.recv().await.is_none());
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(server.await.unwrap(), Some(1000));
+    });
+}
+
+/// A server that sends a valid Close and then keeps sending data: the session ends normally,
+/// nothing after the Close is delivered, and the echo goes out.
+#[test]
+fn data_after_the_servers_close_is_ignored() {
+    let _g = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut after = vec![0x81, 0x03, b'o', b'n', b'e', 0x88, 0x02, 0x03, 0xe8];
+        for _ in 0..1000 {
+            after.extend_from_slice(&[0x81, 0x05, b'l', b'a', b't', b'e', b'r']);
+        }
+        let (url, server) = peer(after, |mut s| async move {
+            let code = close_code_from_client(&mut s, Duration::from_secs(5)).await;
+            // And more, after the echo.
+            let _ = s.write_all(&[0x81, 0x01, b'x']).await;
+            code
+        })
+        .await;
+        let mut session = Client::new().connect(url).await.unwrap();
+        let t = Instant::now();
+        assert_eq!(session.recv().await.unwrap().unwrap(), Message::text("one"));
+        assert!(session.recv().await.is_none(), "nothing after the Close");
+        assert_eq!(session.close_reason().await.code(), CloseCode::NORMAL);
+        assert!(t.elapsed() < Duration::from_secs(6));
+        assert_eq!(server.await.unwrap(), Some(1000));
+    });
+}
+
+/// A flood of one-byte fragments: the message limit ends it with 1009, memory stays bounded.
+#[test]
+fn a_flood_of_tiny_fragments_hits_the_message_limit() {
+    let _g = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (url, server) = peer(Vec::new(), |mut s| async move {
+            let mut block = vec![0x02, 0x01, b'a'];
+            for _ in 0..100_000 {
+                block.extend_from_slice(&[0x00, 0x01, b'a']);
+            }
+            let _ = s.write_all(&block).await;
+            close_code_from_client(&mut s, Duration::from_secs(10)).await
+        })
+        .await;
+        let client = Client::builder()
+            .max_message_size(64 * 1024)
+            .build()
+            .unwrap();
+        let before = rss_kib();
+        let mut session = client.connect(url).await.unwrap();
+        let t = Instant::now();
+        let r = session.recv().await;
+        assert!(matches!(r, Some(Err(Error::MessageTooBig { .. }))), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(server.await.unwrap(), Some(1009));
+        let grew = rss_kib().saturating_sub(before);
+        assert!(grew < 16 * 1024, "RSS grew {grew} KiB");
+    });
+}
+
+/// A proxy of the tests' own that cuts the connection after `cut` bytes, under a stream of
+/// numbered messages: every message the session reports is intact and in order, and the error
+/// says the connection ended without a Close.
+#[test]
+fn a_connection_cut_mid_stream_loses_nothing_it_reported() {
+    let _g = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for cut in [1_000usize, 4_093, 65_537, 300_001] {
+            // The server: numbered messages, 0.., forever.
+            let (upstream, _server) = peer(Vec::new(), |mut s| async move {
+                let mut i = 0u32;
+                loop {
+                    let text = format!("message {i:08} {}", "x".repeat((i % 200) as usize));
+                    let mut f = vec![0x81, 126];
+                    f.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                    f.extend_from_slice(text.as_bytes());
+                    if s.write_all(&f).await.is_err() {
+                        return;
+                    }
+                    i += 1;
+                }
+            })
+            .await;
+            let up = upstream
+                .trim_start_matches("ws://")
+                .trim_end_matches('/')
+                .to_owned();
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://{}/", l.local_addr().unwrap());
+            tokio::spawn(async move {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut u = TcpStream::connect(up).await.unwrap();
+                let (mut cr, mut cw) = c.split();
+                let (mut ur, mut uw) = u.split();
+                let to_server = tokio::io::copy(&mut cr, &mut uw);
+                let to_client = async {
+                    // The head and the frames, cut after `cut` bytes past the 101.
+                    let mut b = vec![0u8; 4096];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = ur.read(&mut b).await.unwrap();
+                        head.extend_from_slice(&b[..n]);
+                    }
+                    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let mut budget = cut + end;
+                    let first = head.len().min(budget);
+                    cw.write_all(&head[..first]).await.unwrap();
+                    budget -= first;
+                    while budget > 0 {
+                        let n = ur.read(&mut b[..budget.min(4096)]).await.unwrap();
+                        cw.write_all(&b[..n]).await.unwrap();
+                        budget -= n;
+                    }
+                };
+                tokio::select! { _ = to_server => {}, _ = to_client => {} }
+                // Dropping both ends cuts the connection.
+            });
+            let before = rss_kib();
+            let mut session = Client::new().connect(url).await.unwrap();
+            let t = Instant::now();
+            let mut next = 0u32;
+            let err = loop {
+                match session.recv().await {
+                    Some(Ok(Message::Text(t))) => {
+                        let expect =
+                            format!("message {next:08} {}", "x".repeat((next % 200) as usize));
+                        assert_eq!(t.as_str(), expect, "cut {cut}: message {next} damaged");
+                        next += 1;
+                    }
+                    Some(Ok(other)) => panic!("unexpected {other:?}"),
+                    Some(Err(e)) => break e,
+                    None => panic!("cut {cut}: a cut connection ended as if closed cleanly"),
+                }
+            };
+            assert!(next > 0 || cut < 300, "cut {cut}: nothing arrived");
+            let shown = format!("{err}");
+            assert!(
+                matches!(err, Error::Io(_)) && shown.contains("without a Close")
+                    || std::error::Error::source(&err)
+                        .is_some_and(|s| s.to_string().contains("without a Close")),
+                "cut {cut}: {shown}"
+            );
+            assert!(t.elapsed() < Duration::from_secs(5));
+            assert!(rss_kib().saturating_sub(before) < 32 * 1024);
+        }
     });
 }

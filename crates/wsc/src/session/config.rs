@@ -28,8 +28,10 @@ impl Default for SessionConfig {
             max_frame_size: 16 << 20,
             max_message_size: 64 << 20,
             masking: true,
-            ping_interval: None,
-            ping_timeout: None,
+            // Keepalive on, as Python `websockets` has it: a dead peer or a stalled network
+            // otherwise leaves `recv()` waiting forever. `ping_interval(None)` is Ktor's off.
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
             close_timeout: Duration::from_secs(5),
             outgoing_capacity: 1 << 20,
             incoming_capacity: 256,

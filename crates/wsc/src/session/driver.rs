@@ -25,8 +25,8 @@ use super::shared::{Outcome, SessionQueue, Shared};
 use crate::error::{Error, TimeoutKind};
 
 /// The most the write buffer is filled to before writing: large payloads are masked into it
-/// this far ahead of the transport (1 MiB writes cost markedly less system time per byte than
-/// 256 KiB ones on the VMs this was measured on; see bench/RESULTS.md).
+/// this far ahead of the transport (large writes cost less system time per byte; see
+/// bench/RESULTS.md).
 const WRITE_CHUNK: usize = 1024 * 1024;
 /// How long a connection must be quiet before its buffers are given back.
 const TRIM_AFTER: Duration = Duration::from_secs(1);

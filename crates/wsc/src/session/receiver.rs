@@ -160,7 +160,11 @@ impl Inbox {
             Some(buf) if buf.len() + data.len() > max => {
                 let size = (buf.len() + data.len()) as u64;
                 a.buf = None;
-                Some(Err(Error::MessageTooBig { size, max }))
+                Some(Err(Error::MessageTooBig {
+                    size,
+                    max,
+                    limit: crate::error::SizeLimit::Message,
+                }))
             }
             Some(buf) => {
                 buf.extend_from_slice(&data);

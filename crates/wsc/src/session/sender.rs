@@ -87,10 +87,18 @@ impl Sender {
         cx: &mut Context<'_>,
         what: &Outgoing<'_>,
     ) -> Poll<Result<(), Error>> {
-        if let Some(chain) = self.shared.exts.as_deref()
-            && let Outgoing::Data(..) = what
-        {
-            return self.poll_enqueue_compressing(cx, what, chain);
+        if let Some(chain) = self.shared.exts.as_deref() {
+            match what {
+                Outgoing::Data(..) => return self.poll_enqueue_compressing(cx, what, chain),
+                Outgoing::Frame(f) if f.opcode.is_control() => {}
+                _ => {
+                    // Data frames and streamed pieces take the chain too: nothing may start a
+                    // stream or fill the queue between a compressing sender's admission and
+                    // its queueing (its compressor has moved on by then).
+                    let _chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+                    return self.poll_enqueue_plain(cx, what);
+                }
+            }
         }
         self.poll_enqueue_plain(cx, what)
     }
@@ -186,6 +194,11 @@ impl Sender {
         payload: &[u8],
         fragment: Option<usize>,
     ) -> Result<(), Error> {
+        // Admitted before compressing: once the compressor has taken the message, the peer's
+        // decompressor must get it, or every later message is garbage to it.
+        if let Err(r) = self.shared.out().outbox.admits_data() {
+            return Err(refused(r, &self.shared));
+        }
         let (rsv, data) = wsc_proto::extension::encode_message(chain, op, payload)
             .map_err(Error::InvalidConfig)?;
         let owned = owned_if_large(&data);
