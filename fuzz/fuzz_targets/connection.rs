@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = c.send(&Message::binary(chunk.to_vec()));
             }
             4 => {
-                let _ = c.close(CloseReason::normal(), now);
+                c.close(Some(CloseReason::normal()), now);
             }
             5 => now += Duration::from_millis(u64::from(op)),
             6 => c.handle_timeout(now),

@@ -69,6 +69,14 @@ impl ReadBuf {
         cx: &mut Context<'_>,
         hint: &Hint,
     ) -> Poll<std::io::Result<usize>> {
+        if !self.idle && self.buf.is_empty() && self.buf.capacity() < MIN_READ && hint.wanted == 0 {
+            // A probe's small buffer, all consumed (a Pong, a small message on a quiet
+            // connection): back to probing, rather than allocate a whole read buffer for the
+            // next few bytes (thousands of sessions doing that each ping round keep that
+            // memory resident even after it is given back).
+            self.buf = BytesMut::new();
+            self.idle = true;
+        }
         if self.idle && self.buf.capacity() == 0 {
             let mut probe = [0u8; PROBE];
             let mut rb = tokio::io::ReadBuf::new(&mut probe);
