@@ -254,6 +254,69 @@ mod tests {
     use crate::deflate::DeflateConfig;
     use crate::extension::ExtensionFactory;
 
+    /// A second extension (RSV2) that hands its input on unchanged, within the limit, and
+    /// records the largest input the stage before it handed it.
+    #[derive(Debug, Default)]
+    struct Passthrough(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Extension for Passthrough {
+        fn name(&self) -> &'static str {
+            "passthrough"
+        }
+        fn rsv(&self) -> u8 {
+            0x20
+        }
+        fn describe(&self) -> String {
+            "passthrough".into()
+        }
+        fn encode(&mut self, _: OpCode, _: &[u8]) -> Result<Option<&[u8]>, String> {
+            Ok(None)
+        }
+        fn decode(
+            &mut self,
+            input: &[u8],
+            _fin: bool,
+            out: &mut Vec<u8>,
+            limit: usize,
+        ) -> Result<(), crate::extension::DecodeError> {
+            self.0
+                .fetch_max(input.len(), std::sync::atomic::Ordering::Relaxed);
+            if out.len() + input.len() > limit {
+                return Err(crate::extension::DecodeError::TooBig {
+                    size: (out.len() + input.len()) as u64,
+                });
+            }
+            out.extend_from_slice(input);
+            Ok(())
+        }
+    }
+
+    /// Defect 7: with two extensions on one message, the first stage (here the inflater) is
+    /// bounded by the message's budget too, so a bomb never inflates past the limit.
+    #[test]
+    fn every_stage_of_two_extensions_is_bounded_by_the_limit() {
+        let f = DeflateConfig::default();
+        let mut tx = f.accept(&[]).unwrap();
+        let bomb = tx
+            .encode(OpCode::Binary, &vec![0u8; 32 << 20])
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        assert!(bomb.len() < 64 * 1024, "a bomb: {} bytes", bomb.len());
+        // Decoded last extension first: the inflater runs first.
+        let second = Passthrough::default();
+        let seen = second.0.clone();
+        let mut exts: Vec<Box<dyn Extension>> = vec![Box::new(second), f.accept(&[]).unwrap()];
+        let limit = 1 << 20;
+        let mut a = Assembler::new(limit);
+        let r = a.push(Frame::binary(bomb).with_rsv(0x60), &mut exts);
+        assert!(
+            matches!(r, Err(ProtocolError::MessageTooBig { max, .. }) if max == limit),
+            "{r:?}"
+        );
+        let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(seen <= limit, "the inflater handed on {seen} bytes");
+    }
+
     #[test]
     fn plain_fragments_and_limit() {
         let mut a = Assembler::new(5);

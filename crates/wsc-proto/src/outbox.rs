@@ -207,6 +207,12 @@ impl<E> Outbox<E> {
         self.compressing = on;
     }
 
+    /// Whether [`take_notify`](Self::take_notify) would return `true`.
+    #[inline]
+    pub fn notify_pending(&self) -> bool {
+        self.notify
+    }
+
     /// Whether a waiting sender may get on since the last call (room freed, a stream ended,
     /// the connection closing or ended), and clears it.
     pub fn take_notify(&mut self) -> bool {
@@ -306,7 +312,15 @@ impl<E: Entropy + Default> Outbox<E> {
     #[inline]
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
-        self.encode_data(opcode, 0, payload, self.fragment_size());
+        if self.fragment == 0 || payload.len() <= self.fragment {
+            // One frame: the hot path of small sends, kept inline.
+            let before = self.buf.len();
+            let key = self.key();
+            encode_frame(&mut self.buf, opcode, true, 0, payload, key);
+            self.queued += (self.buf.len() - before) as u64;
+        } else {
+            self.encode_data(opcode, 0, payload, self.fragment_size());
+        }
         Ok(was_empty)
     }
 

@@ -119,14 +119,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Applies settings a handle changed.
-    fn sync_settings(&mut self, now: Duration) {
-        let shared = self.shared().clone();
-        let s = &shared.settings;
-        let g = s.generation.load(Ordering::Acquire) as u32;
+    fn sync_settings(&mut self) {
+        let g = self.shared().settings.generation.load(Ordering::Acquire) as u32;
         if g == self.generation {
             return;
         }
         self.generation = g;
+        let shared = self.shared().clone();
+        let s = &shared.settings;
+        let now = shared.now();
         self.conn.set_limits(Limits {
             max_frame_size: s.max_frame_size.load(Ordering::Acquire),
             max_message_size: s.max_message_size.load(Ordering::Acquire),
@@ -394,8 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.shared().out().driver = Some(cx.waker().clone());
         }
         for _ in 0..BUDGET {
-            let now = self.shared().now();
-            self.sync_settings(now);
+            self.sync_settings();
             let mut progress = self.poll_timer(cx);
             progress |= self.poll_write(cx);
             // While writes are blocked and the peer is owed a reply, its input waits: reading

@@ -22,6 +22,7 @@ mod read_buf;
 mod receiver;
 mod sender;
 mod shared;
+mod sink;
 mod writer;
 
 use std::pin::Pin;

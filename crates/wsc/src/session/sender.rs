@@ -3,7 +3,6 @@
 //! the protocol; the connection core run by the driver does.
 
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -31,7 +30,7 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Sender {
     pub(super) shared: Handle,
-    flush_target: Option<u64>,
+    pub(super) flush_target: Option<u64>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -62,7 +61,7 @@ fn owned_if_large(data: &[u8]) -> Option<Bytes> {
     (data.len() >= LARGE_SEND).then(|| Bytes::copy_from_slice(data))
 }
 
-fn refused(r: Refused, shared: &Handle) -> Error {
+pub(super) fn refused(r: Refused, shared: &Handle) -> Error {
     match r {
         Refused::Invalid => Error::InvalidConfig(
             "control frames must be final and at most 125 bytes, and a Close frame's payload a \
@@ -187,7 +186,7 @@ impl Sender {
 
     /// Compresses a message (the queue's lock not held) and queues it. The caller holds the
     /// extension chain throughout.
-    fn queue_compressed(
+    pub(super) fn queue_compressed(
         &self,
         chain: &mut Chain,
         op: OpCode,
@@ -232,20 +231,51 @@ impl Sender {
 
     /// A borrowed payload: copied at once if small, or into `Bytes` first (outside the lock)
     /// if large.
-    async fn send_borrowed(
+    /// Not an `async fn`: a small send is one poll of one future, with no state machine
+    /// around it (the 16-byte send is the hot path).
+    #[inline]
+    fn send_borrowed<'a>(
+        &'a self,
+        op: OpCode,
+        data: &'a [u8],
+        fragment: Option<usize>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        let owned = owned_if_large(data);
+        poll_fn(move |cx| match &owned {
+            None if fragment.is_none() && self.shared.exts.is_none() => {
+                self.poll_send_small(cx, op, data)
+            }
+            Some(b) => self.poll_enqueue(cx, &Outgoing::Data(op, Payload::Owned(b), fragment)),
+            None => self.poll_enqueue(cx, &Outgoing::Data(op, Payload::Borrowed(data), fragment)),
+        })
+    }
+
+    /// The hot path: a borrowed payload under `LARGE_SEND`, no extension, no fragmenting.
+    #[inline(always)]
+    fn poll_send_small(
         &self,
+        cx: &mut Context<'_>,
         op: OpCode,
         data: &[u8],
-        fragment: Option<usize>,
-    ) -> Result<(), Error> {
-        match owned_if_large(data) {
-            Some(b) => {
-                self.enqueue(Outgoing::Data(op, Payload::Owned(&b), fragment))
-                    .await
+    ) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        match out.outbox.send(op, data) {
+            Ok(false) => Poll::Ready(Ok(())),
+            Ok(true) => {
+                let driver = out.driver.clone();
+                drop(out);
+                if let Some(w) = driver {
+                    w.wake();
+                }
+                Poll::Ready(Ok(()))
             }
-            None => {
-                self.enqueue(Outgoing::Data(op, Payload::Borrowed(data), fragment))
-                    .await
+            Err(Refused::Full | Refused::Busy) => {
+                out.wait(cx);
+                Poll::Pending
+            }
+            Err(r) => {
+                drop(out);
+                Poll::Ready(Err(refused(r, &self.shared)))
             }
         }
     }
@@ -268,16 +298,21 @@ impl Sender {
 
     /// Sends a text message. The text is borrowed, so it is copied; for a large one,
     /// [`send`](Self::send) with an owned `String` or `Bytes` skips the copy.
-    pub async fn send_text(&self, text: &str) -> Result<(), Error> {
+    pub fn send_text<'a>(
+        &'a self,
+        text: &'a str,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
         self.send_borrowed(OpCode::Text, text.as_bytes(), None)
-            .await
     }
 
     /// Sends a binary message. The bytes are borrowed, so they are copied (and masked) into
     /// the queue at once — the cheapest send for small messages; for a large payload,
     /// [`send`](Self::send) with an owned `Vec<u8>` or `Bytes` skips the copy.
-    pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.send_borrowed(OpCode::Binary, data, None).await
+    pub fn send_binary<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.send_borrowed(OpCode::Binary, data, None)
     }
 
     /// Sends a message as fragments of at most `fragment_size` bytes (RFC 6455 §5.4).
@@ -379,7 +414,11 @@ impl Sender {
         self.send_frame(Frame::ping(payload)).await
     }
 
-    fn poll_flush_to(&self, cx: &mut Context<'_>, target: u64) -> Poll<Result<(), Error>> {
+    pub(super) fn poll_flush_to(
+        &self,
+        cx: &mut Context<'_>,
+        target: u64,
+    ) -> Poll<Result<(), Error>> {
         let mut out = self.shared.out();
         if out.written >= target {
             return Poll::Ready(Ok(()));
@@ -491,71 +530,6 @@ impl Sender {
             self.shared.ping_interval(),
             Some(timeout.filter(|d| !d.is_zero())),
         );
-    }
-}
-
-impl futures_sink::Sink<Message> for Sender {
-    type Error = Error;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut out = self.shared.out();
-        match out.outbox.admits_data() {
-            Ok(_) => Poll::Ready(Ok(())),
-            Err(Refused::Full | Refused::Busy) => {
-                out.wait(cx);
-                Poll::Pending
-            }
-            Err(r) => {
-                drop(out);
-                Poll::Ready(Err(refused(r, &self.shared)))
-            }
-        }
-    }
-
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        let this = self.get_mut();
-        let payload = Payload::Owned(item.bytes());
-        match this.shared.exts() {
-            Some(mut chain) => {
-                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None)?;
-            }
-            None => {
-                let mut out = this.shared.out();
-                let r = out.outbox.send_data(item.opcode(), 0, payload, None);
-                let driver = match r {
-                    Ok(was_empty) => was_empty.then(|| out.driver.clone()).flatten(),
-                    Err(r) => {
-                        drop(out);
-                        return Err(refused(r, &this.shared));
-                    }
-                };
-                drop(out);
-                if let Some(w) = driver {
-                    w.wake();
-                }
-            }
-        }
-        this.flush_target = Some(this.shared.out().outbox.queued());
-        Ok(())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let this = self.get_mut();
-        match this.flush_target {
-            None => Poll::Ready(Ok(())),
-            Some(t) => {
-                let r = this.poll_flush_to(cx, t);
-                if r.is_ready() {
-                    this.flush_target = None;
-                }
-                r
-            }
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.request_close(Some(CloseReason::normal()));
-        self.shared.poll_outcome(cx).map(|_| Ok(()))
     }
 }
 

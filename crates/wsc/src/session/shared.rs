@@ -89,13 +89,27 @@ impl DerefMut for OutGuard<'_> {
 }
 
 impl Drop for OutGuard<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
+        // The common case: nothing for waiting senders; the lock goes with the guard.
+        if self
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.outbox.notify_pending())
+        {
+            self.notify();
+        }
+    }
+}
+
+impl OutGuard<'_> {
+    #[cold]
+    #[inline(never)]
+    fn notify(&mut self) {
         let Some(mut g) = self.guard.take() else {
             return;
         };
-        if !g.outbox.take_notify() {
-            return;
-        }
+        g.outbox.take_notify();
         if let Some(flag) = self.deferred {
             flag.store(true, Ordering::Release);
             return;

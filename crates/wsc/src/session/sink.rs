@@ -1,0 +1,77 @@
+//! The `Sink` side of a [`Sender`]: `poll_ready` waits for room, `start_send` queues (owned
+//! payloads without a copy), `poll_flush` waits until what was queued is written, `poll_close`
+//! closes the session normally and waits for its outcome.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use wsc_proto::outbox::Payload;
+use wsc_proto::{CloseReason, Message, Refused};
+
+use super::sender::{Sender, refused};
+use crate::error::Error;
+
+impl futures_sink::Sink<Message> for Sender {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut out = self.shared.out();
+        match out.outbox.admits_data() {
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(Refused::Full | Refused::Busy) => {
+                out.wait(cx);
+                Poll::Pending
+            }
+            Err(r) => {
+                drop(out);
+                Poll::Ready(Err(refused(r, &self.shared)))
+            }
+        }
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let this = self.get_mut();
+        let payload = Payload::Owned(item.bytes());
+        match this.shared.exts() {
+            Some(mut chain) => {
+                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None)?;
+            }
+            None => {
+                let mut out = this.shared.out();
+                let r = out.outbox.send_data(item.opcode(), 0, payload, None);
+                let driver = match r {
+                    Ok(was_empty) => was_empty.then(|| out.driver.clone()).flatten(),
+                    Err(r) => {
+                        drop(out);
+                        return Err(refused(r, &this.shared));
+                    }
+                };
+                drop(out);
+                if let Some(w) = driver {
+                    w.wake();
+                }
+            }
+        }
+        this.flush_target = Some(this.shared.out().outbox.queued());
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        match this.flush_target {
+            None => Poll::Ready(Ok(())),
+            Some(t) => {
+                let r = this.poll_flush_to(cx, t);
+                if r.is_ready() {
+                    this.flush_target = None;
+                }
+                r
+            }
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.request_close(Some(CloseReason::normal()));
+        self.shared.poll_outcome(cx).map(|_| Ok(()))
+    }
+}
