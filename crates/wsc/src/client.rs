@@ -15,6 +15,7 @@ use crate::connect;
 use crate::error::Error;
 use crate::request::{IntoRequest, Request};
 use crate::session::{self, RawSession, Session, Shared};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A WebSocket client: configuration set once, shared by every session it opens. Cheap to
 /// clone (an `Arc` inside).
@@ -198,6 +199,60 @@ impl RequestBuilder {
     /// Connects and returns a default session.
     pub async fn connect(self) -> Result<Session, Error> {
         self.open().await
+    }
+
+    async fn open_on<D: session::Delivery, S>(self, io: S) -> Result<session::SessionOf<D>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let request = self.request?;
+        let config = &self.client.config;
+        let up = connect::open_on(config, &request, D::RAW, Box::new(io)).await?;
+        let shared = Shared::new(
+            config.session.clone(),
+            up.extensions,
+            wsc_proto::Role::Client,
+            up.call,
+        );
+        Ok(session::start(up.io, shared, up.leftover, up.extensions_in))
+    }
+
+    /// Runs the handshake over `io`, a stream you opened yourself (a Unix socket, an
+    /// in-memory duplex, your own TLS stack, a tunnel), and returns a default session: the
+    /// client's limits, extensions, keepalive and call context apply as with
+    /// [`connect`](Self::connect); wsc's own connecting, proxy and TLS do not, and a redirect
+    /// is an error. The URL still gives the `Host` header and the request target.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), wsc::Error> {
+    /// let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    /// tokio::spawn(async move {
+    ///     let mut s = wsc::server::accept(theirs, &Default::default()).await?;
+    ///     while let Some(Ok(m)) = s.recv().await {
+    ///         s.send(m).await?;
+    ///     }
+    ///     Ok::<_, wsc::Error>(())
+    /// });
+    /// let mut session = wsc::Client::new().request("ws://in-memory/echo").connect_on(ours).await?;
+    /// session.send("hi").await?;
+    /// assert_eq!(session.recv().await.unwrap()?, wsc::Message::text("hi"));
+    /// session.close(wsc::CloseReason::normal()).await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn connect_on<S>(self, io: S) -> Result<Session, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.open_on(io).await
+    }
+
+    /// [`connect_on`](Self::connect_on) for a raw session.
+    pub async fn connect_raw_on<S>(self, io: S) -> Result<RawSession, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.open_on(io).await
     }
 
     /// Connects and returns a raw session (no extensions are offered).

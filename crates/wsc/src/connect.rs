@@ -67,6 +67,27 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
     }
 }
 
+/// The upgrade over a stream the caller opened (`RequestBuilder::connect_on`): the same
+/// request, checks and limits as [`open`], without connecting, proxying or TLS of wsc's own;
+/// a redirect cannot be followed on it and is an error.
+pub(crate) async fn open_on(
+    config: &Config,
+    req: &Request,
+    raw: bool,
+    io: BoxIo,
+) -> Result<Upgraded, Error> {
+    let head = request_head(config, req, raw)?;
+    let deadline = Instant::now() + req.timeout.unwrap_or(config.handshake_timeout);
+    match timeout_at(deadline, upgrade(io, config, req, head)).await {
+        Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Step::Done(up))) => Ok(*up),
+        Ok(Ok(Step::Redirect(location))) => Err(Error::Redirect(format!(
+            "the server redirects to {location}, which cannot be followed on a stream opened by the caller"
+        ))),
+    }
+}
+
 /// The request a redirect leads to: `http`/`https` become `ws`/`wss`, never `wss` to `ws`;
 /// credentials (`CREDENTIAL_HEADERS`) are not carried to another origin unless opted in.
 fn redirected(from: &Request, location: &str) -> Result<Request, Error> {
