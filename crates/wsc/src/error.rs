@@ -124,6 +124,13 @@ pub enum Error {
     /// A reconnecting session's queue for sends while disconnected is full.
     #[error("the queue of messages waiting for a connection is full")]
     QueueFull,
+    /// The stream a message was being sent from (`send_stream`) yielded an error; the cause is
+    /// the stream's error. The message was cut off, so the session closes with 1011.
+    #[error("the stream being sent failed")]
+    Source(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// Text to send is not valid UTF-8 (a streamed text message, checked across chunks).
+    #[error("text to send is not valid UTF-8")]
+    InvalidUtf8,
     /// The converter could not serialize a value.
     #[error("could not serialize the value")]
     Serialize(#[source] Arc<dyn std::error::Error + Send + Sync>),

@@ -98,3 +98,39 @@ async fn a_silent_stream_times_out_in_the_handshake() {
     );
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// `send_stream` says what went wrong: the caller's stream failing is `Error::Source` with
+/// its error as the cause, bad streamed text is `Error::InvalidUtf8`.
+#[tokio::test]
+async fn send_stream_errors_say_what_failed() {
+    let (ours, theirs) = tokio::io::duplex(16 * 1024);
+    let _server = echo_server(theirs);
+    let s = Client::new()
+        .request("ws://in-memory/room")
+        .connect_on(ours)
+        .await
+        .unwrap();
+    let bad_text = futures_util::stream::iter([Ok::<_, std::io::Error>(vec![0xffu8, 0xfe])]);
+    let r = s.send_stream(wsc::OpCode::Text, bad_text).await;
+    assert!(matches!(r, Err(Error::InvalidUtf8)), "{r:?}");
+
+    let (ours, theirs) = tokio::io::duplex(16 * 1024);
+    let _server = echo_server(theirs);
+    let s = Client::new()
+        .request("ws://in-memory/room")
+        .connect_on(ours)
+        .await
+        .unwrap();
+    let failing = futures_util::stream::iter([
+        Ok(b"part".to_vec()),
+        Err(std::io::Error::other("disk on fire")),
+    ]);
+    let r = s.send_stream(wsc::OpCode::Binary, failing).await;
+    match r {
+        Err(e @ Error::Source(_)) => {
+            let cause = std::error::Error::source(&e).unwrap().to_string();
+            assert_eq!(cause, "disk on fire");
+        }
+        other => panic!("{other:?}"),
+    }
+}

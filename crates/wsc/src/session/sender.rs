@@ -372,7 +372,8 @@ impl Sender {
 
     /// Sends one message whose payload comes from a [`Stream`] of chunks, each as a fragment,
     /// without holding the message whole. Returns the bytes sent. Text must be UTF-8 across
-    /// chunk boundaries.
+    /// chunk boundaries ([`Error::InvalidUtf8`] otherwise); an error from `stream` is
+    /// [`Error::Source`] and, the message being cut off, closes the session with 1011.
     pub async fn send_stream<S, B, E>(&self, opcode: OpCode, stream: S) -> Result<u64, Error>
     where
         S: Stream<Item = Result<B, E>>,
@@ -382,7 +383,7 @@ impl Sender {
         let mut w = self.message_writer(opcode).await?;
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
-            let chunk = item.map_err(|e| Error::Serialize(Arc::from(e.into())))?;
+            let chunk = item.map_err(|e| Error::Source(Arc::from(e.into())))?;
             w.write(chunk.as_ref()).await?;
         }
         w.finish().await

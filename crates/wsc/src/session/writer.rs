@@ -65,8 +65,7 @@ impl MessageWriter {
     /// inside a character.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
         if let Some(v) = self.utf8.as_mut() {
-            v.feed(chunk)
-                .map_err(|_| Error::InvalidConfig("streamed text is not UTF-8".into()))?;
+            v.feed(chunk).map_err(|_| Error::InvalidUtf8)?;
         }
         let was_started = self.started;
         let opcode = self.next_opcode();
@@ -90,9 +89,7 @@ impl MessageWriter {
     /// Ends the message. Returns the bytes written.
     pub async fn finish(mut self) -> Result<u64, Error> {
         if let Some(v) = self.utf8.as_mut() {
-            v.finish().map_err(|_| {
-                Error::InvalidConfig("streamed text ends inside a character".into())
-            })?;
+            v.finish().map_err(|_| Error::InvalidUtf8)?;
         }
         let opcode = self.next_opcode();
         self.sender
