@@ -29,11 +29,16 @@ pub type OnConnect =
     Arc<dyn Fn(Sender) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
 
 /// What to do with sends while disconnected.
+///
+/// Sends reach the current session through a queue in both cases, and its size also bounds
+/// sends while connected: a send waits while that many messages are on their way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhileDisconnected {
-    /// Queue up to this many messages; a send beyond it fails with [`Error::QueueFull`].
+    /// Queue up to this many messages; a send beyond it fails with [`Error::QueueFull`] while
+    /// disconnected and waits while connected.
     Queue(usize),
-    /// Fail sends at once with [`Error::Disconnected`].
+    /// Fail sends at once with [`Error::Disconnected`]; while connected, up to 64 messages
+    /// are on their way before a send waits.
     Reject,
 }
 
