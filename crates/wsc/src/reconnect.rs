@@ -60,6 +60,7 @@ pub struct ReconnectConfig {
     max_delay: Duration,
     max_attempts: Option<u32>,
     jitter: bool,
+    stable_after: Duration,
     while_disconnected: WhileDisconnected,
     on_connect: Option<OnConnect>,
 }
@@ -71,6 +72,7 @@ impl std::fmt::Debug for ReconnectConfig {
             .field("max_delay", &self.max_delay)
             .field("max_attempts", &self.max_attempts)
             .field("jitter", &self.jitter)
+            .field("stable_after", &self.stable_after)
             .field("while_disconnected", &self.while_disconnected)
             .finish()
     }
@@ -84,6 +86,7 @@ impl Default for ReconnectConfig {
             max_delay: Duration::from_secs(30),
             max_attempts: None,
             jitter: true,
+            stable_after: Duration::from_secs(5),
             while_disconnected: WhileDisconnected::Queue(1024),
             on_connect: None,
         }
@@ -102,6 +105,8 @@ impl ReconnectConfig {
         self
     }
     /// Gives up after this many failed attempts in a row (`None`: never). Default `None`.
+    /// A connection that opened but ended within [`stable_after`](Self::stable_after) counts
+    /// as a failed attempt, so a server that drops every connection at once is given up on.
     pub fn max_attempts(mut self, n: Option<u32>) -> Self {
         self.max_attempts = n;
         self
@@ -110,6 +115,12 @@ impl ReconnectConfig {
     /// thundering herds. Default on; off gives the cap itself.
     pub fn jitter(mut self, on: bool) -> Self {
         self.jitter = on;
+        self
+    }
+    /// How long a connection must stay up before the attempt count and the backoff start
+    /// afresh. Default 5 s.
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.stable_after = d;
         self
     }
     /// Queue or reject sends while disconnected. Default `Queue(1024)`.
@@ -172,10 +183,12 @@ struct Control {
     connected: AtomicBool,
     stopped: AtomicBool,
     stop: Notify,
+    /// Handles alive (senders, the session's own included): the background task ends with
+    /// the last one, whatever it is doing.
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 /// The sending side of a [`Reconnecting`] session: cheap to clone, valid across reconnects.
-#[derive(Clone)]
 pub struct ReconnectingSender {
     tx: mpsc::Sender<Message>,
     control: Arc<Control>,
@@ -187,6 +200,26 @@ impl std::fmt::Debug for ReconnectingSender {
         f.debug_struct("ReconnectingSender")
             .field("connected", &self.is_connected())
             .finish()
+    }
+}
+
+impl Clone for ReconnectingSender {
+    fn clone(&self) -> Self {
+        self.control.handles.fetch_add(1, Ordering::Relaxed);
+        ReconnectingSender {
+            tx: self.tx.clone(),
+            control: self.control.clone(),
+            policy: self.policy,
+        }
+    }
+}
+
+impl Drop for ReconnectingSender {
+    fn drop(&mut self) {
+        if self.control.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.control.stopped.store(true, Ordering::Release);
+            self.control.stop.notify_one();
+        }
     }
 }
 
@@ -297,6 +330,7 @@ impl Client {
             connected: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
+            handles: std::sync::atomic::AtomicUsize::new(1),
         });
         let sender = ReconnectingSender {
             tx,
@@ -356,7 +390,18 @@ impl Supervisor {
             attempt += 1;
             self.emit(ConnectionEvent::Connecting { attempt });
             let builder = RequestBuilder::from_parts(self.client.clone(), self.request.clone());
-            match builder.connect().await {
+            let connected = tokio::select! {
+                r = builder.connect() => r,
+                _ = self.control.stop.notified() => break,
+            };
+            if self.stopped() {
+                // Closed, or every handle dropped, while connecting: no hook, no session.
+                if let Ok(session) = connected {
+                    let _ = session.close(CloseReason::normal()).await;
+                }
+                break;
+            }
+            match connected {
                 Ok(session) => {
                     let hook = self.config.on_connect.clone();
                     let hooked = match hook {
@@ -374,14 +419,18 @@ impl Supervisor {
                     } else {
                         self.control.connected.store(true, Ordering::Release);
                         self.emit(ConnectionEvent::Open);
+                        let opened = tokio::time::Instant::now();
                         let ended = self.pump(session).await;
                         self.control.connected.store(false, Ordering::Release);
                         if let Ended::Stop = ended {
                             break;
                         }
-                        // A connection was up: count afresh. The first wait is the initial
-                        // delay (so a server's 1012/1013 is never hammered), then it grows.
-                        attempt = 0;
+                        // A connection that stayed up counts afresh: the first wait is the
+                        // initial delay (so a server's 1012/1013 is never hammered), then it
+                        // grows. One that ended at once is a failed attempt like a refused one.
+                        if opened.elapsed() >= self.config.stable_after {
+                            attempt = 0;
+                        }
                     }
                 }
                 Err(e) => self.emit(ConnectionEvent::Closed {

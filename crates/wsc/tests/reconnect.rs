@@ -217,3 +217,86 @@ async fn try_again_later_is_waited_out_and_reconnected() {
     assert_eq!(next_text(&mut rc).await, "again");
     rc.close();
 }
+
+/// A server whose every connection opens and is closed at once (1009 on arrival) is a failed
+/// attempt each time: `max_attempts` gives up instead of reconnecting forever.
+#[tokio::test]
+async fn connections_that_end_at_once_count_as_failed_attempts() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if let Ok(session) = wsc::server::accept(s, &Default::default()).await {
+                    let _ = session
+                        .close(wsc::CloseReason::new(1009, "too big").unwrap())
+                        .await;
+                }
+            });
+        }
+    });
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(100))
+        .max_attempts(Some(4));
+    let rc = Client::new().reconnecting(url.as_str(), cfg).unwrap();
+    let mut events = rc.events();
+    let t = Instant::now();
+    let e = wait_for(&mut events, "GaveUp", |e| {
+        matches!(e, ConnectionEvent::GaveUp { .. })
+    })
+    .await;
+    assert!(
+        matches!(e, ConnectionEvent::GaveUp { attempts: 4 }),
+        "{e:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(accepted.load(Ordering::Relaxed), 4);
+}
+
+/// Dropping every handle while the server is down ends the background task: when the server
+/// comes back, nothing connects to it.
+#[tokio::test]
+async fn dropping_every_handle_while_disconnected_stops_the_task() {
+    let port = common::free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let hooks = Arc::new(AtomicU32::new(0));
+    let h = hooks.clone();
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(50))
+        .on_connect(move |_| {
+            h.fetch_add(1, Ordering::Relaxed);
+            async { Ok(()) }
+        });
+    let rc = Client::new().reconnecting(url.as_str(), cfg).unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "a refused attempt", |e| {
+        matches!(e, ConnectionEvent::Waiting { .. })
+    })
+    .await;
+    drop(rc);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server comes back: nobody connects.
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(1), l.accept()).await;
+    assert!(
+        r.is_err(),
+        "the task connected after every handle was dropped"
+    );
+    assert_eq!(hooks.load(Ordering::Relaxed), 0);
+    // And its event channel is closed.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            Ok(Err(broadcast::error::RecvError::Closed)) => break,
+            Ok(_) => continue,
+            Err(_) => panic!("the task is still alive"),
+        }
+    }
+}
