@@ -25,9 +25,18 @@ fuzz_target!(|data: &[u8]| {
     let Some((&ctl, mut rest)) = data.split_first() else {
         return;
     };
-    let mut config = Config::new(if ctl & 1 == 0 { Role::Client } else { Role::Server });
+    let mut config = Config::new(if ctl & 1 == 0 {
+        Role::Client
+    } else {
+        Role::Server
+    });
     config.raw = ctl & 2 != 0;
     config.ping_interval = (ctl & 4 != 0).then(|| Duration::from_millis(50));
+    // Streamed, with frames over 64 bytes handed out in pieces.
+    config.stream_incoming = ctl & 8 != 0;
+    if config.stream_incoming {
+        config.limits.max_frame_size = 64;
+    }
     let mut now = Duration::ZERO;
     let mut c = Connection::new(config, Outbox::<Seq>::new(1 << 16), Vec::new(), now);
     let mut buf = BytesMut::new();

@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let _ = check_upgrade(resp, "dGhlIHNhbXBsZSBub25jZQ==", &["chat".to_owned()]);
-        let _ = resp.header("sec-websocket-extensions").map(wsc_proto::parse_extensions);
+        let _ = resp
+            .header("sec-websocket-extensions")
+            .map(wsc_proto::parse_extensions);
     }
 });

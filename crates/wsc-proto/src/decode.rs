@@ -50,6 +50,29 @@ struct Open {
     len: u64,
 }
 
+/// The largest piece of a streamed frame (see [`Decoder::set_pieces`]).
+pub const MAX_PIECE: usize = 64 * 1024;
+
+const FEEDING: u8 = 1;
+const PIECES: u8 = 2;
+
+/// The rest of a large data frame being handed out in pieces (see [`Decoder::set_pieces`]).
+#[derive(Debug, Clone, Copy)]
+struct Piecewise {
+    /// Payload bytes of the frame not yet handed out.
+    left: u64,
+    /// The piece size in force when the frame began.
+    size: usize,
+    key: [u8; 4],
+    masked: bool,
+    /// Where the next piece starts in the masking key's cycle.
+    offset: u8,
+    /// The frame's FIN bit, carried by its last piece.
+    fin: bool,
+    /// The frame's opcode and RSV bits, carried by its first piece; `None` once it went out.
+    head: Option<(OpCode, u8)>,
+}
+
 /// Turns a byte stream into validated [`Frame`]s.
 ///
 /// Call [`Decoder::decode`] with the read buffer after each read until it returns `Ok(None)`;
@@ -77,8 +100,12 @@ pub struct Decoder {
     checked: usize,
     /// Total bytes (header + payload) the pending frame needs, 0 if not yet known.
     wanted: usize,
-    /// The pending frame's payload is checked for UTF-8 as it arrives, so every call looks.
-    feeding: bool,
+    /// `FEEDING`: the pending frame's payload is checked for UTF-8 as it arrives, so every call
+    /// looks. `PIECES`: large data frames are handed out in pieces. (One byte: every connection
+    /// holds a decoder.)
+    flags: u8,
+    /// Out of line: every connection holds a decoder, few ever stream a large frame.
+    piecewise: Option<Box<Piecewise>>,
 }
 
 impl Decoder {
@@ -92,8 +119,46 @@ impl Decoder {
             utf8: Utf8Validator::default(),
             checked: 0,
             wanted: 0,
-            feeding: false,
+            flags: 0,
+            piecewise: None,
         }
+    }
+
+    /// For streamed messages: hands out every data frame larger than the piece size
+    /// (`max_frame_size` or [`MAX_PIECE`], whichever is smaller) in pieces of that size, each as
+    /// soon as it has arrived whole, as if the peer had fragmented the frame: the first piece
+    /// keeps the frame's opcode and RSV bits, the others are continuations, and only the last
+    /// carries the frame's FIN. Pieces are unmasked and text is checked as UTF-8 piece by
+    /// piece, so memory stays bounded by the piece size whatever size the peer gives its
+    /// frames: `max_frame_size` then bounds only the frames held whole, and no size limit
+    /// refuses a data frame or message. Where pieces start does not depend on how the input
+    /// arrived. Off by default; a change takes effect from the next frame.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use wsc_proto::{Decoder, Limits, OpCode, Role};
+    /// let limits = Limits { max_frame_size: 4, ..Limits::default() };
+    /// let mut d = Decoder::new(Role::Client, limits);
+    /// d.set_pieces(true);
+    /// let mut buf = BytesMut::from(&b"\x82\x0a0123456789"[..]);
+    /// let pieces: Vec<_> = std::iter::from_fn(|| d.decode(&mut buf).unwrap()).collect();
+    /// let view: Vec<_> = pieces.iter().map(|f| (f.opcode, f.fin, &f.payload[..])).collect();
+    /// assert_eq!(view, [
+    ///     (OpCode::Binary, false, &b"0123"[..]),
+    ///     (OpCode::Continuation, false, &b"4567"[..]),
+    ///     (OpCode::Continuation, true, &b"89"[..]),
+    /// ]);
+    /// ```
+    pub fn set_pieces(&mut self, on: bool) {
+        if on {
+            self.flags |= PIECES;
+        } else {
+            self.flags &= !PIECES;
+        }
+    }
+
+    fn piece_size(&self) -> Option<usize> {
+        (self.flags & PIECES != 0).then(|| self.limits.max_frame_size.clamp(1, MAX_PIECE))
     }
 
     /// Allows RSV bits (`0x40`, `0x20`, `0x10`) that negotiated extensions claim, on the first
@@ -169,8 +234,11 @@ impl Decoder {
     /// continuation). After an `Err`, the connection must be failed with the error's close code.
     /// Small whole messages go faster through [`Decoder::decode_run`], called first.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        if let Some(p) = self.piecewise.take() {
+            return self.next_piece(buf, p);
+        }
         // A frame whose header was read and whose rest has not arrived: nothing to do.
-        if buf.len() < self.wanted && !self.feeding || buf.len() < 2 {
+        if buf.len() < self.wanted && self.flags & FEEDING == 0 || buf.len() < 2 {
             return Ok(None);
         }
         let b0 = buf[0];
@@ -241,19 +309,21 @@ impl Decoder {
             }
             n => (u64::from(n), 2),
         };
-        if len > self.limits.max_frame_size as u64 {
+        let is_data = !opcode.is_control();
+        let piece = self.piece_size().filter(|&p| is_data && len > p as u64);
+        if len > self.limits.max_frame_size as u64 && piece.is_none() {
             return Err(ProtocolError::FrameTooBig {
                 size: len,
                 max: self.limits.max_frame_size,
             });
         }
-        let is_data = !opcode.is_control();
         let (text, compressed, msg_len) = match (opcode, self.open) {
             (OpCode::Continuation, Some(o)) => (o.text, o.compressed, o.len + len),
             (OpCode::Text, _) => (true, rsv != 0, len),
             _ => (false, rsv != 0, len),
         };
-        if is_data && !compressed && msg_len > self.limits.max_message_size as u64 {
+        let streamed = self.flags & PIECES != 0;
+        if is_data && !compressed && !streamed && msg_len > self.limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooBig {
                 size: msg_len,
                 max: self.limits.max_message_size,
@@ -263,12 +333,41 @@ impl Decoder {
         if masked {
             header += 4;
         }
+        if let Some(size) = piece {
+            if buf.len() < header {
+                return Ok(None);
+            }
+            let mut key = [0; 4];
+            if masked {
+                key.copy_from_slice(&buf[mask_at..header]);
+            }
+            buf.advance(header);
+            self.flags &= !FEEDING;
+            self.open = Some(Open {
+                text,
+                compressed,
+                len: msg_len,
+            });
+            let p = Box::new(Piecewise {
+                left: len,
+                size,
+                key,
+                masked,
+                offset: 0,
+                fin,
+                head: Some((opcode, rsv)),
+            });
+            return self.next_piece(buf, p);
+        }
         // `len` ≤ max_frame_size ≤ usize::MAX, so this cannot overflow except at usize::MAX.
         let total = header.saturating_add(len as usize);
         let check_utf8 = is_data && text && !compressed;
         if buf.len() < total {
             self.wanted = total;
-            self.feeding = check_utf8 && !masked;
+            self.flags &= !FEEDING;
+            if check_utf8 && !masked {
+                self.flags |= FEEDING;
+            }
             // Fail fast on invalid UTF-8 inside a frame that is still arriving (unmasked only).
             if check_utf8 && !masked && buf.len() > header + self.checked {
                 let avail = &buf[header + self.checked..];
@@ -314,6 +413,60 @@ impl Decoder {
             };
         } else if opcode == OpCode::Close {
             CloseReason::parse(&payload)?;
+        }
+        Ok(Some(Frame {
+            opcode,
+            fin,
+            rsv,
+            payload: payload.freeze(),
+        }))
+    }
+
+    /// The next piece of a frame handed out in pieces, once it has arrived whole.
+    fn next_piece(
+        &mut self,
+        buf: &mut BytesMut,
+        mut p: Box<Piecewise>,
+    ) -> Result<Option<Frame>, ProtocolError> {
+        // `p.size` fits a usize, so the minimum does too.
+        let size = p.left.min(p.size as u64) as usize;
+        if buf.len() < size {
+            self.piecewise = Some(p);
+            self.wanted = size;
+            return Ok(None);
+        }
+        let mut payload = buf.split_to(size);
+        if p.masked {
+            apply_mask(&mut payload, p.key, usize::from(p.offset));
+            p.offset = ((usize::from(p.offset) + size) % 4) as u8;
+        }
+        p.left -= size as u64;
+        let last = p.left == 0;
+        // A frame in pieces always belongs to an open message.
+        let (text, compressed) = self.open.map_or((false, false), |o| (o.text, o.compressed));
+        let fin = last && p.fin;
+        if text && !compressed {
+            // Bytes already checked while the frame was arriving whole are not fed twice.
+            let skip = self.checked.min(size);
+            self.checked -= skip;
+            self.utf8
+                .feed(&payload[skip..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if fin {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        let (opcode, rsv) = p.head.take().unwrap_or((OpCode::Continuation, 0));
+        if last {
+            self.piecewise = None;
+            self.wanted = 0;
+            self.checked = 0;
+            if p.fin {
+                self.open = None;
+            }
+        } else {
+            self.wanted = p.left.min(p.size as u64) as usize;
+            self.piecewise = Some(p);
         }
         Ok(Some(Frame {
             opcode,
@@ -494,6 +647,95 @@ mod tests {
         })
     }
 
+    /// Messages cut into frames (text, binary, some with RSV1 as if compressed), with control
+    /// frames between them.
+    fn arb_fragmented() -> impl Strategy<Value = Vec<Frame>> {
+        let message = (
+            0u8..3,
+            proptest::collection::vec(any::<u8>(), 0..3000),
+            proptest::collection::vec(0usize..3000, 0..3),
+        )
+            .prop_map(|(k, p, cuts)| {
+                let p = if k == 0 {
+                    String::from_utf8_lossy(&p).into_owned().into_bytes()
+                } else {
+                    p
+                };
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(p.len())).collect();
+                cuts.sort_unstable();
+                let mut frames = Vec::new();
+                let mut from = 0;
+                for (i, &c) in cuts.iter().chain(std::iter::once(&p.len())).enumerate() {
+                    let c = c.max(from);
+                    let data = p[from..c].to_vec();
+                    let fin = c == p.len() && i == cuts.len();
+                    frames.push(match (i, k) {
+                        (0, 0) => Frame::text(data).with_fin(fin),
+                        (0, 1) => Frame::binary(data).with_fin(fin),
+                        (0, _) => Frame::binary(data).with_fin(fin).with_rsv(0x40),
+                        _ => Frame::continuation(data, fin),
+                    });
+                    from = c;
+                }
+                frames
+            });
+        let item = prop_oneof![
+            4 => message,
+            1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(|p| vec![Frame::ping(p)]),
+        ];
+        proptest::collection::vec(item, 1..5).prop_map(|v| v.into_iter().flatten().collect())
+    }
+
+    /// What a receiver makes of frames: control frames, and each message's opcode, RSV bits and
+    /// whole payload.
+    fn messages(frames: &[Frame]) -> Vec<(OpCode, u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut open: Option<(OpCode, u8, Vec<u8>)> = None;
+        for f in frames {
+            if f.opcode.is_control() {
+                out.push((f.opcode, 0, f.payload.to_vec()));
+                continue;
+            }
+            let m = open.get_or_insert_with(|| (f.opcode, f.rsv, Vec::new()));
+            m.2.extend_from_slice(&f.payload);
+            if f.fin {
+                out.extend(open.take());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_frame_in_pieces_fails_on_bad_utf8_and_keeps_the_message_limit_off() {
+        // Invalid UTF-8 in the second piece: the first piece comes out, then 1007.
+        let four = Limits {
+            max_frame_size: 4,
+            ..Limits::default()
+        };
+        let mut d = Decoder::new(Role::Client, four);
+        d.set_pieces(true);
+        let mut b = BytesMut::from(&b"\x81\x08abcd\xff\xfeef"[..]);
+        assert_eq!(&d.decode(&mut b).unwrap().unwrap().payload[..], b"abcd");
+        assert_eq!(d.decode(&mut b), Err(ProtocolError::InvalidUtf8));
+        // Neither max_frame_size nor max_message_size refuses a frame handed out in pieces.
+        let mut d = Decoder::new(
+            Role::Client,
+            Limits {
+                max_frame_size: 8,
+                max_message_size: 10,
+            },
+        );
+        d.set_pieces(true);
+        let mut wire = BytesMut::new();
+        encode_frame(&mut wire, OpCode::Binary, true, 0, &[7; 1000], None);
+        let mut n = 0;
+        while let Some(f) = d.decode(&mut wire).unwrap() {
+            assert!(f.payload.len() <= 8);
+            n += f.payload.len();
+        }
+        assert_eq!(n, 1000);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -518,6 +760,49 @@ mod tests {
                 prop_assert!(buf.is_empty());
                 cut += step;
             }
+        }
+
+        #[test]
+        fn pieces_make_the_same_messages_wherever_reads_end(
+            frames in arb_fragmented(),
+            masked: bool,
+            piece in 1usize..=2000,
+            cut_seed: usize,
+        ) {
+            let role = if masked { Role::Server } else { Role::Client };
+            // Frames up to `piece` are held whole, larger ones come in pieces; a control frame
+            // over `piece` would be refused, so there are none.
+            let frames: Vec<Frame> = frames
+                .into_iter()
+                .filter(|f| !f.opcode.is_control() || f.payload.len() <= piece)
+                .collect();
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                encode_frame(&mut wire, f.opcode, f.fin, f.rsv, &f.payload, masked.then_some([9, 8, 7, 6]));
+            }
+            let limits = Limits { max_frame_size: piece, max_message_size: 100 };
+            // All at once, and in reads cut every few bytes: the same pieces.
+            let mut outputs = Vec::new();
+            for step in [wire.len().max(1), 1 + cut_seed % 700] {
+                let mut d = Decoder::new(role, limits);
+                d.set_allowed_rsv(0x40);
+                d.set_pieces(true);
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                for chunk in wire.chunks(step) {
+                    buf.extend_from_slice(chunk);
+                    while let Some(f) = d.decode(&mut buf).unwrap() {
+                        prop_assert!(f.opcode.is_control() || f.payload.len() <= piece);
+                        // Waiting for a piece never asks for more than a piece.
+                        prop_assert!(d.wanted() <= piece + 14);
+                        got.push(f);
+                    }
+                }
+                prop_assert!(buf.is_empty());
+                outputs.push(got);
+            }
+            prop_assert_eq!(&outputs[0], &outputs[1]);
+            prop_assert_eq!(messages(&outputs[0]), messages(&frames));
         }
 
         #[test]

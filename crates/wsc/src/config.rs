@@ -187,10 +187,13 @@ impl ClientBuilder {
         self
     }
 
-    /// Delivers incoming messages in pieces as their frames arrive instead of reassembling
-    /// them, so a message of any size passes with memory bounded by a few frames; read them
-    /// with [`Receiver::recv_stream`](crate::Receiver::recv_stream) (`recv()` still
-    /// reassembles, within `max_message_size`). Default off.
+    /// Delivers incoming messages in pieces as they arrive instead of reassembling them, so a
+    /// message of any size passes with memory bounded by a few pieces, however the server
+    /// frames it: a frame is one piece, and a frame larger than 64 KiB (or than
+    /// `max_frame_size`, if smaller) comes in pieces of that size, each handed out as soon as
+    /// it has arrived, so `max_frame_size` no longer refuses frames. Read them with
+    /// [`Session::recv_stream`](crate::Session::recv_stream) (`recv()` still reassembles,
+    /// within `max_message_size`). Default off.
     pub fn stream_incoming(mut self, on: bool) -> Self {
         self.session().stream_incoming = on;
         self

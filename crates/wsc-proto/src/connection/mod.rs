@@ -127,7 +127,10 @@ pub struct Config {
     /// How long a Pong may take (`None`: twice the interval).
     pub ping_timeout: Option<Duration>,
     /// Deliver each data frame as a piece of its message ([`Event::Chunk`]) instead of
-    /// reassembling; `max_message_size` then bounds each piece.
+    /// reassembling; a frame over [`MAX_PIECE`](crate::decode::MAX_PIECE) or `max_frame_size`
+    /// (whichever is smaller) comes in pieces of that size as it arrives, so no frame is held
+    /// whole beyond that, and `max_message_size` bounds only what one compressed piece inflates
+    /// to.
     pub stream_incoming: bool,
     /// Also report Pings and Pongs ([`Event::Ping`], [`Event::Pong`]) in a default connection.
     pub report_control: bool,
@@ -304,7 +307,6 @@ pub struct Connection<Q: Queue> {
     ending: Option<Box<Ending>>,
     /// Nanoseconds (as `now`: every connection holds these fields, so they are kept small).
     close_timeout: u64,
-    max_message_size: usize,
     phase: Phase,
     role: Role,
     raw: bool,
@@ -360,7 +362,6 @@ impl<Q: Queue> Connection<Q> {
             tx: Transmit::default(),
             ending: None,
             close_timeout: nanos(config.close_timeout),
-            max_message_size: config.limits.max_message_size,
             phase: Phase::Open,
             role: config.role,
             raw: config.raw,
@@ -384,17 +385,10 @@ impl<Q: Queue> Connection<Q> {
 
     /// Changes the size limits, from the next frame on.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.max_message_size = limits.max_message_size;
-        // A streamed message is never held whole: only its frames (and inflated pieces) are
-        // bounded.
-        self.decoder.set_limits(Limits {
-            max_message_size: if self.streaming {
-                usize::MAX
-            } else {
-                limits.max_message_size
-            },
-            ..limits
-        });
+        // A streamed message is never held whole, nor is a large frame of it: it is handed out
+        // piece by piece as it arrives.
+        self.decoder.set_limits(limits);
+        self.decoder.set_pieces(self.streaming);
         if let Some(i) = self.inbound.as_mut() {
             i.assembler.set_max_message_size(limits.max_message_size);
         }

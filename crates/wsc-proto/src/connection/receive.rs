@@ -67,7 +67,7 @@ impl<Q: Queue> Connection<Q> {
     }
 
     fn inbound(&mut self) -> &mut Inbound {
-        let max = self.max_message_size;
+        let max = self.decoder.limits().max_message_size;
         self.inbound.get_or_insert_with(|| {
             Box::new(Inbound {
                 assembler: Assembler::new(max),

@@ -336,8 +336,9 @@ impl ReceiverOf<Messages> {
 
     /// The next message as a stream of chunks, for messages too large to hold: with
     /// [`ClientBuilder::stream_incoming`](crate::ClientBuilder::stream_incoming) each chunk is a
-    /// frame's payload as it arrived (text still checked as UTF-8 across chunks); otherwise the
-    /// whole message is one chunk. Dropping the stream early skips the rest of that message.
+    /// frame's payload, or a piece of at most 64 KiB of a larger frame, handed over as soon as
+    /// it arrived (text still checked as UTF-8 across chunks); otherwise the whole message is
+    /// one chunk. Dropping the stream early skips the rest of that message.
     ///
     /// ```no_run
     /// # async fn demo(mut rx: wsc::Receiver) -> Result<(), wsc::Error> {

@@ -45,7 +45,7 @@ async def handler(ws):
         await ws.send('{"id": 1, "name": ')
     if url.path == "/big":
         n = int(parse_qs(url.query)["n"][0])
-        await ws.send(bytes(i % 251 for i in range(n)))
+        await ws.send((bytes(range(251)) * (n // 251 + 1))[:n])  # byte i is i % 251
     async for msg in ws:
         if isinstance(msg, str) and msg.startswith("close:"):
             _, code, reason = msg.split(":", 2)
