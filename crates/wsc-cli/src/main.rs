@@ -73,13 +73,7 @@ impl Failure {
 /// Maps a library error to an exit code and a one-line message.
 pub fn failure(e: &wsc::Error) -> Failure {
     use wsc::Error as E;
-    let mut message = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        src = s.source();
-    }
+    let mut message = e.chain().to_string();
     if let E::HandshakeRefused { body, .. } = e {
         let body = String::from_utf8_lossy(body);
         let body = body.trim();
@@ -89,7 +83,7 @@ pub fn failure(e: &wsc::Error) -> Failure {
     }
     let code = match e {
         E::InvalidUrl { .. } | E::InvalidConfig(_) => 2,
-        E::Io(_) | E::Proxy { .. } | E::Tls { .. } | E::Redirect(_) => 3,
+        E::Io { .. } | E::Proxy { .. } | E::Tls { .. } | E::Redirect(_) => 3,
         E::HandshakeRefused { .. } | E::Handshake(_) => 4,
         E::Timeout(_) => 5,
         E::Protocol { .. } | E::MessageTooBig { .. } => 6,

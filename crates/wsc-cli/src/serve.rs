@@ -63,7 +63,7 @@ async fn serve(listener: TcpListener, broadcast: bool, verbose: bool) {
                 Ok(s) => s,
                 Err(e) => {
                     if verbose {
-                        eprintln!("wsc: {from}: handshake failed: {e}");
+                        eprintln!("wsc: {from}: handshake failed: {}", e.chain());
                     }
                     return;
                 }

@@ -126,8 +126,20 @@ fn broadcast_server_sends_to_everyone() {
 #[test]
 fn documented_exit_codes_for_bad_input() {
     let peer = common::python_server(&[]);
+    // A port nobody listens on: the whole chain says where and why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused_url = format!("ws://{closed}/");
+    let refused_text = format!("wsc: connecting to {closed}: Connection refused (os error 111)");
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["ws://no-such-host.invalid/"], 3, "I/O error"),
+        (
+            &["ws://no-such-host.invalid/"],
+            3,
+            "wsc: resolving no-such-host.invalid: ",
+        ),
+        (&[&refused_url], 3, &refused_text),
         (&[&peer.url("/refuse")], 4, "403"),
         (&["http://example.com/"], 2, "invalid URL"),
         (&["ws://exa mple.com/"], 2, "invalid URL"),

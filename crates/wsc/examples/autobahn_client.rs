@@ -8,7 +8,17 @@ use std::time::Duration;
 use wsc::{Client, DeflateConfig, Error, Message};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autobahn_client: {}", e.chain());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let base = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "ws://127.0.0.1:9001".into());
@@ -45,7 +55,7 @@ async fn main() -> Result<(), Error> {
                 }
                 let _ = s.close_reason().await;
             }
-            Err(e) => eprintln!("case {case}: {e}"),
+            Err(e) => eprintln!("case {case}: {}", e.chain()),
         }
     }
     let s = client

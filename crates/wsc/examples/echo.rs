@@ -13,7 +13,18 @@ use wsc::proto::{Decoder, Limits, OpCode, Role, encode_frame, handshake};
 use wsc::{Client, CloseCode, CloseReason, Frame, Message};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error with its causes: "connecting to 127.0.0.1:9: Connection refused …".
+            eprintln!("echo: {}", wsc::Chain(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = match std::env::args().nth(1) {
         Some(url) => url,
         None => {

@@ -13,7 +13,7 @@ use wsc_proto::{Entropy, Extension, parse_extensions};
 
 use crate::config::Config;
 use crate::entropy::OsEntropy;
-use crate::error::{Error, TimeoutKind};
+use crate::error::{Error, IoContext, TimeoutKind};
 use crate::request::Request;
 use crate::session::Call;
 use crate::transport::{self, BoxIo, Target};
@@ -217,11 +217,18 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
         headers,
         raw,
     } = head;
-    io.write_all(&bytes).await.map_err(Error::io)?;
+    io.write_all(&bytes)
+        .await
+        .map_err(|e| Error::io(IoContext::Handshake, e))?;
 
     let mut buf = BytesMut::with_capacity(1024);
     let (resp, head_len) = loop {
-        if io.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
+        if io
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::io(IoContext::Handshake, e))?
+            == 0
+        {
             return Err(Error::Handshake(HandshakeError::Malformed(
                 "connection closed before the response head ended".into(),
             )));

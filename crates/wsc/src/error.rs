@@ -35,6 +35,75 @@ impl fmt::Display for TimeoutKind {
     }
 }
 
+/// What wsc was doing when the network failed ([`Error::Io`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoContext {
+    /// Looking up the host's addresses.
+    Resolving {
+        /// The host.
+        host: String,
+    },
+    /// Opening a TCP connection (the last address tried, when there were several).
+    Connecting {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+    /// Talking to the proxy (CONNECT or SOCKS5).
+    Proxy,
+    /// The TLS handshake with the host.
+    Tls {
+        /// The host.
+        host: String,
+    },
+    /// Sending the opening handshake or reading its response.
+    Handshake,
+    /// Reading from an open connection.
+    Reading,
+    /// Writing to an open connection.
+    Writing,
+    /// Something else (an `std::io::Error` converted with `?`).
+    Other,
+}
+
+impl fmt::Display for IoContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoContext::Resolving { host } => write!(f, "resolving {host}"),
+            IoContext::Connecting { addr } => write!(f, "connecting to {addr}"),
+            IoContext::Proxy => f.write_str("talking to the proxy"),
+            IoContext::Tls { host } => write!(f, "TLS handshake with {host}"),
+            IoContext::Handshake => f.write_str("opening handshake"),
+            IoContext::Reading => f.write_str("reading"),
+            IoContext::Writing => f.write_str("writing"),
+            IoContext::Other => f.write_str("I/O error"),
+        }
+    }
+}
+
+/// An error shown with all its causes, one after another: "a: b: c". Made by
+/// [`Error::chain`]; `Chain(&e)` shows any other error so.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let text = e.to_string();
+            // A level that only repeats what was just said adds nothing.
+            if !text.is_empty() && !shown.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// Everything that can go wrong, as one enum a caller can match.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -87,9 +156,17 @@ pub enum Error {
     /// A deadline passed.
     #[error("{0} timed out")]
     Timeout(TimeoutKind),
-    /// The network failed.
-    #[error("I/O error")]
-    Io(#[source] Arc<std::io::Error>),
+    /// The network failed while wsc was doing what `context` says; the operating system's
+    /// error is the source. Shown whole (see [`Error::chain`]) it reads, for example,
+    /// "connecting to 127.0.0.1:9001: Connection refused (os error 111)".
+    #[error("{context}")]
+    Io {
+        /// What wsc was doing.
+        context: IoContext,
+        /// The error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The peer broke the protocol; the session was failed with `code`.
     #[error("protocol violation by the peer (closed with {code})")]
     Protocol {
@@ -124,8 +201,8 @@ pub enum Error {
     /// A reconnecting session's queue for sends while disconnected is full.
     #[error("the queue of messages waiting for a connection is full")]
     QueueFull,
-    /// The stream a message was being sent from (`send_stream`) yielded an error; the cause is
-    /// the stream's error. The message was cut off, so the session closes with 1011.
+    /// The stream or reader a message was being sent from (`send_stream`, `send_reader`)
+    /// failed; the cause is its error. The message was cut off, so the session closes with 1011.
     #[error("the stream being sent failed")]
     Source(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// Text to send is not valid UTF-8 (a streamed text message, checked across chunks).
@@ -177,8 +254,28 @@ impl std::fmt::Display for SizeLimit {
 }
 
 impl Error {
-    pub(crate) fn io(e: std::io::Error) -> Self {
-        Error::Io(Arc::new(e))
+    pub(crate) fn io(context: IoContext, e: std::io::Error) -> Self {
+        Error::Io {
+            context,
+            source: Arc::new(e),
+        }
+    }
+
+    /// The error with all its causes, for showing to a person: `Display` of an error says
+    /// only its own level (the cause is its [`source`](std::error::Error::source)), this says
+    /// them all.
+    ///
+    /// ```
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let e = wsc::Error::Io {
+    ///     context: wsc::IoContext::Connecting { addr: "127.0.0.1:9001".parse().unwrap() },
+    ///     source: std::sync::Arc::new(refused),
+    /// };
+    /// assert_eq!(e.to_string(), "connecting to 127.0.0.1:9001");
+    /// assert_eq!(e.chain().to_string(), "connecting to 127.0.0.1:9001: connection refused");
+    /// ```
+    pub fn chain(&self) -> Chain<'_> {
+        Chain(self)
     }
 
     pub(crate) fn invalid_url(url: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -215,7 +312,7 @@ impl Error {
             Error::MessageTooBig { .. } => Some(CloseCode::TOO_BIG),
             Error::Timeout(TimeoutKind::Ping) => Some(CloseCode::INTERNAL_ERROR),
             Error::Closed(r) => r.as_ref().map(CloseReason::code),
-            Error::Io(_) => Some(CloseCode::CLOSED_ABNORMALLY),
+            Error::Io { .. } => Some(CloseCode::CLOSED_ABNORMALLY),
             _ => None,
         }
     }
@@ -223,13 +320,44 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::io(e)
+        Error::io(IoContext::Other, e)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_level_says_what_it_knows_and_the_chain_says_it_all() {
+        let e = Error::io(
+            IoContext::Reading,
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset"),
+        );
+        assert_eq!(e.to_string(), "reading");
+        assert_eq!(e.chain().to_string(), "reading: connection reset");
+        let e = Error::protocol(ProtocolError::InvalidUtf8);
+        assert!(e.to_string().starts_with("protocol violation by the peer"));
+        assert_eq!(
+            e.chain().to_string(),
+            format!("{e}: {}", ProtocolError::InvalidUtf8)
+        );
+        // A cause that repeats its parent's last words is not shown twice.
+        #[derive(Debug)]
+        struct Twice(std::io::Error);
+        impl fmt::Display for Twice {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "outer: {}", self.0)
+            }
+        }
+        impl std::error::Error for Twice {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let t = Twice(std::io::Error::other("inner"));
+        assert_eq!(Chain(&t).to_string(), "outer: inner");
+    }
 
     #[test]
     fn a_size_error_names_the_limit_it_passed() {

@@ -15,7 +15,7 @@ mod transport;
 
 pub use client::{Client, RequestBuilder};
 pub use config::ClientBuilder;
-pub use error::{Error, SizeLimit, TimeoutKind};
+pub use error::{Chain, Error, IoContext, SizeLimit, TimeoutKind};
 pub use reconnect::{
     ConnectionEvent, OnConnect, ReconnectConfig, Reconnecting, ReconnectingSender,
     WhileDisconnected,

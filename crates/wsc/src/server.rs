@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wsc_proto::Role;
 use wsc_proto::handshake;
 
-use crate::error::{Error, TimeoutKind};
+use crate::error::{Error, IoContext, TimeoutKind};
 use crate::session::{self, Call, Session, SessionConfig, Shared};
 
 /// Settings for accepted sessions (the server's own: nothing here is a client setting).
@@ -80,7 +80,12 @@ where
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
         loop {
-            if stream.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
+            if stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::io(IoContext::Handshake, e))?
+                == 0
+            {
                 return Err(Error::Handshake(handshake::HandshakeError::Malformed(
                     "connection closed before the request ended".into(),
                 )));
@@ -105,7 +110,7 @@ where
             protocol.as_deref(),
         ))
         .await
-        .map_err(Error::io)?;
+        .map_err(|e| Error::io(IoContext::Handshake, e))?;
     let leftover = buf.split_off(head_len);
     let host = req
         .headers

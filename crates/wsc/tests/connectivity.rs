@@ -371,7 +371,7 @@ async fn socks5_proxy_with_auth_and_remote_dns() {
         .unwrap();
     assert!(matches!(
         echo_once(&wrong, &backend.url("/")).await,
-        Err(Error::Proxy { .. }) | Err(Error::Io(_))
+        Err(Error::Proxy { .. }) | Err(Error::Io { .. })
     ));
 }
 

@@ -193,7 +193,7 @@ async fn dropped_connection_reads_as_1006() {
     let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
     let mut s = Client::new().connect(url).await.unwrap();
     drop(server.await.unwrap());
-    assert!(matches!(s.recv().await, Some(Err(Error::Io(_)))));
+    assert!(matches!(s.recv().await, Some(Err(Error::Io { .. }))));
     assert_eq!(s.close_reason().await.code(), CloseCode::CLOSED_ABNORMALLY);
 }
 

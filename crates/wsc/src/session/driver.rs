@@ -22,7 +22,7 @@ use wsc_proto::{Event, Extension, Failure, Limits, Role};
 
 use super::read_buf::{Hint, ReadBuf};
 use super::shared::{Outcome, SessionQueue, Shared};
-use crate::error::{Error, TimeoutKind};
+use crate::error::{Error, IoContext, TimeoutKind};
 
 /// The most the write buffer is filled to before writing: large payloads are masked into it
 /// this far ahead of the transport (large writes cost less system time per byte; see
@@ -47,7 +47,7 @@ pub(crate) struct Driver<S> {
     /// (0: not armed). Every session holds the driver, so its fields are kept small.
     trim_at: u64,
     /// What failed the transport, for the error the session reports.
-    io_error: Option<Box<std::io::Error>>,
+    io_error: Option<Box<(IoContext, std::io::Error)>>,
     /// The settings generation last applied (its low bits: equal means unchanged).
     generation: u32,
     /// Something moved since the trim timer was armed.
@@ -163,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             match Pin::new(&mut self.io).poll_write(cx, buf) {
                 Poll::Ready(Ok(0)) => {
-                    self.transport_failed(std::io::ErrorKind::WriteZero.into());
+                    self.transport_failed(IoContext::Writing, std::io::ErrorKind::WriteZero.into());
                     break;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -179,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.conn.handle_written(n);
                 }
                 Poll::Ready(Err(e)) => {
-                    self.transport_failed(e);
+                    self.transport_failed(IoContext::Writing, e);
                     break;
                 }
                 Poll::Pending => {
@@ -194,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if all_written && self.unflushed && self.io_error.is_none() {
             // A flushed transport: tell flush() waiters.
             match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Err(e)) => self.transport_failed(e),
+                Poll::Ready(Err(e)) => self.transport_failed(IoContext::Writing, e),
                 Poll::Pending => publish = false,
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
@@ -217,9 +217,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         wrote
     }
 
-    fn transport_failed(&mut self, e: std::io::Error) {
+    fn transport_failed(&mut self, context: IoContext, e: std::io::Error) {
         if self.io_error.is_none() {
-            self.io_error = Some(Box::new(e));
+            self.io_error = Some(Box::new((context, e)));
         }
         self.wbuf.clear();
         self.direct = None;
@@ -255,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         match self.rbuf.poll_read(&mut self.io, cx, &hint) {
             Poll::Pending => false,
             Poll::Ready(Err(e)) => {
-                self.transport_failed(e);
+                self.transport_failed(IoContext::Reading, e);
                 true
             }
             Poll::Ready(Ok(0)) => {
@@ -469,13 +469,20 @@ impl<S> Driver<S> {
             Failure::Protocol(e) => Error::protocol(e.clone()),
             Failure::PingTimeout => Error::Timeout(TimeoutKind::Ping),
             Failure::CloseTimeout => Error::Timeout(TimeoutKind::Close),
-            Failure::Eof => Error::io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed without a Close frame",
-            )),
+            Failure::Eof => Error::io(
+                IoContext::Reading,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed without a Close frame",
+                ),
+            ),
             _ => match self.io_error.as_deref() {
-                Some(e) => Error::io(std::io::Error::new(e.kind(), e.to_string())),
-                None => Error::io(std::io::ErrorKind::BrokenPipe.into()),
+                // The error is not Clone; its kind and text are what a caller can use.
+                Some((context, e)) => Error::io(
+                    context.clone(),
+                    std::io::Error::new(e.kind(), e.to_string()),
+                ),
+                None => Error::io(IoContext::Writing, std::io::ErrorKind::BrokenPipe.into()),
             },
         }
     }

@@ -401,7 +401,10 @@ impl Sender {
         let mut w = self.message_writer(opcode).await?;
         let mut buf = vec![0u8; chunk_size.max(1)];
         loop {
-            let n = reader.read(&mut buf).await.map_err(Error::io)?;
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::Source(std::sync::Arc::new(e)))?;
             if n == 0 {
                 break;
             }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::TransportConfig;
 use super::{BoxIo, Target, tcp, tls};
-use crate::error::Error;
+use crate::error::{Error, IoContext};
 
 /// The proxy's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,10 +132,17 @@ impl Proxy {
             ));
         }
         req.push_str("\r\n");
-        io.write_all(req.as_bytes()).await.map_err(Error::io)?;
+        io.write_all(req.as_bytes())
+            .await
+            .map_err(|e| Error::io(IoContext::Proxy, e))?;
         let mut buf = BytesMut::with_capacity(1024);
         loop {
-            if io.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
+            if io
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::io(IoContext::Proxy, e))?
+                == 0
+            {
                 return Err(Error::Proxy {
                     status: None,
                     reason: "the proxy closed the connection during CONNECT".into(),
@@ -181,16 +188,19 @@ impl Proxy {
         use tokio_socks::tcp::Socks5Stream;
         let proxy = tcp::connect(&self.host, self.port, config.bind).await?;
         let host = target.host.trim_start_matches('[').trim_end_matches(']');
+        let resolving = || IoContext::Resolving {
+            host: host.to_owned(),
+        };
         let dest: tokio_socks::TargetAddr<'_> = if self.kind == Kind::Socks5 {
             let addr = tokio::net::lookup_host((host, target.port))
                 .await
-                .map_err(Error::io)?
+                .map_err(|e| Error::io(resolving(), e))?
                 .next()
                 .ok_or_else(|| {
-                    Error::io(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("{host} has no address"),
-                    ))
+                    Error::io(
+                        resolving(),
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+                    )
                 })?;
             tokio_socks::TargetAddr::Ip(addr)
         } else {
@@ -202,7 +212,7 @@ impl Proxy {
         };
         match r {
             Ok(s) => Ok(Box::new(s)),
-            Err(tokio_socks::Error::Io(e)) => Err(Error::io(e)),
+            Err(tokio_socks::Error::Io(e)) => Err(Error::io(IoContext::Proxy, e)),
             Err(e) => Err(Error::Proxy {
                 status: None,
                 reason: format!("SOCKS5: {e}"),

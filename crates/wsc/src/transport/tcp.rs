@@ -9,7 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::error::Error;
+use crate::error::{Error, IoContext};
 
 /// RFC 8305 §5's recommended "Connection Attempt Delay".
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -21,24 +21,33 @@ pub(crate) async fn connect(
     bind: Option<IpAddr>,
 ) -> Result<TcpStream, Error> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let resolving = || IoContext::Resolving {
+        host: host.to_owned(),
+    };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| {
-            Error::io(io::Error::new(
-                e.kind(),
-                format!("cannot resolve {host}: {e}"),
-            ))
-        })?
+        .map_err(|e| Error::io(resolving(), e))?
         .filter(|a| bind.is_none_or(|b| b.is_ipv4() == a.is_ipv4()))
         .collect();
     if addrs.is_empty() {
-        return Err(Error::io(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{host} has no address to connect to"),
-        )));
+        let why = match bind {
+            Some(b) if b.is_ipv4() => "no IPv4 address to match the local address",
+            Some(_) => "no IPv6 address to match the local address",
+            None => "no address",
+        };
+        return Err(Error::io(
+            resolving(),
+            io::Error::new(io::ErrorKind::NotFound, why),
+        ));
     }
-    let stream = race(interleave(addrs), bind).await.map_err(Error::io)?;
-    stream.set_nodelay(true).map_err(Error::io)?;
+    let stream = race(interleave(addrs), bind)
+        .await
+        .map_err(|(addr, e)| Error::io(IoContext::Connecting { addr }, e))?;
+    let addr = stream.peer_addr().ok();
+    stream.set_nodelay(true).map_err(|e| match addr {
+        Some(addr) => Error::io(IoContext::Connecting { addr }, e),
+        None => Error::io(IoContext::Other, e),
+    })?;
     Ok(stream)
 }
 
@@ -64,27 +73,34 @@ async fn attempt(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream
     if let Some(ip) = bind {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
-    socket
-        .connect(addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))
+    socket.connect(addr).await
 }
 
-/// Starts an attempt, then another every 250 ms (or at once when one fails) until one connects.
-async fn race(addrs: Vec<SocketAddr>, bind: Option<IpAddr>) -> io::Result<TcpStream> {
+/// Starts an attempt, then another every 250 ms (or at once when one fails) until one connects;
+/// if none does, the last failure and its address.
+async fn race(
+    addrs: Vec<SocketAddr>,
+    bind: Option<IpAddr>,
+) -> Result<TcpStream, (SocketAddr, io::Error)> {
     let mut running = JoinSet::new();
     let mut next = 0;
     let mut start_next = Instant::now();
     let mut last_error = None;
     loop {
         if next < addrs.len() && (running.is_empty() || Instant::now() >= start_next) {
-            running.spawn(attempt(addrs[next], bind));
+            let addr = addrs[next];
+            running.spawn(async move { attempt(addr, bind).await.map_err(|e| (addr, e)) });
             next += 1;
             start_next = Instant::now() + ATTEMPT_DELAY;
             continue;
         }
         if running.is_empty() {
-            return Err(last_error.unwrap_or_else(|| io::Error::other("no address could be tried")));
+            // With at least one address, every attempt ends in `last_error`.
+            return Err(last_error.unwrap_or_else(|| {
+                let none = SocketAddr::from(([0, 0, 0, 0], 0));
+                let addr = addrs.first().copied().unwrap_or(none);
+                (addr, io::Error::other("no address to try"))
+            }));
         }
         tokio::select! {
             done = running.join_next() => match done {
@@ -93,7 +109,7 @@ async fn race(addrs: Vec<SocketAddr>, bind: Option<IpAddr>) -> io::Result<TcpStr
                     last_error = Some(e);
                     start_next = Instant::now();
                 }
-                Some(Err(e)) => last_error = Some(io::Error::other(e)),
+                Some(Err(e)) => last_error = Some((addrs[next - 1], io::Error::other(e))),
                 None => {}
             },
             _ = sleep_until(start_next), if next < addrs.len() => {}

@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 
 use super::BoxIo;
 use super::TransportConfig;
-use crate::error::Error;
+use crate::error::{Error, IoContext};
 
 /// Which root certificates a client trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,7 +126,10 @@ pub(crate) fn tls_error(host: &str, e: std::io::Error) -> Error {
             format!("invalid certificate: {}", describe(c))
         }
         Some(other) => other.to_string(),
-        None => return Error::io(e),
+        None => {
+            let host = host.to_owned();
+            return Error::io(IoContext::Tls { host }, e);
+        }
     };
     Error::Tls {
         host: host.to_owned(),
