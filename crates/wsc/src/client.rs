@@ -59,6 +59,11 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// The content converter sessions of this client use, if one is configured.
+    pub(crate) fn converter(&self) -> Option<Arc<dyn crate::convert::Converter>> {
+        self.config.session.converter.clone()
+    }
+
     pub(crate) fn from_config(config: Config) -> Client {
         Client {
             config: Arc::new(config),

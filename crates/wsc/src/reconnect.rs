@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use wsc_proto::{CloseReason, Message};
 
 use crate::client::RequestBuilder;
+use crate::convert::Converter;
 use crate::error::Error;
 use crate::session::Sender;
 use crate::{Client, IntoRequest};
@@ -147,8 +148,9 @@ impl ReconnectConfig {
     }
 }
 
-/// A change in a reconnecting session's state.
-#[derive(Debug, Clone)]
+/// A change in a reconnecting session's state. `Display` (and `Debug`) show an error whole,
+/// with its causes: "closed: connecting to 127.0.0.1:9001: Connection refused (os error 111)".
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
     /// Attempt `attempt` (1-based, counting since the last open connection) is starting.
@@ -179,6 +181,57 @@ pub enum ConnectionEvent {
     },
 }
 
+impl std::fmt::Display for ConnectionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionEvent::Connecting { attempt } => write!(f, "connecting (attempt {attempt})"),
+            ConnectionEvent::Open => f.write_str("open"),
+            ConnectionEvent::Closed { reason, error } => {
+                f.write_str("closed")?;
+                if let Some(r) = reason {
+                    write!(f, " ({r})")?;
+                }
+                if let Some(e) = error {
+                    write!(f, ": {}", e.chain())?;
+                }
+                Ok(())
+            }
+            ConnectionEvent::Waiting { delay, attempt } => {
+                write!(f, "waiting {delay:.1?} before attempt {attempt}")
+            }
+            ConnectionEvent::GaveUp { attempts } => {
+                write!(f, "gave up after {attempts} failed attempts")
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionEvent::Connecting { attempt } => f
+                .debug_struct("Connecting")
+                .field("attempt", attempt)
+                .finish(),
+            ConnectionEvent::Open => f.write_str("Open"),
+            ConnectionEvent::Closed { reason, error } => f
+                .debug_struct("Closed")
+                .field("reason", reason)
+                .field("error", &error.as_ref().map(|e| e.chain().to_string()))
+                .finish(),
+            ConnectionEvent::Waiting { delay, attempt } => f
+                .debug_struct("Waiting")
+                .field("delay", delay)
+                .field("attempt", attempt)
+                .finish(),
+            ConnectionEvent::GaveUp { attempts } => f
+                .debug_struct("GaveUp")
+                .field("attempts", attempts)
+                .finish(),
+        }
+    }
+}
+
 struct Control {
     connected: AtomicBool,
     stopped: AtomicBool,
@@ -186,13 +239,46 @@ struct Control {
     /// Handles alive (senders, the session's own included): the background task ends with
     /// the last one, whatever it is doing.
     handles: std::sync::atomic::AtomicUsize,
+    /// The reason the caller closed with (the first close wins).
+    close_with: std::sync::Mutex<Option<CloseReason>>,
+    /// How the session ended, once the background task is done: the peer's answer to our
+    /// Close (`None` when no connection was open), or why closing failed.
+    done: watch::Sender<Option<Result<Option<CloseReason>, Error>>>,
+}
+
+impl Control {
+    fn stop(&self, reason: Option<CloseReason>) {
+        if let Some(r) = reason {
+            let mut c = self.close_with.lock().unwrap_or_else(|p| p.into_inner());
+            c.get_or_insert(r);
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.stop.notify_one();
+    }
+
+    async fn ended(&self) -> Result<Option<CloseReason>, Error> {
+        let mut rx = self.done.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Ok(None)),
+            // The task is gone without saying (its runtime shut down).
+            Err(_) => Err(Error::Closed(None)),
+        }
+    }
+}
+
+/// What goes to the background task, in order.
+enum Out {
+    Message(Message),
+    /// Answered once everything before it is written to a connection.
+    Flush(oneshot::Sender<Result<(), Error>>),
 }
 
 /// The sending side of a [`Reconnecting`] session: cheap to clone, valid across reconnects.
 pub struct ReconnectingSender {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Out>,
     control: Arc<Control>,
     policy: WhileDisconnected,
+    converter: Option<Arc<dyn Converter>>,
 }
 
 impl std::fmt::Debug for ReconnectingSender {
@@ -210,6 +296,7 @@ impl Clone for ReconnectingSender {
             tx: self.tx.clone(),
             control: self.control.clone(),
             policy: self.policy,
+            converter: self.converter.clone(),
         }
     }
 }
@@ -217,8 +304,7 @@ impl Clone for ReconnectingSender {
 impl Drop for ReconnectingSender {
     fn drop(&mut self) {
         if self.control.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.control.stopped.store(true, Ordering::Release);
-            self.control.stop.notify_one();
+            self.control.stop(None);
         }
     }
 }
@@ -226,20 +312,46 @@ impl Drop for ReconnectingSender {
 impl ReconnectingSender {
     /// Sends `message` now, or queues it while disconnected (or rejects it, as configured).
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        self.submit(Out::Message(message.into())).await
+    }
+
+    async fn submit(&self, out: Out) -> Result<(), Error> {
         if self.control.stopped.load(Ordering::Acquire) {
             return Err(Error::Closed(None));
         }
-        let m = message.into();
         if self.control.connected.load(Ordering::Acquire) {
-            return self.tx.send(m).await.map_err(|_| Error::Closed(None));
+            return self.tx.send(out).await.map_err(|_| Error::Closed(None));
         }
         match self.policy {
             WhileDisconnected::Reject => Err(Error::Disconnected),
-            WhileDisconnected::Queue(_) => self.tx.try_send(m).map_err(|e| match e {
+            WhileDisconnected::Queue(_) => self.tx.try_send(out).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Error::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => Error::Closed(None),
             }),
         }
+    }
+
+    /// Serializes `value` with the client's converter and sends it, as
+    /// [`Sender::send_serialized`] does.
+    pub async fn send_serialized<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), Error> {
+        let c = self.converter.as_ref().ok_or(Error::NoConverter)?;
+        let m = c
+            .serialize(&value as &dyn erased_serde::Serialize)
+            .map_err(|e| Error::Serialize(e.into()))?;
+        self.send(m).await
+    }
+
+    /// Waits until every message sent before this call has been written to a connection and
+    /// flushed. While disconnected it waits for the next connection (with
+    /// [`WhileDisconnected::Reject`] it fails at once with [`Error::Disconnected`]); it fails
+    /// with [`Error::Closed`] if the session stops first.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (reply, done) = oneshot::channel();
+        self.submit(Out::Flush(reply)).await?;
+        done.await.unwrap_or(Err(Error::Closed(None)))
     }
 
     /// Whether a connection is open right now.
@@ -247,14 +359,24 @@ impl ReconnectingSender {
         self.control.connected.load(Ordering::Acquire)
     }
 
-    /// Closes the current connection normally and stops reconnecting.
-    pub fn close(&self) {
-        self.control.stopped.store(true, Ordering::Release);
-        self.control.stop.notify_one();
+    /// Stops reconnecting and closes the open connection, if any, with `reason`, after the
+    /// messages already handed to it; waits for the closing handshake and returns the peer's
+    /// reason, as [`Sender::close`] does (`Ok(None)` if no connection was open). Messages sent
+    /// before it go out first when a connection is open; those queued while disconnected are
+    /// dropped. Later calls return the same result.
+    pub async fn close(&self, reason: CloseReason) -> Result<Option<CloseReason>, Error> {
+        self.control.stop(Some(reason));
+        self.control.ended().await
     }
 }
 
 /// A session that reconnects by itself. Made by [`Client::reconnecting`].
+///
+/// It has a session's API across connections: [`send`](Self::send),
+/// [`send_serialized`](Self::send_serialized), [`flush`](Self::flush),
+/// [`recv`](Self::recv) (also a [`Stream`](futures_core::Stream)),
+/// [`receive_deserialized`](Self::receive_deserialized) and [`close`](Self::close); what
+/// happens to the connections is in [`events`](Self::events).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsc::Error> {
@@ -262,19 +384,28 @@ impl ReconnectingSender {
 /// let mut rc = client.reconnecting("ws://127.0.0.1:9001/feed", wsc::ReconnectConfig::default())?;
 /// let mut events = rc.events();
 /// tokio::spawn(async move {
-///     while let Ok(e) = events.recv().await {
-///         eprintln!("connection: {e:?}");
+///     use tokio::sync::broadcast::error::RecvError;
+///     loop {
+///         match events.recv().await {
+///             Ok(e) => eprintln!("connection: {e}"),
+///             Err(RecvError::Lagged(n)) => eprintln!("({n} events missed)"),
+///             Err(RecvError::Closed) => break,
+///         }
 ///     }
 /// });
 /// rc.send("hello").await?;
 /// while let Some(m) = rc.recv().await {
-///     println!("{m:?}");
+///     match m {
+///         Ok(m) => println!("{m:?}"),
+///         // A connection failed (it is being replaced): say so and go on.
+///         Err(e) => eprintln!("{}", e.chain()),
+///     }
 /// }
 /// # Ok(()) }
 /// ```
 pub struct Reconnecting {
     sender: ReconnectingSender,
-    incoming: mpsc::Receiver<Message>,
+    incoming: mpsc::Receiver<Result<Message, Error>>,
     events: broadcast::Sender<ConnectionEvent>,
 }
 
@@ -287,11 +418,35 @@ impl std::fmt::Debug for Reconnecting {
 }
 
 impl Reconnecting {
-    /// The next message from whichever connection is open; `None` once the session stopped
-    /// (closed by the caller, or gave up).
-    pub async fn recv(&mut self) -> Option<Message> {
+    /// The next message from whichever connection is open, or the error that ended a
+    /// connection (a protocol violation, a message over a limit, a ping timeout, the network:
+    /// the session goes on with the next connection); `None` once the session stopped (closed
+    /// by the caller, every sender dropped, or gave up). Connections that could not be opened
+    /// show only in the [`events`](Self::events).
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         self.incoming.recv().await
     }
+
+    /// The next message read as `T` with the client's converter, as
+    /// [`Receiver::receive_deserialized`](crate::Receiver::receive_deserialized) does: a
+    /// message that does not convert is [`Error::Deserialize`] (it carries the message); a
+    /// stopped session is [`Error::Closed`].
+    pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<T, Error> {
+        let converter = self.sender.converter.clone().ok_or(Error::NoConverter)?;
+        match self.recv().await {
+            None => Err(Error::Closed(None)),
+            Some(Err(e)) => Err(e),
+            Some(Ok(m)) => {
+                crate::convert::deserialize::<T>(&*converter, &m).map_err(|e| Error::Deserialize {
+                    message: Box::new(m),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+
     /// A subscription to state changes (the last 256 are kept for a slow reader).
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.events.subscribe()
@@ -304,9 +459,30 @@ impl Reconnecting {
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         self.sender.send(message).await
     }
-    /// Closes normally and stops reconnecting.
-    pub fn close(&self) {
-        self.sender.close();
+    /// Sends a value; see [`ReconnectingSender::send_serialized`].
+    pub async fn send_serialized<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.sender.send_serialized(value).await
+    }
+    /// Waits for what was sent to be written; see [`ReconnectingSender::flush`].
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.sender.flush().await
+    }
+    /// Closes with `reason` and stops reconnecting; see [`ReconnectingSender::close`].
+    pub async fn close(&self, reason: CloseReason) -> Result<Option<CloseReason>, Error> {
+        self.sender.close(reason).await
+    }
+}
+
+impl futures_core::Stream for Reconnecting {
+    type Item = Result<Message, Error>;
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().incoming.poll_recv(cx)
     }
 }
 
@@ -331,11 +507,14 @@ impl Client {
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
             handles: std::sync::atomic::AtomicUsize::new(1),
+            close_with: std::sync::Mutex::new(None),
+            done: watch::Sender::new(None),
         });
         let sender = ReconnectingSender {
             tx,
             control: control.clone(),
             policy: config.while_disconnected,
+            converter: self.converter(),
         };
         let sup = Supervisor {
             client: self.clone(),
@@ -346,6 +525,7 @@ impl Client {
             outgoing: rx,
             incoming: in_tx,
             pending: None,
+            result: Ok(None),
         };
         tokio::spawn(sup.run());
         Ok(Reconnecting {
@@ -362,10 +542,12 @@ struct Supervisor {
     config: ReconnectConfig,
     control: Arc<Control>,
     events: broadcast::Sender<ConnectionEvent>,
-    outgoing: mpsc::Receiver<Message>,
-    incoming: mpsc::Sender<Message>,
-    /// A message taken from the queue whose connection dropped before it could be sent.
-    pending: Option<Message>,
+    outgoing: mpsc::Receiver<Out>,
+    incoming: mpsc::Sender<Result<Message, Error>>,
+    /// What was taken from the queue for a connection that dropped before it was done.
+    pending: Option<Out>,
+    /// What [`ReconnectingSender::close`] returns.
+    result: Result<Option<CloseReason>, Error>,
 }
 
 enum Ended {
@@ -384,7 +566,29 @@ impl Supervisor {
         self.control.stopped.load(Ordering::Acquire)
     }
 
+    /// The reason the caller closed with, or a normal closure (every handle dropped).
+    fn close_reason(&self) -> CloseReason {
+        let c = self
+            .control
+            .close_with
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        c.clone().unwrap_or_else(CloseReason::normal)
+    }
+
     async fn run(mut self) {
+        self.connect_loop().await;
+        self.control.stopped.store(true, Ordering::Release);
+        self.control.connected.store(false, Ordering::Release);
+        // Whoever waits in `close` or `flush` is answered.
+        self.outgoing.close();
+        drop(self.pending.take());
+        while self.outgoing.try_recv().is_ok() {}
+        let result = std::mem::replace(&mut self.result, Ok(None));
+        self.control.done.send_replace(Some(result));
+    }
+
+    async fn connect_loop(&mut self) {
         let mut attempt = 0u32;
         while !self.stopped() {
             attempt += 1;
@@ -397,7 +601,7 @@ impl Supervisor {
             if self.stopped() {
                 // Closed, or every handle dropped, while connecting: no hook, no session.
                 if let Ok(session) = connected {
-                    let _ = session.close(CloseReason::normal()).await;
+                    self.result = session.close(self.close_reason()).await;
                 }
                 break;
             }
@@ -462,16 +666,30 @@ impl Supervisor {
                 _ = self.control.stop.notified() => break,
             }
         }
-        self.control.stopped.store(true, Ordering::Release);
-        self.control.connected.store(false, Ordering::Release);
+    }
+
+    /// Hands `out` to the connection; it stays pending if the connection could not take it.
+    async fn hand_over(&mut self, tx: &Sender, out: Out) {
+        match out {
+            Out::Message(m) => {
+                if tx.send(m.clone()).await.is_err() {
+                    self.pending = Some(Out::Message(m));
+                }
+            }
+            Out::Flush(reply) => match tx.flush().await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                }
+                // What was before it goes to the next connection: so does the flush.
+                Err(_) => self.pending = Some(Out::Flush(reply)),
+            },
+        }
     }
 
     async fn pump(&mut self, session: crate::Session) -> Ended {
         let (tx, mut rx) = session.split();
-        if let Some(m) = self.pending.take()
-            && tx.send(m.clone()).await.is_err()
-        {
-            self.pending = Some(m);
+        if let Some(out) = self.pending.take() {
+            self.hand_over(&tx, out).await;
         }
         let stop = loop {
             tokio::select! {
@@ -479,26 +697,51 @@ impl Supervisor {
                 _ = self.control.stop.notified() => break true,
                 m = rx.recv() => match m {
                     Some(Ok(m)) => {
-                        let _ = self.incoming.send(m).await;
+                        let _ = self.incoming.send(Ok(m)).await;
                     }
-                    Some(Err(_)) | None => break false,
+                    Some(Err(e)) => {
+                        // The connection failed: the reader hears why, then the next one.
+                        let _ = self.incoming.send(Err(e)).await;
+                        break false;
+                    }
+                    None => break false,
                 },
                 out = self.outgoing.recv(), if self.pending.is_none() => match out {
-                    Some(m) => {
-                        if tx.send(m.clone()).await.is_err() {
-                            self.pending = Some(m);
-                        }
-                    }
+                    Some(out) => self.hand_over(&tx, out).await,
                     // Every sender is gone: nothing more will be sent; close normally.
                     None => break true,
                 },
             }
         };
         if stop || self.stopped() {
-            let _ = tx.close(CloseReason::normal()).await;
+            // What was sent before the close goes out ahead of it.
+            while self.pending.is_none()
+                && let Ok(out) = self.outgoing.try_recv()
+            {
+                self.hand_over(&tx, out).await;
+            }
+            // Messages that arrive before the server's Close still reach the reader (those
+            // that find its queue full are dropped: the session is ending).
+            let close = tx.close(self.close_reason());
+            tokio::pin!(close);
+            let mut reading = true;
+            self.result = loop {
+                tokio::select! {
+                    r = &mut close => break r,
+                    m = rx.recv(), if reading => match m {
+                        Some(Ok(m)) => {
+                            let _ = self.incoming.try_send(Ok(m));
+                        }
+                        _ => reading = false,
+                    },
+                }
+            };
+            while reading && let Some(Ok(m)) = rx.recv().await {
+                let _ = self.incoming.try_send(Ok(m));
+            }
             self.emit(ConnectionEvent::Closed {
                 reason: tx.try_close_reason(),
-                error: None,
+                error: self.result.as_ref().err().cloned(),
             });
             return Ended::Stop;
         }

@@ -26,7 +26,7 @@ async fn wait_for(
 
 async fn next_text(rc: &mut wsc::Reconnecting) -> String {
     match tokio::time::timeout(Duration::from_secs(20), rc.recv()).await {
-        Ok(Some(m)) => m.as_text().unwrap().to_owned(),
+        Ok(Some(Ok(m))) => m.as_text().unwrap().to_owned(),
         other => panic!("no message: {other:?}"),
     }
 }
@@ -57,12 +57,21 @@ async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_or
     rc.send("m1").await.unwrap();
     assert_eq!(next_text(&mut rc).await, "m1");
 
-    // The server dies mid-stream.
+    // The server dies mid-stream: the reader hears why.
     drop(peer.take());
     wait_for(&mut events, "closed", |e| {
         matches!(e, ConnectionEvent::Closed { .. })
     })
     .await;
+    match tokio::time::timeout(Duration::from_secs(5), rc.recv()).await {
+        Ok(Some(Err(e @ Error::Io { .. }))) => {
+            assert_eq!(
+                e.chain().to_string(),
+                "reading: connection closed without a Close frame"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     // Sends while it is down are queued.
     let deadline = Instant::now() + Duration::from_secs(5);
     while rc.sender().is_connected() && Instant::now() < deadline {
@@ -92,8 +101,12 @@ async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_or
     }
     assert_eq!(hooks.load(Ordering::SeqCst), 2);
 
-    // A close the caller asks for is final.
-    rc.close();
+    // A close the caller asks for is final, and says what the server answered.
+    let answer = rc
+        .close(wsc::CloseReason::new(CloseCode::NORMAL, "bye").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.map(|r| r.code()), Some(CloseCode::NORMAL));
     wait_for(&mut events, "closed", |e| {
         matches!(e, ConnectionEvent::Closed { .. })
     })
@@ -134,12 +147,14 @@ async fn gives_up_after_max_attempts_with_growing_delays() {
     let mut events = rc.events();
     assert!(matches!(rc.send("x").await, Err(Error::Disconnected)));
     let mut delays = Vec::new();
+    let mut shown = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await
             .unwrap()
             .unwrap()
         {
+            e @ ConnectionEvent::Closed { .. } => shown.push((e.to_string(), format!("{e:?}"))),
             ConnectionEvent::Waiting { delay, .. } => delays.push(delay),
             ConnectionEvent::GaveUp { attempts } => {
                 assert_eq!(attempts, 5);
@@ -150,6 +165,13 @@ async fn gives_up_after_max_attempts_with_growing_delays() {
     }
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
     assert_eq!(ms, [40, 80, 160, 200], "doubling, capped at max_delay");
+    // Each failed attempt says where and why, whole, in Display and in Debug.
+    let why = format!("connecting to 127.0.0.1:{port}: Connection refused (os error 111)");
+    assert_eq!(shown.len(), 5);
+    for (display, debug) in &shown {
+        assert_eq!(display, &format!("closed: {why}"));
+        assert!(debug.contains(&why), "{debug}");
+    }
     assert!(start.elapsed() >= Duration::from_millis(480));
     assert!(
         tokio::time::timeout(Duration::from_secs(5), rc.recv())
@@ -215,7 +237,7 @@ async fn try_again_later_is_waited_out_and_reconnected() {
     .await;
     rc.send(Message::text("again")).await.unwrap();
     assert_eq!(next_text(&mut rc).await, "again");
-    rc.close();
+    rc.close(wsc::CloseReason::normal()).await.unwrap();
 }
 
 /// A server whose every connection opens and is closed at once (1009 on arrival) is a failed
@@ -299,4 +321,152 @@ async fn dropping_every_handle_while_disconnected_stops_the_task() {
             Err(_) => panic!("the task is still alive"),
         }
     }
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Tick {
+    seq: u32,
+    note: String,
+}
+
+/// The reconnecting session has a session's API: typed messages both ways, `flush`, errors as
+/// items of `recv`, and `close(reason)` that waits for the server's answer.
+#[tokio::test]
+async fn the_reconnecting_session_has_the_session_api() {
+    let peer = common::python_server(&[]);
+    let client = Client::builder()
+        .converter(wsc::convert::Json)
+        .build()
+        .unwrap();
+    let cfg = ReconnectConfig::default().while_disconnected(WhileDisconnected::Queue(16));
+    let mut rc = client.reconnecting(peer.url("/"), cfg).unwrap();
+    let tick = Tick {
+        seq: 7,
+        note: "typed".into(),
+    };
+    rc.send_serialized(&tick).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rc.flush())
+        .await
+        .expect("flush ends")
+        .unwrap();
+    let back: Tick = tokio::time::timeout(Duration::from_secs(10), rc.receive_deserialized())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, tick);
+    // A message that is not a Tick is an error that keeps the message.
+    rc.send("not json").await.unwrap();
+    match rc.receive_deserialized::<Tick>().await {
+        Err(Error::Deserialize { message, .. }) => assert_eq!(message.as_text(), Some("not json")),
+        other => panic!("{other:?}"),
+    }
+    // close(reason) waits for the server's Close and returns it.
+    let t = Instant::now();
+    let answer = rc
+        .close(wsc::CloseReason::new(CloseCode::from(4001), "done").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.map(|r| r.code().as_u16()), Some(4001));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(rc.recv().await.is_none());
+    // Later calls say the same; sends and flushes are refused.
+    let again = rc.close(wsc::CloseReason::normal()).await.unwrap();
+    assert_eq!(again.map(|r| r.code().as_u16()), Some(4001));
+    assert!(matches!(rc.send("x").await, Err(Error::Closed(_))));
+    assert!(matches!(rc.flush().await, Err(Error::Closed(_))));
+}
+
+/// An error that ends a connection (here a message over the limit) reaches `recv` as an item,
+/// and the session goes on with the next connection.
+#[tokio::test]
+async fn an_error_that_ends_a_connection_is_an_item_of_recv() {
+    let peer = common::python_server(&[]);
+    let client = Client::builder().max_message_size(1000).build().unwrap();
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_millis(20))
+        .stable_after(Duration::ZERO);
+    let mut rc = client.reconnecting(peer.url("/big?n=5000"), cfg).unwrap();
+    let mut events = rc.events();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(10), rc.recv()).await {
+            Ok(Some(Err(Error::MessageTooBig {
+                size, max: 1000, ..
+            }))) => assert!(size > 1000),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The same failures, in the events.
+    let e = wait_for(&mut events, "a closed connection", |e| {
+        matches!(e, ConnectionEvent::Closed { .. })
+    })
+    .await;
+    assert!(e.to_string().starts_with("closed"), "{e}");
+    // Closing while disconnected or connected ends it at once, with no connection left.
+    let t = Instant::now();
+    let _ = rc.close(wsc::CloseReason::normal()).await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    while let Some(item) = rc.recv().await {
+        assert!(item.is_err(), "{item:?}");
+    }
+}
+
+/// `close` while no connection is open returns at once with no answer; with `Reject`, a flush
+/// while disconnected fails at once instead of waiting.
+#[tokio::test]
+async fn close_and_flush_while_disconnected() {
+    let port = common::free_port(); // nothing listens here
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_secs(30))
+        .while_disconnected(WhileDisconnected::Reject);
+    let rc = Client::new()
+        .reconnecting(format!("ws://127.0.0.1:{port}/"), cfg)
+        .unwrap();
+    assert!(matches!(rc.flush().await, Err(Error::Disconnected)));
+    let t = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), rc.close(wsc::CloseReason::normal()))
+        .await
+        .expect("close ends while waiting to reconnect")
+        .unwrap();
+    assert!(answer.is_none());
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// What was sent before `close` reaches the server ahead of the Close, with the reason given
+/// (the server here is wsc's own server role, which records what it got).
+#[tokio::test]
+async fn close_sends_what_was_sent_before_it_then_the_reason() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = wsc::server::accept(tcp, &Default::default()).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = s.recv().await {
+            got.push(m.as_text().unwrap_or_default().to_owned());
+        }
+        (got, s.try_close_reason())
+    });
+    let rc = Client::new()
+        .reconnecting(format!("ws://{addr}/"), ReconnectConfig::default())
+        .unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "open", |e| matches!(e, ConnectionEvent::Open)).await;
+    for m in ["a", "b", "c"] {
+        rc.send(m).await.unwrap();
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        rc.close(wsc::CloseReason::new(CloseCode::from(4002), "enough").unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(answer.map(|r| r.code().as_u16()), Some(4002));
+    let (got, reason) = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ["a", "b", "c"]);
+    let reason = reason.unwrap();
+    assert_eq!((reason.code().as_u16(), reason.reason()), (4002, "enough"));
 }
