@@ -286,21 +286,23 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
     let extensions_in = wsc_proto::extension::negotiate(offered, &items)
         .map_err(|e| Error::Handshake(HandshakeError::Extension(e)))?;
     let leftover = buf.split_off(head_len);
-    let mut sent: Vec<(String, String)> = vec![("host".into(), host.clone())];
-    sent.extend(headers.iter().cloned());
-    sent.push(("upgrade".into(), "websocket".into()));
-    sent.push(("connection".into(), "Upgrade".into()));
-    sent.push(("sec-websocket-version".into(), "13".into()));
-    sent.push(("sec-websocket-key".into(), key.clone()));
+    let protocols = req.protocols.join(", ");
+    let mut sent: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + 7);
+    sent.push(("host", host.as_bytes()));
+    sent.extend(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    sent.push(("upgrade", b"websocket"));
+    sent.push(("connection", b"Upgrade"));
+    sent.push(("sec-websocket-version", b"13"));
+    sent.push(("sec-websocket-key", key.as_bytes()));
     if !req.protocols.is_empty() {
-        sent.push(("sec-websocket-protocol".into(), req.protocols.join(", ")));
+        sent.push(("sec-websocket-protocol", protocols.as_bytes()));
     }
     if let Some(o) = &offer {
-        sent.push(("sec-websocket-extensions".into(), o.clone()));
+        sent.push(("sec-websocket-extensions", o.as_bytes()));
     }
     let call = Call::new(
         &req.url,
-        sent.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        sent.iter().copied(),
         resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
         protocol,
         extensions.iter().map(|e| e.describe()).collect(),

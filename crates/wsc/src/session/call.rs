@@ -139,20 +139,35 @@ impl Call {
         protocol: Option<String>,
         extensions: Vec<String>,
     ) -> Call {
-        let mut raw = url.as_str().as_bytes().to_vec();
-        raw.push(SECTION);
-        push_headers(&mut raw, request);
-        push_headers(&mut raw, response);
-        raw.extend_from_slice(protocol.as_deref().unwrap_or_default().as_bytes());
-        raw.push(SECTION);
-        for e in &extensions {
-            raw.extend_from_slice(e.as_bytes());
-            raw.push(0);
+        // Put together in a per-thread scratch buffer and copied out once, at its exact size:
+        // growing a fresh buffer step by step leaves freed blocks of every size between the
+        // allocations a session keeps, which costs idle memory per connection.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        Call {
-            raw: raw.into_boxed_slice(),
-            parsed: OnceLock::new(),
-        }
+        SCRATCH.with(|scratch| {
+            let mut raw = scratch.take();
+            raw.clear();
+            raw.extend_from_slice(url.as_str().as_bytes());
+            raw.push(SECTION);
+            push_headers(&mut raw, request);
+            push_headers(&mut raw, response);
+            raw.extend_from_slice(protocol.as_deref().unwrap_or_default().as_bytes());
+            raw.push(SECTION);
+            for e in &extensions {
+                raw.extend_from_slice(e.as_bytes());
+                raw.push(0);
+            }
+            let call = Call {
+                raw: Box::from(&raw[..]),
+                parsed: OnceLock::new(),
+            };
+            // An unusually large exchange does not stay resident in the scratch buffer.
+            if raw.capacity() <= 4096 {
+                scratch.replace(raw);
+            }
+            call
+        })
     }
 
     /// Section `i` of `raw` (0 URL, 1 request, 2 response, 3 subprotocol, 4 extensions).

@@ -40,9 +40,12 @@ pub(crate) async fn connect(
             io::Error::new(io::ErrorKind::NotFound, why),
         ));
     }
-    let stream = race(interleave(addrs), bind)
-        .await
-        .map_err(|(addr, e)| Error::io(IoContext::Connecting { addr }, e))?;
+    let connected = match addrs[..] {
+        // Nothing to race: connect in this task (no attempt task to allocate and free).
+        [addr] => attempt(addr, bind).await.map_err(|e| (addr, e)),
+        _ => race(interleave(addrs), bind).await,
+    };
+    let stream = connected.map_err(|(addr, e)| Error::io(IoContext::Connecting { addr }, e))?;
     let addr = stream.peer_addr().ok();
     stream.set_nodelay(true).map_err(|e| match addr {
         Some(addr) => Error::io(IoContext::Connecting { addr }, e),
