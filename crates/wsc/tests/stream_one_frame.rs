@@ -10,15 +10,6 @@ use wsc::{Client, CloseReason};
 
 const SIZE: usize = 64 << 20;
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_64_mib_frame_streams_in_bounded_pieces() {
     let peer = common::python_server(&[]);
@@ -27,7 +18,7 @@ async fn a_64_mib_frame_streams_in_bounded_pieces() {
         .connect(peer.url(&format!("/big?n={SIZE}")))
         .await
         .unwrap();
-    let rss_before = peak_rss_kib();
+    let rss_before = common::peak_rss_kib();
     let start = Instant::now();
     let mut msg = tokio::time::timeout(Duration::from_secs(30), s.recv_stream())
         .await
@@ -53,7 +44,7 @@ async fn a_64_mib_frame_streams_in_bounded_pieces() {
     assert_eq!(got, SIZE);
     assert!(largest <= 64 * 1024, "a piece of {largest} bytes");
     assert!(pieces >= SIZE / (64 * 1024), "{pieces} pieces");
-    let peak = peak_rss_kib();
+    let peak = common::peak_rss_kib();
     eprintln!(
         "{SIZE} bytes in {pieces} pieces (largest {largest}) in {:.2}s; peak RSS {peak} KiB (before {rss_before} KiB)",
         start.elapsed().as_secs_f64()

@@ -17,15 +17,6 @@ fn pattern(offset: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_streamed_echo_in_bounded_memory() {
     let total: u64 = std::env::var("WSC_STREAM_BYTES")
@@ -36,7 +27,7 @@ async fn one_gib_streamed_echo_in_bounded_memory() {
     let client = Client::builder().stream_incoming(true).build().unwrap();
     let s = client.connect(peer.url("/stream")).await.unwrap();
     let (tx, mut rx) = s.split();
-    let rss_before = peak_rss_kib();
+    let rss_before = common::peak_rss_kib();
     let start = Instant::now();
 
     let sender = tokio::spawn({
@@ -68,7 +59,7 @@ async fn one_gib_streamed_echo_in_bounded_memory() {
     assert_eq!(sender.await.unwrap(), total);
     assert_eq!(got, total);
     let secs = start.elapsed().as_secs_f64();
-    let peak = peak_rss_kib();
+    let peak = common::peak_rss_kib();
     eprintln!(
         "streamed {total} bytes each way in {secs:.1}s ({:.0} MiB/s); peak RSS {peak} KiB (before: {rss_before} KiB)",
         total as f64 / secs / 1048576.0

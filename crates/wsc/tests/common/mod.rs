@@ -9,6 +9,16 @@ use std::sync::OnceLock;
 /// The pinned Python packages the tests' peers use.
 pub const PY_PACKAGES: &[&str] = &["websockets==17.4"];
 
+/// The process's peak resident memory so far (`VmHWM`), in KiB; 0 where /proc is missing.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A loopback port nothing listens on (for a peer to take, or for a refused connection).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
