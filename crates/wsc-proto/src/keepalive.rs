@@ -123,6 +123,14 @@ impl Keepalive {
         }
     }
 
+    /// The payload of the Ping whose Pong is awaited, if one is.
+    pub fn awaited(&self) -> Option<[u8; 8]> {
+        match self.state {
+            State::Awaiting { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+
     /// A Pong arrived at `now`: `true` if it answers the awaited Ping, and the next one is
     /// then scheduled an interval later.
     pub fn on_pong(&mut self, payload: &[u8], now: Duration) -> bool {
@@ -157,6 +165,7 @@ mod tests {
         assert_eq!(k.on_timeout(ms(104), false), Due::Nothing);
         assert_eq!(k.on_timeout(ms(105), false), Due::Ping);
         k.sent([1; 8], ms(105));
+        assert_eq!(k.awaited(), Some([1; 8]));
         assert_eq!(k.deadline(), Some(ms(135)));
         assert!(k.on_pong(&[1; 8], ms(120)));
         assert_eq!(

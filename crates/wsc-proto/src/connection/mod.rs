@@ -274,6 +274,27 @@ struct Inbound {
     extensions: Box<[Box<dyn Extension>]>,
 }
 
+/// The events not yet taken. Boxed, and given back by [`Connection::trim`]: every connection
+/// holds this, and a quiet one has none.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+struct Events(Option<Box<VecDeque<Event>>>);
+
+impl Events {
+    fn push(&mut self, e: Event) {
+        self.0.get_or_insert_with(Box::default).push_back(e);
+    }
+    fn pop(&mut self) -> Option<Event> {
+        self.0.as_mut()?.pop_front()
+    }
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A violation found behind events not yet taken.
 #[derive(Debug)]
 struct Deferred {
@@ -301,7 +322,7 @@ pub struct Connection<Q: Queue> {
     queue: Q,
     decoder: Decoder,
     keepalive: Keepalive,
-    events: VecDeque<Event>,
+    events: Events,
     inbound: Option<Box<Inbound>>,
     tx: Transmit,
     ending: Option<Box<Ending>>,
@@ -352,7 +373,7 @@ impl<Q: Queue> Connection<Q> {
             queue,
             decoder,
             keepalive: Keepalive::off(),
-            events: VecDeque::new(),
+            events: Events::default(),
             inbound: (!extensions.is_empty()).then(|| {
                 Box::new(Inbound {
                     assembler: Assembler::new(config.limits.max_message_size),
@@ -525,6 +546,14 @@ impl<Q: Queue> Connection<Q> {
         self.ending.as_ref().is_some_and(|e| e.deferred.is_some())
     }
 
+    /// Gives back memory a quiet connection does not need (the event queue, once empty);
+    /// call it when the connection has been quiet a while. Nothing else changes.
+    pub fn trim(&mut self) {
+        if self.events.is_empty() {
+            self.events = Events::default();
+        }
+    }
+
     // ---- events ----
 
     /// The next event, in the order the peer sent it.
@@ -539,7 +568,7 @@ impl<Q: Queue> Connection<Q> {
                 d.before -= 1;
             }
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     // ---- timers ----
@@ -572,7 +601,7 @@ impl<Q: Queue> Connection<Q> {
                 crate::keepalive::Due::Ping => {
                     let mut payload = [0u8; 8];
                     self.queue.lock().fill_random(&mut payload);
-                    self.tx.ping = Some(payload);
+                    self.tx.ping = true;
                     self.keepalive.sent(payload, now);
                 }
                 crate::keepalive::Due::TimedOut => {
@@ -661,8 +690,8 @@ impl<Q: Queue> Connection<Q> {
         }
         self.ending().outcome = Some(outcome);
         self.keepalive.stop();
-        self.tx.ping = None;
-        self.events.push_back(Event::Closed);
+        self.tx.ping = false;
+        self.events.push(Event::Closed);
     }
 
     fn enter_draining(&mut self, now: Duration) {

@@ -35,7 +35,7 @@ impl<Q: Queue> Connection<Q> {
         loop {
             if runs && let Some(run) = self.decoder.decode_run(buf) {
                 self.large_frames = false;
-                self.events.push_back(Event::Run(run));
+                self.events.push(Event::Run(run));
             }
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
@@ -81,24 +81,24 @@ impl<Q: Queue> Connection<Q> {
             OpCode::Close => {
                 let reason = frame.close_reason()?;
                 if self.raw {
-                    self.events.push_back(Event::Frame(frame));
+                    self.events.push(Event::Frame(frame));
                 }
                 self.on_peer_close(reason, now);
             }
-            _ if self.raw => self.events.push_back(Event::Frame(frame)),
+            _ if self.raw => self.events.push(Event::Frame(frame)),
             OpCode::Ping => {
                 if self.phase == Phase::Open {
                     // Only the latest Ping needs an answer (RFC 6455 §5.5.3).
                     self.tx.owe_pong(frame.payload.clone());
                 }
                 if self.report_control {
-                    self.events.push_back(Event::Ping(frame.payload));
+                    self.events.push(Event::Ping(frame.payload));
                 }
             }
             OpCode::Pong => {
                 self.keepalive.on_pong(&frame.payload, now);
                 if self.report_control {
-                    self.events.push_back(Event::Pong(frame.payload));
+                    self.events.push(Event::Pong(frame.payload));
                 }
             }
             _ if self.streaming => {
@@ -106,7 +106,7 @@ impl<Q: Queue> Connection<Q> {
                 if let Some((text, first, fin, data)) =
                     i.assembler.push_chunk(frame, &mut i.extensions)?
                 {
-                    self.events.push_back(Event::Chunk {
+                    self.events.push(Event::Chunk {
                         text,
                         first,
                         fin,
@@ -117,7 +117,7 @@ impl<Q: Queue> Connection<Q> {
             _ => {
                 let i = self.inbound();
                 if let Some(m) = i.assembler.push(frame, &mut i.extensions)? {
-                    self.events.push_back(Event::Message(m));
+                    self.events.push(Event::Message(m));
                 }
             }
         }

@@ -375,6 +375,32 @@ fn keepalive_pings_and_times_out_a_silent_peer_with_1011() {
 }
 
 #[test]
+fn trimming_gives_back_only_what_is_not_needed() {
+    let mut c = client(false);
+    c.set_keepalive(Some(ms(1000)), None, ms(0));
+    c.handle_timeout(ms(1000));
+    // A ping due but not yet handed out, two messages not yet taken: trimming keeps them all.
+    feed(&mut c, &[Frame::text("a")], ms(1001));
+    feed(&mut c, &[Frame::binary(vec![1; 200])], ms(1001));
+    c.trim();
+    assert_eq!(events(&mut c).len(), 2);
+    c.trim();
+    let ping = transmit(&mut c);
+    assert_eq!(ping[0].opcode, OpCode::Ping);
+    feed(&mut c, &[Frame::pong(ping[0].payload.clone())], ms(1002));
+    assert_eq!(
+        c.poll_timeout(),
+        Some(ms(2002)),
+        "the pong answered the ping"
+    );
+    feed(&mut c, &[Frame::text("b")], ms(1003));
+    let Some(Event::Run(mut run)) = c.poll_event() else {
+        panic!("a run")
+    };
+    assert_eq!(run.next_message(), Some(Message::from("b")));
+}
+
+#[test]
 fn a_pong_deadline_passing_while_input_is_paused_starts_over() {
     let mut c = client(false);
     c.set_keepalive(Some(ms(100)), Some(ms(50)), ms(0));
@@ -500,6 +526,8 @@ enum Step {
     Events(usize),
     Pause(bool),
     Eof,
+    /// The caller gives back idle memory.
+    Trim,
 }
 
 fn arb_server_frame() -> impl Strategy<Value = Frame> {
@@ -533,6 +561,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         4 => (0usize..4).prop_map(Step::Events),
         1 => any::<bool>().prop_map(Step::Pause),
         1 => Just(Step::Eof),
+        1 => Just(Step::Trim),
     ]
 }
 
@@ -665,6 +694,7 @@ fn run(steps: Vec<Step>, raw: bool) -> Result<(), TestCaseError> {
                 }
             }
             Step::Eof => c.handle_eof(now),
+            Step::Trim => c.trim(),
         }
         // After every step:
         // what the connection holds of its own output is bounded whatever the peer sent;

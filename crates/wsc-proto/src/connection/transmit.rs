@@ -42,8 +42,8 @@ pub(super) struct Transmit {
     /// connection holds this struct, idle or not).
     #[allow(clippy::box_collection)]
     pub(super) pong: Option<Box<VecDeque<Bytes>>>,
-    /// A keepalive Ping to send.
-    pub(super) ping: Option<[u8; 8]>,
+    /// A keepalive Ping is to be sent: the one whose Pong the keepalive awaits.
+    pub(super) ping: bool,
     /// The payload of the Close to send once the queue ahead of it is drained.
     pub(super) close: Option<Box<Bytes>>,
     /// Where our Close ends on the wire, once handed out (`NO_CLOSE` before): nothing
@@ -67,7 +67,7 @@ impl Default for Transmit {
         Transmit {
             sending: None,
             pong: None,
-            ping: None,
+            ping: false,
             close: None,
             close_end: NO_CLOSE,
             handed: 0,
@@ -117,7 +117,7 @@ impl Transmit {
     pub(super) fn drop_pending(&mut self) {
         self.sending = None;
         self.pong = None;
-        self.ping = None;
+        self.ping = false;
         self.close = None;
     }
 
@@ -189,7 +189,7 @@ impl<Q: Queue> Connection<Q> {
                 return None;
             }
             // At a frame boundary: what the connection owes goes ahead of queued data.
-            if self.tx.pong.is_some() || self.tx.ping.is_some() {
+            if self.tx.pong.is_some() || self.tx.ping {
                 self.put_control(buf);
             }
             if self.tx.close_handed() {
@@ -263,7 +263,7 @@ impl<Q: Queue> Connection<Q> {
     pub fn has_pending_output(&self) -> bool {
         self.tx.sending.is_some()
             || self.tx.pong.is_some()
-            || self.tx.ping.is_some()
+            || self.tx.ping
             || self.tx.close.is_some()
     }
 
@@ -294,7 +294,7 @@ impl<Q: Queue> Connection<Q> {
             Phase::Open => {
                 self.phase = Phase::Closing;
                 self.keepalive.stop();
-                self.tx.ping = None;
+                self.tx.ping = false;
                 self.tx.queue_close(req.reason.as_ref());
                 let deadline = req.at.saturating_add(self.close_timeout());
                 let e = self.ending();
@@ -348,7 +348,9 @@ impl<Q: Queue> Connection<Q> {
             let key = masked.then(|| out.next_key());
             encode_frame(buf, OpCode::Pong, true, 0, &p, key);
         }
-        if let Some(p) = self.tx.ping.take() {
+        if std::mem::take(&mut self.tx.ping)
+            && let Some(p) = self.keepalive.awaited()
+        {
             let key = masked.then(|| out.next_key());
             encode_frame(buf, OpCode::Ping, true, 0, &p, key);
         }
