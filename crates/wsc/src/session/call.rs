@@ -29,10 +29,58 @@ const COMMON: [(&str, Option<&[u8]>); 12] = [
     ("server", None),
 ];
 
-/// Appends header lines: each is `name\0value\0`, or a [`COMMON`] entry's byte (followed by
-/// `value\0` when the entry has no value).
-fn push_headers<'a>(raw: &mut Vec<u8>, pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
+/// Lines whose value follows from the rest of the exchange, stored as one byte after the
+/// [`COMMON`] entries': a Host that is the URL's host and port, and a Sec-WebSocket-Accept that
+/// is the one the request's key calls for (as it always is once the handshake succeeded).
+const HOST_FROM_URL: u8 = COMMON.len() as u8 + 1;
+const ACCEPT_FROM_KEY: u8 = COMMON.len() as u8 + 2;
+
+/// The values [`HOST_FROM_URL`] and [`ACCEPT_FROM_KEY`] stand for (empty: none).
+#[derive(Default)]
+struct Derived {
+    host: String,
+    accept: String,
+}
+
+impl Derived {
+    fn new(url: &Url, key: Option<&[u8]>) -> Derived {
+        let host = url.host_str().unwrap_or_default();
+        Derived {
+            host: match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_owned(),
+            },
+            accept: key
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(wsc_proto::handshake::accept_key)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn byte_for(&self, name: &str, value: &[u8]) -> Option<u8> {
+        let is = |d: &str| !d.is_empty() && d.as_bytes() == value;
+        if name.eq_ignore_ascii_case("host") && is(&self.host) {
+            Some(HOST_FROM_URL)
+        } else if name.eq_ignore_ascii_case("sec-websocket-accept") && is(&self.accept) {
+            Some(ACCEPT_FROM_KEY)
+        } else {
+            None
+        }
+    }
+}
+
+/// Appends header lines: each is `name\0value\0`, a [`COMMON`] entry's byte (followed by
+/// `value\0` when the entry has no value), or a [`Derived`] line's byte.
+fn push_headers<'a>(
+    raw: &mut Vec<u8>,
+    pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    derived: &Derived,
+) {
     for (name, value) in pairs {
+        if let Some(b) = derived.byte_for(name, value) {
+            raw.push(b);
+            continue;
+        }
         let common = COMMON
             .iter()
             .position(|(n, v)| n.eq_ignore_ascii_case(name) && v.is_none_or(|v| v == value));
@@ -64,9 +112,20 @@ fn field<'a>(raw: &mut &'a [u8]) -> &'a [u8] {
 }
 
 /// The header lines `push_headers` wrote (without the section end), in order.
-fn header_lines(mut raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+fn header_lines<'a>(
+    mut raw: &'a [u8],
+    derived: &'a Derived,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
     std::iter::from_fn(move || {
         let first = *raw.first()?;
+        if first == HOST_FROM_URL || first == ACCEPT_FROM_KEY {
+            raw = &raw[1..];
+            return Some(if first == HOST_FROM_URL {
+                (&b"host"[..], derived.host.as_bytes())
+            } else {
+                (&b"sec-websocket-accept"[..], derived.accept.as_bytes())
+            });
+        }
         let common = (first as usize).checked_sub(1).and_then(|i| COMMON.get(i));
         Some(match common {
             Some((name, Some(value))) => {
@@ -82,9 +141,9 @@ fn header_lines(mut raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-fn header_map(raw: &[u8]) -> HeaderMap {
+fn header_map(raw: &[u8], derived: &Derived) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (n, v) in header_lines(raw) {
+    for (n, v) in header_lines(raw, derived) {
         if let (Ok(n), Ok(v)) = (
             http::HeaderName::from_bytes(n),
             http::HeaderValue::from_bytes(v),
@@ -134,7 +193,7 @@ impl Call {
     /// subprotocol and the negotiated extensions (each as its parameters in force).
     pub(crate) fn new<'a, 'b>(
         url: &Url,
-        request: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        request: impl IntoIterator<Item = (&'a str, &'a [u8]), IntoIter: Clone>,
         response: impl IntoIterator<Item = (&'b str, &'b [u8])>,
         protocol: Option<String>,
         extensions: Vec<String>,
@@ -145,13 +204,19 @@ impl Call {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        let request = request.into_iter();
+        let key = request
+            .clone()
+            .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+            .map(|(_, v)| v);
+        let derived = Derived::new(url, key);
         SCRATCH.with(|scratch| {
             let mut raw = scratch.take();
             raw.clear();
             raw.extend_from_slice(url.as_str().as_bytes());
             raw.push(SECTION);
-            push_headers(&mut raw, request);
-            push_headers(&mut raw, response);
+            push_headers(&mut raw, request, &derived);
+            push_headers(&mut raw, response, &derived);
             raw.extend_from_slice(protocol.as_deref().unwrap_or_default().as_bytes());
             raw.push(SECTION);
             for e in &extensions {
@@ -178,11 +243,18 @@ impl Call {
     fn parsed(&self) -> &Parsed {
         self.parsed.get_or_init(|| {
             let text = String::from_utf8_lossy(self.section(4));
+            // The text is a parsed URL's own serialization, which always parses back to it.
+            let url = Url::parse(&self.url_text()).expect("a URL's serialization parses");
+            let request = self.section(1);
+            let none = Derived::default();
+            let key = header_lines(request, &none)
+                .find(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-key"))
+                .map(|(_, v)| v);
+            let derived = Derived::new(&url, key);
             Box::new(Parsed {
-                // The text is a parsed URL's own serialization, which always parses back to it.
-                url: Url::parse(&self.url_text()).expect("a URL's serialization parses"),
-                request_headers: header_map(self.section(1)),
-                response_headers: header_map(self.section(2)),
+                request_headers: header_map(request, &derived),
+                response_headers: header_map(self.section(2), &derived),
+                url,
                 extensions: text.split_terminator('\0').map(str::to_owned).collect(),
             })
         })
@@ -243,10 +315,11 @@ mod tests {
 
     fn lines<'a>(pairs: &[(&'a str, &'a [u8])]) -> Vec<(String, Vec<u8>)> {
         let mut raw = Vec::new();
-        push_headers(&mut raw, pairs.iter().copied());
+        let none = Derived::default();
+        push_headers(&mut raw, pairs.iter().copied(), &none);
         assert_eq!(raw.pop(), Some(SECTION));
         assert!(!raw.contains(&SECTION));
-        header_lines(&raw)
+        header_lines(&raw, &none)
             .map(|(n, v)| (String::from_utf8(n.to_vec()).unwrap(), v.to_vec()))
             .collect()
     }
@@ -286,11 +359,15 @@ mod tests {
                 ("connection", b"Upgrade"),
                 ("sec-websocket-version", b"13"),
             ],
+            &Derived::default(),
         );
         assert_eq!(raw, [2, 3, 4, SECTION]);
         for (i, (name, _)) in COMMON.iter().enumerate() {
             assert!(i + 1 < 0x20 && i + 1 != SECTION as usize);
             assert_eq!(name.to_ascii_lowercase(), *name);
+        }
+        for b in [HOST_FROM_URL, ACCEPT_FROM_KEY] {
+            assert!(b > COMMON.len() as u8 && b < 0x20 && b != SECTION);
         }
     }
 
@@ -354,8 +431,53 @@ mod tests {
             None,
             Vec::new(),
         );
-        assert!(call.raw.len() <= 120, "{}", call.raw.len());
+        // The Host and the Accept take a byte each: they follow from the URL and the key.
+        assert!(call.raw.len() <= 80, "{}", call.raw.len());
         assert_eq!(call.request_headers()["connection"], "Upgrade");
+        assert_eq!(call.request_headers()["host"], "127.0.0.1:9001");
+        assert_eq!(
+            call.response_headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(call.response_headers().len(), 3);
+    }
+
+    /// Only lines that really are what the URL and the key call for are stored as a byte;
+    /// any other value (a Host set by hand, a wrong Accept, a default port) comes back as sent.
+    #[test]
+    fn lines_that_only_look_derived_come_back_as_sent() {
+        let key: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
+        let cases: [(&str, &[u8], &[u8]); 4] = [
+            (
+                "ws://example.com/",
+                b"example.com",
+                b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            ),
+            ("ws://example.com:8080/", b"example.com", b"wrong"),
+            (
+                "ws://[::1]:9001/x",
+                b"[::1]:9001",
+                b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            ),
+            ("wss://example.com/", b"other.example:443", b""),
+        ];
+        for (url, host, accept) in cases {
+            let url = Url::parse(url).unwrap();
+            let call = Call::new(
+                &url,
+                [("host", host), ("sec-websocket-key", key), ("x-host", host)],
+                [("sec-websocket-accept", accept), ("host", host)],
+                None,
+                Vec::new(),
+            );
+            let req = call.request_headers();
+            assert_eq!(req["host"].as_bytes(), host, "{url}");
+            assert_eq!(req["x-host"].as_bytes(), host);
+            assert_eq!(req["sec-websocket-key"].as_bytes(), key);
+            let resp = call.response_headers();
+            assert_eq!(resp["sec-websocket-accept"].as_bytes(), accept, "{url}");
+            assert_eq!(resp["host"].as_bytes(), host);
+            assert_eq!((req.len(), resp.len()), (3, 2));
+        }
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct SessionConfig {
     pub write_fragment_size: Option<usize>,
     pub converter: Option<Arc<dyn crate::convert::Converter>>,
     pub stream_incoming: bool,
+    /// Time zero for the sessions opened with these settings: each connection core counts
+    /// its time from here (kept here rather than per session, which every session would pay).
+    pub epoch: tokio::time::Instant,
 }
 
 impl Default for SessionConfig {
@@ -39,6 +42,7 @@ impl Default for SessionConfig {
             write_fragment_size: None,
             converter: None,
             stream_incoming: false,
+            epoch: tokio::time::Instant::now(),
         }
     }
 }

@@ -30,7 +30,9 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Sender {
     pub(super) shared: Handle,
-    pub(super) flush_target: Option<u64>,
+    /// What the `Sink`'s flush waits for: the queue's byte count after its last send (0:
+    /// nothing sent through it yet; every send queues bytes).
+    pub(super) flush_target: u64,
 }
 
 impl std::fmt::Debug for Sender {
@@ -76,7 +78,7 @@ impl Sender {
     pub(super) fn new(shared: Handle) -> Self {
         Sender {
             shared,
-            flush_target: None,
+            flush_target: 0,
         }
     }
 

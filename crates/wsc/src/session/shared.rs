@@ -176,8 +176,6 @@ pub(crate) struct Shared {
     pub settings: Settings,
     ended: Mutex<Option<Box<Ended>>>,
     config: Arc<SessionConfig>,
-    /// The session's time zero: the connection core's time is measured from here.
-    epoch: tokio::time::Instant,
     pub role: Role,
     /// The HTTP exchange that opened the session.
     pub call: Call,
@@ -228,7 +226,6 @@ impl Shared {
             },
             ended: Mutex::new(None),
             config,
-            epoch: tokio::time::Instant::now(),
             role,
             call,
         })
@@ -240,12 +237,12 @@ impl Shared {
 
     /// The session's time, as the connection core counts it.
     pub(crate) fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.config.epoch.elapsed()
     }
 
     /// The session's time zero.
     pub(crate) fn epoch(&self) -> tokio::time::Instant {
-        self.epoch
+        self.config.epoch
     }
 
     /// Locks the outgoing queue for a handle (see [`QueueLock`] for why it is a spin lock).

@@ -52,22 +52,20 @@ impl futures_sink::Sink<Message> for Sender {
                 }
             }
         }
-        this.flush_target = Some(this.shared.out().outbox.queued());
+        this.flush_target = this.shared.out().outbox.queued();
         Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        match this.flush_target {
-            None => Poll::Ready(Ok(())),
-            Some(t) => {
-                let r = this.poll_flush_to(cx, t);
-                if r.is_ready() {
-                    this.flush_target = None;
-                }
-                r
-            }
+        if this.flush_target == 0 {
+            return Poll::Ready(Ok(()));
         }
+        let r = this.poll_flush_to(cx, this.flush_target);
+        if r.is_ready() {
+            this.flush_target = 0;
+        }
+        r
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
