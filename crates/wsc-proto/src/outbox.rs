@@ -128,6 +128,9 @@ pub struct Outbox<E> {
     terminate: bool,
     /// A waiting sender may get on: room was freed, a stream ended, or the state changed.
     notify: bool,
+    /// The connection stopped taking data on its own (the peer closed, or it failed): it has
+    /// decided how it ends.
+    ending: bool,
     close: Option<Box<CloseRequest>>,
     /// The streamed message on the wire; other data waits.
     stream_owner: Option<NonZeroU64>,
@@ -155,6 +158,13 @@ impl<E> Outbox<E> {
     /// Whether the connection has ended and the queue is discarded.
     pub fn is_stopped(&self) -> bool {
         self.state == State::Stopped
+    }
+
+    /// Whether the connection itself stopped taking data (the peer closed, it failed, or it
+    /// ended), as opposed to a close the application asked for: the connection has then
+    /// decided how it ends, so the outcome a refused sender would report is known.
+    pub fn is_ending(&self) -> bool {
+        self.ending
     }
 
     /// Wire bytes ever queued: a flush waits until the connection has written this many.
@@ -245,6 +255,7 @@ impl<E: Entropy + Default> Outbox<E> {
             state: State::Open,
             terminate: false,
             notify: false,
+            ending: false,
             close: None,
             stream_owner: None,
             next_stream: 0,
@@ -467,6 +478,7 @@ impl<E: Entropy + Default> Outbox<E> {
     /// The connection stops taking data (the peer closed, or the session is failing): what
     /// is queued still goes out ahead of the Close.
     pub(crate) fn stop_taking(&mut self) {
+        self.ending = true;
         if self.state == State::Open {
             self.state = State::Closing;
             self.stream_owner = None;
@@ -476,6 +488,7 @@ impl<E: Entropy + Default> Outbox<E> {
 
     /// The connection ended: nothing is taken or transmitted any more.
     pub(crate) fn stop(&mut self) {
+        self.ending = true;
         self.state = State::Stopped;
         self.stream_owner = None;
         self.close = None;

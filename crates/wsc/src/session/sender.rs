@@ -63,6 +63,22 @@ fn owned_if_large(data: &[u8]) -> Option<Bytes> {
     (data.len() >= LARGE_SEND).then(|| Bytes::copy_from_slice(data))
 }
 
+/// What a send refused with `r` reports, once it can say: when the connection has already
+/// decided how it ends (`ending`, read under the queue's lock with the refusal), the driver
+/// publishes that outcome in the same poll, and the send waits for it rather than report a bare
+/// `Closed(None)` for what was a failure.
+pub(super) fn poll_refused(
+    cx: &mut Context<'_>,
+    r: Refused,
+    ending: bool,
+    shared: &Handle,
+) -> Poll<Result<(), Error>> {
+    if matches!(r, Refused::Closed) && ending && shared.poll_outcome(cx).is_pending() {
+        return Poll::Pending;
+    }
+    Poll::Ready(Err(refused(r, shared)))
+}
+
 pub(super) fn refused(r: Refused, shared: &Handle) -> Error {
     match r {
         Refused::Invalid => Error::InvalidConfig(
@@ -145,8 +161,9 @@ impl Sender {
                 Poll::Pending
             }
             Err(r) => {
+                let ending = out.outbox.is_ending();
                 drop(out);
-                Poll::Ready(Err(refused(r, &self.shared)))
+                poll_refused(cx, r, ending, &self.shared)
             }
         }
     }
@@ -174,8 +191,9 @@ impl Sender {
                     return Poll::Pending;
                 }
                 Err(r) => {
+                    let ending = out.outbox.is_ending();
                     drop(out);
-                    return Poll::Ready(Err(refused(r, &self.shared)));
+                    return poll_refused(cx, r, ending, &self.shared);
                 }
             }
         }
@@ -276,8 +294,9 @@ impl Sender {
                 Poll::Pending
             }
             Err(r) => {
+                let ending = out.outbox.is_ending();
                 drop(out);
-                Poll::Ready(Err(refused(r, &self.shared)))
+                poll_refused(cx, r, ending, &self.shared)
             }
         }
     }
@@ -580,5 +599,88 @@ mod tests {
         }
         assert_eq!(session.shared.out().waiting(), 1);
         drop(peer);
+    }
+
+    /// A send refused because the connection just failed reports the failure, not a bare
+    /// `Closed(None)`, even when it runs between the connection's decision and the driver
+    /// publishing it: it waits for the outcome, which the driver publishes in the same poll.
+    #[test]
+    fn a_send_refused_as_the_connection_fails_names_the_cause() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        use bytes::BytesMut;
+        use wsc_proto::Role;
+        use wsc_proto::connection::{Config, Connection};
+
+        use super::super::config::SessionConfig;
+        use super::super::shared::{Outcome, SessionQueue, Shared};
+        use super::super::{Call, Handle};
+        use crate::error::Error;
+
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+
+        let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+        let call = Call::new(&url, [], [], None, Vec::new());
+        let shared = Shared::new(Arc::default(), Vec::new(), Role::Client, call);
+        let _: &SessionConfig = shared.config();
+        let sender = super::Sender::new(Handle::new(&shared));
+        let mut conn = Connection::new(
+            Config::new(Role::Client),
+            SessionQueue(shared.clone()),
+            Vec::new(),
+            Duration::ZERO,
+        );
+        // A masked frame from the server: the connection fails (1002) and stops taking data.
+        conn.handle_read(
+            &mut BytesMut::from(&b"\x81\x81\0\0\0\0x"[..]),
+            Duration::ZERO,
+        );
+        let decided = conn.outcome().cloned().expect("the connection failed");
+        assert!(shared.outcome().is_none(), "not published yet");
+
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut send = Box::pin(sender.send_text("late"));
+        assert!(send.as_mut().poll(&mut cx).is_pending(), "no Closed(None)");
+        // What the driver does in the poll that saw the failure.
+        let Some(wsc_proto::Failure::Protocol(e)) = decided.failure else {
+            panic!("a protocol failure")
+        };
+        shared.publish_outcome(Outcome {
+            reason: decided.reason,
+            peer: decided.peer,
+            result: Err(Error::protocol(e)),
+        });
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "woken when the outcome is published"
+        );
+        match send.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(Error::Protocol { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        // A close the application asked for is refused at once, while its handshake runs.
+        let url2 = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+        let shared2 = Shared::new(
+            Arc::default(),
+            Vec::new(),
+            Role::Client,
+            Call::new(&url2, [], [], None, Vec::new()),
+        );
+        let sender2 = super::Sender::new(Handle::new(&shared2));
+        shared2.request_close(None);
+        let mut send2 = Box::pin(sender2.send_text("after close"));
+        assert!(matches!(
+            send2.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Error::Closed(None)))
+        ));
     }
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use wsc_proto::outbox::Payload;
 use wsc_proto::{CloseReason, Message, Refused};
 
-use super::sender::{Sender, refused};
+use super::sender::{Sender, poll_refused, refused};
 use crate::error::Error;
 
 impl futures_sink::Sink<Message> for Sender {
@@ -23,8 +23,9 @@ impl futures_sink::Sink<Message> for Sender {
                 Poll::Pending
             }
             Err(r) => {
+                let ending = out.outbox.is_ending();
                 drop(out);
-                Poll::Ready(Err(refused(r, &self.shared)))
+                poll_refused(cx, r, ending, &self.shared)
             }
         }
     }
