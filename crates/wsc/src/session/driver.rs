@@ -447,13 +447,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         .map(|d| epoch + d);
         let armed = self.flags.get(ARMED);
         let current = self.timer.as_ref().filter(|_| armed).map(|t| t.deadline());
+        let Some(at) = want else {
+            // Nothing to wait for (a raw session gone quiet): the timer is given back too.
+            self.flags.set(ARMED, false);
+            self.timer = None;
+            return;
+        };
         if want == current {
             return;
         }
-        let Some(at) = want else {
-            self.flags.set(ARMED, false);
-            return;
-        };
         self.flags.set(ARMED, true);
         let t = match self.timer.as_mut() {
             Some(t) => {
@@ -612,5 +614,64 @@ mod size {
         assert!(size_of::<super::super::Call>() <= 32);
         // What a caller holds (boxed or in its task): 120 bytes take a 128-byte block.
         assert!(session <= 120, "session {session}");
+    }
+}
+
+#[cfg(test)]
+mod quiet {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+    use wsc_proto::Role;
+
+    use super::{Driver, Shared, TRIM_AFTER};
+    use crate::session::{Call, SessionConfig};
+
+    fn poll(d: &mut Driver<tokio::io::DuplexStream>) -> Poll<()> {
+        Pin::new(d).poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// A session that has moved bytes and then gone quiet gives back its buffers and, with no
+    /// deadline left (raw: no keepalive), its timer; a default session keeps the keepalive's.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_session_gives_back_its_buffers_and_an_idle_timer() {
+        for raw in [true, false] {
+            let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+            let config = Arc::new(SessionConfig::default());
+            let call = Call::new(&url, [], [], None, Vec::new());
+            let shared = Shared::new(config, Vec::new(), Role::Client, call);
+            let (mut peer, io) = tokio::io::duplex(1 << 16);
+            let mut d = Driver::new(io, shared.clone(), BytesMut::new(), raw, Vec::new());
+            assert!(poll(&mut d).is_pending());
+            assert!(d.bufs.is_none(), "nothing held before any byte moved");
+            peer.write_all(b"\x81\x02hi").await.unwrap();
+            assert!(poll(&mut d).is_pending());
+            assert!(
+                d.bufs.is_some() && d.timer.is_some(),
+                "buffers and the trim timer"
+            );
+            assert_eq!(shared.inc().items.len(), 1, "the message was delivered");
+            for _ in 0..3 {
+                tokio::time::advance(TRIM_AFTER + Duration::from_millis(10)).await;
+                assert!(poll(&mut d).is_pending());
+            }
+            assert!(d.bufs.is_none(), "buffers given back (raw {raw})");
+            assert_eq!(d.timer.is_none(), raw, "the timer (raw {raw})");
+            if !raw {
+                // The keepalive still fires from a session holding no buffers.
+                tokio::time::advance(Duration::from_secs(20)).await;
+                assert!(poll(&mut d).is_pending());
+                let mut head = [0u8; 2];
+                tokio::io::AsyncReadExt::read_exact(&mut peer, &mut head)
+                    .await
+                    .unwrap();
+                assert_eq!(head, [0x89, 0x88], "a masked 8-byte Ping");
+            }
+        }
     }
 }
