@@ -690,9 +690,10 @@ choice must not break and point here.
   (default 1,860 to 1,733-1,760, raw 1,735 to 1,607-1,633, 5,000 sessions, same hour).
 - Per-session state outside the driver: the call context stores a Host that follows from the
   URL and an Accept that follows from the key as one byte each (a plain upgrade's 124 bytes
-  to under 80, one allocator size class to a smaller one), and sessions count time from their
-  settings' epoch instead of holding a 16-byte `Instant` each: idle default 1,606-1,646 bytes,
-  raw 1,479-1,505, after the step above.
+  to under 80, one allocator size class to a smaller one), and the `Sink`'s flush target is a
+  plain `u64` (a session handle 128 to 120 bytes). Each session keeps its own 16-byte epoch:
+  one per client saved 16 bytes a session but broke sessions driven on another runtime's
+  clock than the one the client was made on.
 - The driver's timer is a boxed tokio `Sleep` (112 bytes, a 128-byte block), made when a
   session has a deadline and given back when it has none: a default session's keepalive
   always has one, a raw session gone quiet holds no timer.

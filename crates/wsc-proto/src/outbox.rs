@@ -478,12 +478,17 @@ impl<E: Entropy + Default> Outbox<E> {
     /// The connection stops taking data (the peer closed, or the session is failing): what
     /// is queued still goes out ahead of the Close.
     pub(crate) fn stop_taking(&mut self) {
-        self.ending = true;
         if self.state == State::Open {
             self.state = State::Closing;
             self.stream_owner = None;
             self.notify = true;
         }
+    }
+
+    /// The connection stopped taking data on its own and has decided how it ends (not a
+    /// close the application asked for).
+    pub(crate) fn mark_ending(&mut self) {
+        self.ending = true;
     }
 
     /// The connection ended: nothing is taken or transmitted any more.

@@ -704,9 +704,13 @@ impl<Q: Queue> Connection<Q> {
         self.ending().deadline = Some(at);
     }
 
-    /// Nothing more is taken from the senders (what they queued still goes out).
+    /// Nothing more is taken from the senders (what they queued still goes out): the
+    /// connection stops on its own (the peer closed, or it fails), and decides its outcome in
+    /// the same call.
     fn stop_sending_data(&mut self) {
-        self.queue.lock().stop_taking();
+        let mut q = self.queue.lock();
+        q.stop_taking();
+        q.mark_ending();
     }
 
     /// The connection is over: the outbox is discarded, output not yet handed out dropped.

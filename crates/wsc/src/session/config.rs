@@ -20,9 +20,6 @@ pub(crate) struct SessionConfig {
     pub write_fragment_size: Option<usize>,
     pub converter: Option<Arc<dyn crate::convert::Converter>>,
     pub stream_incoming: bool,
-    /// Time zero for the sessions opened with these settings: each connection core counts
-    /// its time from here (kept here rather than per session, which every session would pay).
-    pub epoch: tokio::time::Instant,
 }
 
 impl Default for SessionConfig {
@@ -42,7 +39,6 @@ impl Default for SessionConfig {
             write_fragment_size: None,
             converter: None,
             stream_incoming: false,
-            epoch: tokio::time::Instant::now(),
         }
     }
 }

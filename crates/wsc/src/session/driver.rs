@@ -610,7 +610,7 @@ mod size {
         let session = size_of::<crate::Session>();
         eprintln!("driver {driver} connection {conn} shared {shared} session {session}");
         assert!(driver <= 280, "driver {driver}");
-        assert!(shared <= 352, "shared {shared}");
+        assert!(shared <= 368, "shared {shared}");
         assert!(size_of::<super::super::Call>() <= 32);
         // What a caller holds (boxed or in its task): 120 bytes take a 128-byte block.
         assert!(session <= 120, "session {session}");
@@ -673,5 +673,30 @@ mod quiet {
                 assert_eq!(head, [0x89, 0x88], "a masked 8-byte Ping");
             }
         }
+    }
+
+    /// A client's settings made on one runtime (here a paused clock an hour ahead) drive
+    /// sessions on another: each session's time runs on the clock of the runtime it lives on.
+    #[test]
+    fn session_time_runs_on_the_runtime_that_drives_it() {
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let config = paused().block_on(async {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            Arc::new(SessionConfig::default())
+        });
+        paused().block_on(async move {
+            let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+            let call = Call::new(&url, [], [], None, Vec::new());
+            let shared = Shared::new(config, Vec::new(), Role::Client, call);
+            let t0 = shared.now();
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert_eq!(shared.now() - t0, Duration::from_millis(100));
+        });
     }
 }

@@ -676,11 +676,29 @@ mod tests {
             Call::new(&url2, [], [], None, Vec::new()),
         );
         let sender2 = super::Sender::new(Handle::new(&shared2));
+        let mut conn2 = Connection::new(
+            Config::new(Role::Client),
+            SessionQueue(shared2.clone()),
+            Vec::new(),
+            Duration::ZERO,
+        );
         shared2.request_close(None);
-        let mut send2 = Box::pin(sender2.send_text("after close"));
-        assert!(matches!(
-            send2.as_mut().poll(&mut cx),
-            Poll::Ready(Err(Error::Closed(None)))
-        ));
+        for handed_out in [false, true] {
+            if handed_out {
+                // Our Close goes out: the handshake runs, the outcome is still open.
+                let mut wire = BytesMut::new();
+                conn2.poll_transmit(&mut wire, 1 << 16);
+                assert_eq!(wire.first(), Some(&0x88));
+                assert!(conn2.outcome().is_none());
+            }
+            let mut send2 = Box::pin(sender2.send_text("after close"));
+            assert!(
+                matches!(
+                    send2.as_mut().poll(&mut cx),
+                    Poll::Ready(Err(Error::Closed(None)))
+                ),
+                "refused at once (Close handed out: {handed_out})"
+            );
+        }
     }
 }

@@ -176,6 +176,10 @@ pub(crate) struct Shared {
     pub settings: Settings,
     ended: Mutex<Option<Box<Ended>>>,
     config: Arc<SessionConfig>,
+    /// The session's time zero, taken on the runtime that drives it: the connection core's
+    /// time is measured from here. Per session, not per client: tokio clocks of different
+    /// runtimes (paused ones in tests) do not compare.
+    epoch: tokio::time::Instant,
     pub role: Role,
     /// The HTTP exchange that opened the session.
     pub call: Call,
@@ -226,6 +230,7 @@ impl Shared {
             },
             ended: Mutex::new(None),
             config,
+            epoch: tokio::time::Instant::now(),
             role,
             call,
         })
@@ -237,12 +242,12 @@ impl Shared {
 
     /// The session's time, as the connection core counts it.
     pub(crate) fn now(&self) -> Duration {
-        self.config.epoch.elapsed()
+        self.epoch.elapsed()
     }
 
     /// The session's time zero.
     pub(crate) fn epoch(&self) -> tokio::time::Instant {
-        self.config.epoch
+        self.epoch
     }
 
     /// Locks the outgoing queue for a handle (see [`QueueLock`] for why it is a spin lock).
