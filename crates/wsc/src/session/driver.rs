@@ -428,12 +428,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Sets the timer for the earliest of the connection's deadline and the trim.
     fn arm_timer(&mut self, cx: &mut Context<'_>) {
         let epoch = self.shared().epoch();
-        let now = self.shared().now();
         let closed = self.conn.is_closed();
         let trim = match self.bufs.as_deref_mut() {
             Some(b) if b.trim_at == 0 && !closed && b.trimmable() => {
                 b.active = false;
-                b.trim_at = (now + TRIM_AFTER).as_millis() as u64;
+                b.trim_at = (epoch.elapsed() + TRIM_AFTER).as_millis() as u64;
                 Some(b.trim_at)
             }
             Some(b) if b.trim_at != 0 => Some(b.trim_at),

@@ -14,7 +14,7 @@ use wsc_proto::outbox::{LARGE_SEND, Payload};
 use wsc_proto::{CloseReason, Frame, Message, OpCode, Refused};
 
 use super::Handle;
-use super::shared::{Chain, Outcome};
+use super::shared::{Chain, OutGuard, Outcome};
 use super::writer::MessageWriter;
 use crate::error::Error;
 
@@ -63,16 +63,18 @@ fn owned_if_large(data: &[u8]) -> Option<Bytes> {
     (data.len() >= LARGE_SEND).then(|| Bytes::copy_from_slice(data))
 }
 
-/// What a send refused with `r` reports, once it can say: when the connection has already
-/// decided how it ends (`ending`, read under the queue's lock with the refusal), the driver
-/// publishes that outcome in the same poll, and the send waits for it rather than report a bare
-/// `Closed(None)` for what was a failure.
+/// What a send refused with `r` reports, once it can say; `out` is the queue's lock the
+/// refusal came under (let go here). When the connection has already decided how it ends, the
+/// driver publishes that outcome in the same poll, and the send waits for it rather than
+/// report a bare `Closed(None)` for what was a failure.
 pub(super) fn poll_refused(
     cx: &mut Context<'_>,
     r: Refused,
-    ending: bool,
+    out: OutGuard<'_>,
     shared: &Handle,
 ) -> Poll<Result<(), Error>> {
+    let ending = out.outbox.is_ending();
+    drop(out);
     if matches!(r, Refused::Closed) && ending && shared.poll_outcome(cx).is_pending() {
         return Poll::Pending;
     }
@@ -160,11 +162,7 @@ impl Sender {
                 out.wait(cx);
                 Poll::Pending
             }
-            Err(r) => {
-                let ending = out.outbox.is_ending();
-                drop(out);
-                poll_refused(cx, r, ending, &self.shared)
-            }
+            Err(r) => poll_refused(cx, r, out, &self.shared),
         }
     }
 
@@ -191,9 +189,7 @@ impl Sender {
                     return Poll::Pending;
                 }
                 Err(r) => {
-                    let ending = out.outbox.is_ending();
-                    drop(out);
-                    return poll_refused(cx, r, ending, &self.shared);
+                    return poll_refused(cx, r, out, &self.shared);
                 }
             }
         }
@@ -293,11 +289,7 @@ impl Sender {
                 out.wait(cx);
                 Poll::Pending
             }
-            Err(r) => {
-                let ending = out.outbox.is_ending();
-                drop(out);
-                poll_refused(cx, r, ending, &self.shared)
-            }
+            Err(r) => poll_refused(cx, r, out, &self.shared),
         }
     }
 
@@ -614,7 +606,6 @@ mod tests {
         use wsc_proto::Role;
         use wsc_proto::connection::{Config, Connection};
 
-        use super::super::config::SessionConfig;
         use super::super::shared::{Outcome, SessionQueue, Shared};
         use super::super::{Call, Handle};
         use crate::error::Error;
@@ -626,17 +617,22 @@ mod tests {
             }
         }
 
-        let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
-        let call = Call::new(&url, [], [], None, Vec::new());
-        let shared = Shared::new(Arc::default(), Vec::new(), Role::Client, call);
-        let _: &SessionConfig = shared.config();
-        let sender = super::Sender::new(Handle::new(&shared));
-        let mut conn = Connection::new(
-            Config::new(Role::Client),
-            SessionQueue(shared.clone()),
-            Vec::new(),
-            Duration::ZERO,
-        );
+        // A session's shared state, a sender on it and a connection driven by hand (no
+        // driver: the test plays its part).
+        let session = || {
+            let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+            let call = Call::new(&url, [], [], None, Vec::new());
+            let shared = Shared::new(Arc::default(), Vec::new(), Role::Client, call);
+            let sender = super::Sender::new(Handle::new(&shared));
+            let conn = Connection::new(
+                Config::new(Role::Client),
+                SessionQueue(shared.clone()),
+                Vec::new(),
+                Duration::ZERO,
+            );
+            (shared, sender, conn)
+        };
+        let (shared, sender, mut conn) = session();
         // A masked frame from the server: the connection fails (1002) and stops taking data.
         conn.handle_read(
             &mut BytesMut::from(&b"\x81\x81\0\0\0\0x"[..]),
@@ -668,20 +664,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A close the application asked for is refused at once, while its handshake runs.
-        let url2 = url::Url::parse("ws://127.0.0.1:1/").unwrap();
-        let shared2 = Shared::new(
-            Arc::default(),
-            Vec::new(),
-            Role::Client,
-            Call::new(&url2, [], [], None, Vec::new()),
-        );
-        let sender2 = super::Sender::new(Handle::new(&shared2));
-        let mut conn2 = Connection::new(
-            Config::new(Role::Client),
-            SessionQueue(shared2.clone()),
-            Vec::new(),
-            Duration::ZERO,
-        );
+        let (shared2, sender2, mut conn2) = session();
         shared2.request_close(None);
         for handed_out in [false, true] {
             if handed_out {

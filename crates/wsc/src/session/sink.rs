@@ -22,11 +22,7 @@ impl futures_sink::Sink<Message> for Sender {
                 out.wait(cx);
                 Poll::Pending
             }
-            Err(r) => {
-                let ending = out.outbox.is_ending();
-                drop(out);
-                poll_refused(cx, r, ending, &self.shared)
-            }
+            Err(r) => poll_refused(cx, r, out, &self.shared),
         }
     }
 
