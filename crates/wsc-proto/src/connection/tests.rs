@@ -544,6 +544,18 @@ fn arb_server_frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+/// The longest prefix of `f`'s payload that is at most `max` bytes and, for a Text frame, still
+/// whole characters: the application's text is valid UTF-8.
+fn fit(f: &Frame, max: usize) -> usize {
+    let mut n = f.payload.len().min(max);
+    if f.opcode == OpCode::Text {
+        while std::str::from_utf8(&f.payload[..n]).is_err() {
+            n -= 1;
+        }
+    }
+    n
+}
+
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (proptest::collection::vec(arb_server_frame(), 1..6), any::<usize>())
@@ -554,7 +566,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
             .prop_filter("whole messages and pings only: the application's own frames", |f| {
                 f.fin && matches!(f.opcode, OpCode::Ping | OpCode::Pong | OpCode::Text | OpCode::Binary)
             })
-            .prop_map(|f| Step::SendFrame(Frame { payload: f.payload.slice(..f.payload.len().min(125)), ..f })),
+            .prop_map(|f| Step::SendFrame(Frame { payload: f.payload.slice(..fit(&f, 125)), ..f })),
         1 => (3000u16..5000).prop_map(Step::Close),
         5 => (0usize..5000, 0usize..5000).prop_map(|(a, b)| Step::Transmit(a, b)),
         3 => (0u64..3000).prop_map(Step::Advance),
