@@ -285,6 +285,35 @@ impl Error {
         }
     }
 
+    /// What a session that ended with `failure` reports; `io` is the transport's error, if
+    /// that is what failed it.
+    pub(crate) fn of_failure(
+        failure: &wsc_proto::Failure,
+        io: Option<&(IoContext, std::io::Error)>,
+    ) -> Self {
+        use wsc_proto::Failure;
+        match failure {
+            Failure::Protocol(e) => Error::protocol(e.clone()),
+            Failure::PingTimeout => Error::Timeout(TimeoutKind::Ping),
+            Failure::CloseTimeout => Error::Timeout(TimeoutKind::Close),
+            Failure::Eof => Error::io(
+                IoContext::Reading,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed without a Close frame",
+                ),
+            ),
+            _ => match io {
+                // The error is not Clone; its kind and text are what a caller can use.
+                Some((context, e)) => Error::io(
+                    context.clone(),
+                    std::io::Error::new(e.kind(), e.to_string()),
+                ),
+                None => Error::io(IoContext::Writing, std::io::ErrorKind::BrokenPipe.into()),
+            },
+        }
+    }
+
     /// From a protocol violation: size limits become [`Error::MessageTooBig`].
     pub(crate) fn protocol(e: ProtocolError) -> Self {
         match e {

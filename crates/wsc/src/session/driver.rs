@@ -12,24 +12,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use wsc_proto::connection::{Config as ConnConfig, Connection};
-use wsc_proto::{Event, Extension, Failure, Limits, Role};
+use wsc_proto::{Event, Extension, Limits, Role};
 
-use super::read_buf::{Hint, ReadBuf};
+use super::buffers::{Buffers, Hint, ReadBuf, Trim};
 use super::shared::{Outcome, SessionQueue, Shared};
-use crate::error::{Error, IoContext, TimeoutKind};
+use crate::error::{Error, IoContext};
 
 /// The most the write buffer is filled to before writing: large payloads are masked into it
 /// this far ahead of the transport (large writes cost less system time per byte; see
 /// bench/RESULTS.md).
 const WRITE_CHUNK: usize = 1024 * 1024;
-/// How long a connection must be quiet before its buffers are given back.
-const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Work done in one poll before yielding to the scheduler.
 const BUDGET: usize = 64;
 
@@ -46,34 +43,6 @@ pub(crate) struct Driver<S> {
     /// The settings generation last applied (its low bits: equal means unchanged).
     generation: u32,
     flags: Flags,
-}
-
-/// What only a connection that is moving bytes holds. Every session holds a driver, idle or
-/// not, so these live out of line and go away when the connection has been quiet a while.
-#[derive(Default)]
-struct Buffers {
-    rbuf: ReadBuf,
-    wbuf: BytesMut,
-    /// An unmasked large payload being written straight from the sender's bytes.
-    direct: Option<Bytes>,
-    /// When the buffers are given back, once armed: milliseconds since the session's epoch
-    /// (0: not armed).
-    trim_at: u64,
-    /// Something moved since the trim timer was armed.
-    active: bool,
-}
-
-impl Buffers {
-    fn all_written(&self) -> bool {
-        self.wbuf.is_empty() && self.direct.is_none()
-    }
-
-    /// Whether the trim would give something back: the whole box, or empty buffers in it.
-    fn trimmable(&self) -> bool {
-        self.rbuf.buf.is_empty() && self.all_written()
-            || self.rbuf.is_idle_memory()
-            || (self.wbuf.is_empty() && self.wbuf.capacity() > 0)
-    }
 }
 
 /// The driver's yes/no state, one bit each.
@@ -134,10 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let generation = shared.settings.generation.load(Ordering::Acquire) as u32;
         let mut conn = Connection::new(config, SessionQueue(shared), extensions, now);
         let bufs = (!leftover.is_empty()).then(|| {
-            let mut b = Box::new(Buffers {
-                rbuf: ReadBuf::new(leftover),
-                ..Buffers::default()
-            });
+            let mut b = Buffers::reading(ReadBuf::new(leftover));
             // Frames that arrived with the 101 are the stream's first bytes.
             conn.handle_read(&mut b.rbuf.buf, now);
             b
@@ -186,11 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if wbuf.is_empty() && direct.is_none() {
                         break;
                     }
-                    self.bufs.insert(Box::new(Buffers {
-                        wbuf,
-                        direct,
-                        ..Buffers::default()
-                    }))
+                    self.bufs.insert(Buffers::writing(wbuf, direct))
                 }
             };
             if bufs.direct.is_none() {
@@ -317,10 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         };
         let read = rbuf.poll_read(&mut self.io, cx, &hint);
         if matches!(read, Poll::Ready(Ok(n)) if n > 0) && self.bufs.is_none() {
-            self.bufs = Some(Box::new(Buffers {
-                rbuf: fresh,
-                ..Buffers::default()
-            }));
+            self.bufs = Some(Buffers::reading(fresh));
         }
         match read {
             Poll::Pending => false,
@@ -400,27 +359,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.conn.poll_timeout().is_some_and(|d| d <= since) {
             self.conn.handle_timeout(since);
         }
-        let now_ms = since.as_millis() as u64;
-        let Some(b) = self.bufs.as_deref_mut() else {
-            return true;
+        let trim = match self.bufs.as_deref_mut() {
+            Some(b) => b.trim_if_due(since),
+            None => Trim::NotDue,
         };
-        if b.trim_at != 0 && b.trim_at <= now_ms {
-            b.trim_at = 0;
-            if b.active {
-                b.active = false;
-                b.trim_at = now_ms + TRIM_AFTER.as_millis() as u64;
-            } else {
-                if b.rbuf.buf.is_empty() && b.all_written() {
-                    self.bufs = None;
-                } else {
-                    b.rbuf.trim();
-                    if b.wbuf.is_empty() {
-                        b.wbuf = BytesMut::new();
-                    }
-                }
-                self.conn.trim();
-                shared.out().outbox.trim();
+        if trim != Trim::NotDue {
+            if trim == Trim::All {
+                self.bufs = None;
             }
+            self.conn.trim();
+            shared.out().outbox.trim();
         }
         true
     }
@@ -429,16 +377,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn arm_timer(&mut self, cx: &mut Context<'_>) {
         let epoch = self.shared().epoch();
         let closed = self.conn.is_closed();
-        let trim = match self.bufs.as_deref_mut() {
-            Some(b) if b.trim_at == 0 && !closed && b.trimmable() => {
-                b.active = false;
-                b.trim_at = (epoch.elapsed() + TRIM_AFTER).as_millis() as u64;
-                Some(b.trim_at)
-            }
-            Some(b) if b.trim_at != 0 => Some(b.trim_at),
-            _ => None,
-        }
-        .map(Duration::from_millis);
+        let trim = self
+            .bufs
+            .as_deref_mut()
+            .and_then(|b| b.trim_deadline(!closed, || epoch.elapsed()));
         let want = match (self.conn.poll_timeout(), trim) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -502,7 +444,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Pending;
             }
             if let Some(b) = self.bufs.as_deref_mut() {
-                b.active = true;
+                b.moved();
             }
         }
         cx.waker().wake_by_ref();
@@ -527,7 +469,7 @@ impl<S> Driver<S> {
                 peer: o.peer.clone(),
                 result: match &o.failure {
                     None => Ok(()),
-                    Some(f) => Err(self.error_for(f)),
+                    Some(f) => Err(Error::of_failure(f, self.io_error.as_deref())),
                 },
             };
             self.flags.set(OUTCOME_PUBLISHED, true);
@@ -544,29 +486,6 @@ impl<S> Driver<S> {
             if let Some(w) = w {
                 w.wake();
             }
-        }
-    }
-
-    fn error_for(&self, failure: &Failure) -> Error {
-        match failure {
-            Failure::Protocol(e) => Error::protocol(e.clone()),
-            Failure::PingTimeout => Error::Timeout(TimeoutKind::Ping),
-            Failure::CloseTimeout => Error::Timeout(TimeoutKind::Close),
-            Failure::Eof => Error::io(
-                IoContext::Reading,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed without a Close frame",
-                ),
-            ),
-            _ => match self.io_error.as_deref() {
-                // The error is not Clone; its kind and text are what a caller can use.
-                Some((context, e)) => Error::io(
-                    context.clone(),
-                    std::io::Error::new(e.kind(), e.to_string()),
-                ),
-                None => Error::io(IoContext::Writing, std::io::ErrorKind::BrokenPipe.into()),
-            },
         }
     }
 
@@ -596,106 +515,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
 }
 
 #[cfg(test)]
-mod size {
-    /// Every session holds these; growing them grows each idle connection. The driver is
-    /// what tokio's task cell holds, and the cell is sized in steps of 128 bytes on x86-64
-    /// (104 of them tokio's own): past 280 bytes the driver costs another step.
-    #[test]
-    fn per_session_state_stays_small() {
-        use std::mem::size_of;
-        let driver = size_of::<super::Driver<crate::transport::BoxIo>>();
-        let shared = size_of::<super::Shared>();
-        let conn = size_of::<wsc_proto::Connection<super::SessionQueue>>();
-        let session = size_of::<crate::Session>();
-        eprintln!("driver {driver} connection {conn} shared {shared} session {session}");
-        assert!(driver <= 280, "driver {driver}");
-        assert!(shared <= 368, "shared {shared}");
-        assert!(size_of::<super::super::Call>() <= 32);
-        // What a caller holds (boxed or in its task): 120 bytes take a 128-byte block.
-        assert!(session <= 120, "session {session}");
-    }
-}
-
-#[cfg(test)]
-mod quiet {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::task::{Context, Poll};
-    use std::time::Duration;
-
-    use bytes::BytesMut;
-    use tokio::io::AsyncWriteExt;
-    use wsc_proto::Role;
-
-    use super::{Driver, Shared, TRIM_AFTER};
-    use crate::session::{Call, SessionConfig};
-
-    fn poll(d: &mut Driver<tokio::io::DuplexStream>) -> Poll<()> {
-        Pin::new(d).poll(&mut Context::from_waker(std::task::Waker::noop()))
-    }
-
-    /// A session that has moved bytes and then gone quiet gives back its buffers and, with no
-    /// deadline left (raw: no keepalive), its timer; a default session keeps the keepalive's.
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_session_gives_back_its_buffers_and_an_idle_timer() {
-        for raw in [true, false] {
-            let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
-            let config = Arc::new(SessionConfig::default());
-            let call = Call::new(&url, [], [], None, Vec::new());
-            let shared = Shared::new(config, Vec::new(), Role::Client, call);
-            let (mut peer, io) = tokio::io::duplex(1 << 16);
-            let mut d = Driver::new(io, shared.clone(), BytesMut::new(), raw, Vec::new());
-            assert!(poll(&mut d).is_pending());
-            assert!(d.bufs.is_none(), "nothing held before any byte moved");
-            peer.write_all(b"\x81\x02hi").await.unwrap();
-            assert!(poll(&mut d).is_pending());
-            assert!(
-                d.bufs.is_some() && d.timer.is_some(),
-                "buffers and the trim timer"
-            );
-            assert_eq!(shared.inc().items.len(), 1, "the message was delivered");
-            for _ in 0..3 {
-                tokio::time::advance(TRIM_AFTER + Duration::from_millis(10)).await;
-                assert!(poll(&mut d).is_pending());
-            }
-            assert!(d.bufs.is_none(), "buffers given back (raw {raw})");
-            assert_eq!(d.timer.is_none(), raw, "the timer (raw {raw})");
-            if !raw {
-                // The keepalive still fires from a session holding no buffers.
-                tokio::time::advance(Duration::from_secs(20)).await;
-                assert!(poll(&mut d).is_pending());
-                let mut head = [0u8; 2];
-                tokio::io::AsyncReadExt::read_exact(&mut peer, &mut head)
-                    .await
-                    .unwrap();
-                assert_eq!(head, [0x89, 0x88], "a masked 8-byte Ping");
-            }
-        }
-    }
-
-    /// A client's settings made on one runtime (here a paused clock an hour ahead) drive
-    /// sessions on another: each session's time runs on the clock of the runtime it lives on.
-    #[test]
-    fn session_time_runs_on_the_runtime_that_drives_it() {
-        let paused = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap()
-        };
-        let config = paused().block_on(async {
-            tokio::time::advance(Duration::from_secs(3600)).await;
-            Arc::new(SessionConfig::default())
-        });
-        paused().block_on(async move {
-            let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
-            let call = Call::new(&url, [], [], None, Vec::new());
-            let shared = Shared::new(config, Vec::new(), Role::Client, call);
-            let t0 = shared.now();
-            tokio::time::advance(Duration::from_millis(100)).await;
-            assert_eq!(shared.now() - t0, Duration::from_millis(100));
-        });
-    }
-}
+mod tests;

@@ -7,18 +7,19 @@
 //! into a cloneable [`Sender`] and a receiver which can live in different tasks.
 //!
 //! Files: `driver` moves bytes between the transport and `wsc_proto::Connection` (with
-//! `read_buf` sizing its reads); `shared` is where the handles and the driver meet; `sender`,
-//! `writer` and `receiver` are the handles.
+//! `buffers` sizing its reads and giving memory back when quiet); `shared` is where the handles and the driver meet; `sender`,
+//! `writer` and `receiver` are the handles, `enqueue` how a send reaches the outgoing queue.
 //!
 //! Cancel safety: dropping a `recv()`, `send()` or `flush()` future loses nothing and leaves
 //! the session usable — a message is queued whole within one poll or not at all, and a
 //! received item is removed from the queue only when it is returned.
 
+mod buffers;
 mod call;
 pub(crate) mod config;
 mod driver;
+mod enqueue;
 mod lock;
-mod read_buf;
 mod receiver;
 mod sender;
 mod shared;

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use wsc_proto::outbox::Payload;
 use wsc_proto::{CloseReason, Message, Refused};
 
-use super::sender::{Sender, poll_refused, refused};
+use super::enqueue::{poll_refused, refused};
+use super::sender::Sender;
 use crate::error::Error;
 
 impl futures_sink::Sink<Message> for Sender {
@@ -31,7 +32,8 @@ impl futures_sink::Sink<Message> for Sender {
         let payload = Payload::Owned(item.bytes());
         match this.shared.exts() {
             Some(mut chain) => {
-                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None)?;
+                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None)
+                    .map_err(|u| u.into_error(&this.shared))?;
             }
             None => {
                 let mut out = this.shared.out();

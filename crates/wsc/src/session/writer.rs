@@ -2,7 +2,8 @@
 
 use wsc_proto::{OpCode, Utf8Validator};
 
-use super::sender::{Outgoing, Sender};
+use super::enqueue::Outgoing;
+use super::sender::Sender;
 use crate::error::Error;
 
 /// Writes one message in pieces; made by [`Sender::message_writer`].

@@ -1,4 +1,5 @@
-//! The driver's read buffer: how much to read, and where.
+//! The driver's buffers: how much to read and where, what waits to be written, and when a
+//! quiet connection gives them back.
 //!
 //! An idle connection holds no buffer (it probes with a small one on the stack and allocates
 //! only when bytes arrive). Large frames are read on frame boundaries, so that payloads land in
@@ -10,10 +11,13 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncRead;
 
+/// How long a connection must be quiet before its buffers are given back.
+pub(crate) const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// What a read of small frames asks for.
 const READ_CHUNK: usize = 64 * 1024;
 /// Data frames from this size on are read header first, then payload in place.
@@ -172,5 +176,153 @@ impl ReadBuf {
             self.buf = BytesMut::new();
             self.idle = true;
         }
+    }
+}
+
+/// What only a connection that is moving bytes holds. Every session holds a driver, idle or
+/// not, so these live out of line and go away when the connection has been quiet a while.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    pub rbuf: ReadBuf,
+    pub wbuf: BytesMut,
+    /// An unmasked large payload being written straight from the sender's bytes.
+    pub direct: Option<Bytes>,
+    /// When the buffers are given back, once armed: milliseconds since the session's epoch
+    /// (0: not armed).
+    trim_at: u64,
+    /// Something moved since the trim timer was armed.
+    active: bool,
+}
+
+/// What the trim timer found when it fired.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Trim {
+    /// Not due, or bytes moved meanwhile (it is set again).
+    NotDue,
+    /// Empty buffers were given back; bytes still wait in the others.
+    Some,
+    /// Nothing is held: the whole box can go.
+    All,
+}
+
+impl Buffers {
+    /// Buffers made because bytes arrived in `rbuf`.
+    pub(crate) fn reading(rbuf: ReadBuf) -> Box<Self> {
+        Box::new(Buffers {
+            rbuf,
+            ..Buffers::default()
+        })
+    }
+
+    /// Buffers made because there is something to write.
+    pub(crate) fn writing(wbuf: BytesMut, direct: Option<Bytes>) -> Box<Self> {
+        Box::new(Buffers {
+            wbuf,
+            direct,
+            ..Buffers::default()
+        })
+    }
+
+    pub(crate) fn all_written(&self) -> bool {
+        self.wbuf.is_empty() && self.direct.is_none()
+    }
+
+    /// Bytes moved: the trim waits for another quiet spell.
+    pub(crate) fn moved(&mut self) {
+        self.active = true;
+    }
+
+    /// Whether the trim would give something back: the whole box, or empty buffers in it.
+    fn trimmable(&self) -> bool {
+        self.rbuf.buf.is_empty() && self.all_written()
+            || self.rbuf.is_idle_memory()
+            || (self.wbuf.is_empty() && self.wbuf.capacity() > 0)
+    }
+
+    /// When the trim is due (time since the session's epoch), arming it if `may_arm` and
+    /// there is something to give back; `now` is read only when it is armed.
+    pub(crate) fn trim_deadline(
+        &mut self,
+        may_arm: bool,
+        now: impl FnOnce() -> Duration,
+    ) -> Option<Duration> {
+        if self.trim_at == 0 && may_arm && self.trimmable() {
+            self.active = false;
+            self.trim_at = (now() + TRIM_AFTER).as_millis() as u64;
+        }
+        (self.trim_at != 0).then(|| Duration::from_millis(self.trim_at))
+    }
+
+    /// At `now`: once the trim is due, gives back what holds nothing, unless bytes moved
+    /// since it was armed (then it is set again, a quiet spell later).
+    pub(crate) fn trim_if_due(&mut self, now: Duration) -> Trim {
+        let now_ms = now.as_millis() as u64;
+        if self.trim_at == 0 || self.trim_at > now_ms {
+            return Trim::NotDue;
+        }
+        if self.active {
+            self.active = false;
+            self.trim_at = now_ms + TRIM_AFTER.as_millis() as u64;
+            return Trim::NotDue;
+        }
+        self.trim_at = 0;
+        if self.rbuf.buf.is_empty() && self.all_written() {
+            return Trim::All;
+        }
+        self.rbuf.trim();
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+        Trim::Some
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+
+    use super::{Buffers, ReadBuf, TRIM_AFTER, Trim};
+
+    const fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// The trim runs only after a whole quiet spell: bytes moving meanwhile put it off, and
+    /// what still holds bytes is kept.
+    #[test]
+    fn the_trim_waits_for_a_quiet_spell_and_keeps_what_holds_bytes() {
+        let mut b = Buffers::writing(BytesMut::from(&b"unsent"[..]), None);
+        assert_eq!(
+            b.trim_deadline(false, || s(0)),
+            None,
+            "not armed while closing"
+        );
+        // Unsent bytes and no empty buffer: nothing to give back, nothing armed.
+        assert_eq!(b.trim_deadline(true, || s(0)), None);
+        b.wbuf.clear();
+        assert_eq!(b.trim_deadline(true, || s(10)), Some(s(10) + TRIM_AFTER));
+        assert_eq!(
+            b.trim_deadline(true, || unreachable!()),
+            Some(s(10) + TRIM_AFTER)
+        );
+        assert_eq!(b.trim_if_due(s(10)), Trim::NotDue);
+        b.moved();
+        assert_eq!(b.trim_if_due(s(11)), Trim::NotDue, "bytes moved: put off");
+        assert_eq!(
+            b.trim_deadline(true, || unreachable!()),
+            Some(s(11) + TRIM_AFTER)
+        );
+        assert_eq!(b.trim_if_due(s(12)), Trim::All);
+        assert_eq!(b.trim_deadline(false, || unreachable!()), None, "disarmed");
+
+        // Bytes of a frame in progress stay; the empty write buffer's memory goes.
+        let mut b = Buffers::reading(ReadBuf::new(BytesMut::from(&b"\x81\x05he"[..])));
+        b.wbuf.reserve(4096);
+        assert!(b.trim_deadline(true, || s(0)).is_some());
+        assert_eq!(b.trim_if_due(s(1)), Trim::Some);
+        assert_eq!(&b.rbuf.buf[..], b"\x81\x05he");
+        assert_eq!(b.wbuf.capacity(), 0);
     }
 }

@@ -1,0 +1,208 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use wsc_proto::connection::{Config, Connection};
+use wsc_proto::extension::DecodeError;
+use wsc_proto::{Extension, OpCode, Role};
+
+use tokio::io::AsyncWriteExt;
+
+use super::super::shared::{Outcome, SessionQueue, Shared};
+use super::super::{Call, Handle};
+use crate::error::Error;
+use crate::server::{AcceptConfig, accept};
+
+/// A send blocked on a full queue, polled again and again with the same waker (a
+/// `select!` or `timeout()` loop), waits as one entry, not one per poll.
+#[tokio::test]
+async fn a_blocked_send_polled_in_a_loop_waits_once() {
+    let (mut peer, io) = tokio::io::duplex(64 * 1024);
+    peer.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The peer never reads: the duplex fills, then the session's queue.
+    let session = accept(io, &AcceptConfig::default()).await.unwrap();
+    let big = vec![0u8; 256 * 1024];
+    let mut sends = 0;
+    let mut blocked = loop {
+        let mut f = Box::pin(session.send_binary(&big));
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(r) => r.unwrap(),
+            Poll::Pending => break f,
+        }
+        sends += 1;
+        assert!(sends < 100, "the queue never filled");
+        tokio::task::yield_now().await;
+    };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for _ in 0..100_000 {
+        assert!(blocked.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(session.shared.out().waiting(), 1);
+    drop(peer);
+}
+
+/// Wakes by raising a flag the test reads.
+struct Flag(AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+type Conn = Connection<SessionQueue>;
+
+/// A session's shared state with `exts` for outgoing messages, a sender on it and a connection
+/// driven by hand (no driver: the test plays its part).
+fn hand_driven(exts: Vec<Box<dyn Extension>>) -> (Arc<Shared>, super::Sender, Conn) {
+    let url = url::Url::parse("ws://127.0.0.1:1/").unwrap();
+    let call = Call::new(&url, [], [], None, Vec::new());
+    let shared = Shared::new(Arc::default(), exts, Role::Client, call);
+    let sender = super::Sender::new(Handle::new(&shared));
+    let conn = Connection::new(
+        Config::new(Role::Client),
+        SessionQueue(shared.clone()),
+        Vec::new(),
+        Duration::ZERO,
+    );
+    (shared, sender, conn)
+}
+
+/// A masked frame from the server: the connection fails (1002) and stops taking data.
+fn fail(conn: &mut Conn) {
+    conn.handle_read(
+        &mut BytesMut::from(&b"\x81\x81\0\0\0\0x"[..]),
+        Duration::ZERO,
+    );
+}
+
+/// What the driver does in the poll that saw the failure.
+fn publish(shared: &Shared, conn: &Conn) {
+    let decided = conn.outcome().cloned().expect("the connection failed");
+    let Some(wsc_proto::Failure::Protocol(e)) = decided.failure else {
+        panic!("a protocol failure")
+    };
+    shared.publish_outcome(Outcome {
+        reason: decided.reason,
+        peer: decided.peer,
+        result: Err(Error::protocol(e)),
+    });
+}
+
+/// A send refused because the connection just failed reports the failure, not a bare
+/// `Closed(None)`, even when it runs between the connection's decision and the driver
+/// publishing it: it waits for the outcome, which the driver publishes in the same poll.
+#[test]
+fn a_send_refused_as_the_connection_fails_names_the_cause() {
+    let (shared, sender, mut conn) = hand_driven(Vec::new());
+    fail(&mut conn);
+    assert!(shared.outcome().is_none(), "not published yet");
+
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut send = Box::pin(sender.send_text("late"));
+    assert!(send.as_mut().poll(&mut cx).is_pending(), "no Closed(None)");
+    publish(&shared, &conn);
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "woken when the outcome is published"
+    );
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(Error::Protocol { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    // A close the application asked for is refused at once, while its handshake runs.
+    let (shared2, sender2, mut conn2) = hand_driven(Vec::new());
+    shared2.request_close(None);
+    for handed_out in [false, true] {
+        if handed_out {
+            // Our Close goes out: the handshake runs, the outcome is still open.
+            let mut wire = BytesMut::new();
+            conn2.poll_transmit(&mut wire, 1 << 16);
+            assert_eq!(wire.first(), Some(&0x88));
+            assert!(conn2.outcome().is_none());
+        }
+        let mut send2 = Box::pin(sender2.send_text("after close"));
+        assert!(
+            matches!(
+                send2.as_mut().poll(&mut cx),
+                Poll::Ready(Err(Error::Closed(None)))
+            ),
+            "refused at once (Close handed out: {handed_out})"
+        );
+    }
+}
+
+/// An extension that fails the connection while it encodes a message: the connection stops
+/// taking data between the send's admission and its queueing.
+struct Tripwire(Arc<Mutex<Option<Conn>>>);
+
+impl std::fmt::Debug for Tripwire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tripwire")
+    }
+}
+
+impl Extension for Tripwire {
+    fn name(&self) -> &'static str {
+        "tripwire"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn describe(&self) -> String {
+        "tripwire".into()
+    }
+    fn encode(&mut self, _: OpCode, _: &[u8]) -> Result<Option<&[u8]>, String> {
+        if let Some(conn) = self.0.lock().unwrap().as_mut() {
+            fail(conn);
+        }
+        Ok(None)
+    }
+    fn decode(&mut self, _: &[u8], _: bool, _: &mut Vec<u8>, _: usize) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+
+/// The same on a compressing session, where the connection may fail while the message is
+/// compressed (the queue's lock let go): the send reports the failure, not `Closed(None)`.
+#[test]
+fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
+    let slot = Arc::new(Mutex::new(None));
+    let (shared, sender, conn) = hand_driven(vec![Box::new(Tripwire(slot.clone()))]);
+    *slot.lock().unwrap() = Some(conn);
+
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut send = Box::pin(sender.send_text("compressed late"));
+    assert!(send.as_mut().poll(&mut cx).is_pending(), "no Closed(None)");
+    let conn = slot.lock().unwrap().take().unwrap();
+    assert!(
+        conn.outcome().is_some(),
+        "the tripwire failed the connection"
+    );
+    publish(&shared, &conn);
+    assert!(flag.0.load(Ordering::SeqCst), "woken by the outcome");
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(Error::Protocol { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    // The Sink cannot wait in `start_send`: it reports at once, and the failure once known.
+    let mut sink = sender.clone();
+    match futures_sink::Sink::start_send(Pin::new(&mut sink), wsc_proto::Message::text("x")) {
+        Err(Error::Protocol { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
