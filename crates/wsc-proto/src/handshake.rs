@@ -256,6 +256,60 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, Handshake
     }
 }
 
+/// When a head read in pieces is worth parsing again. Parsing the whole buffer after every
+/// read costs time quadratic in its length when a peer sends it a few bytes at a time; this
+/// parses when the new bytes hold a blank line (the end of a head: `\n\n` or `\n\r\n`),
+/// when the buffer has doubled since the last parse (so garbage is still caught early, and
+/// the parses of a head without an end add up to twice its length), and past `limit` (so
+/// the parser reports it too large).
+///
+/// ```
+/// let mut scan = wsc_proto::handshake::HeadScan::new(64 * 1024);
+/// let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+/// // The head arrives a byte at a time: parsed at 1, 2, 4 … 32 bytes, and at its end.
+/// let parses: Vec<usize> = (1..=head.len()).filter(|&n| scan.ready(&head[..n])).collect();
+/// assert_eq!(parses, [1, 2, 4, 8, 16, 32, head.len()]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeadScan {
+    limit: usize,
+    /// The buffer's length when it was last parsed.
+    parsed: usize,
+    /// How far the buffer was searched for a blank line.
+    scanned: usize,
+}
+
+impl HeadScan {
+    /// A scan for a head of at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        HeadScan {
+            limit,
+            parsed: 0,
+            scanned: 0,
+        }
+    }
+
+    /// Whether `buf`, the head's bytes so far (only ever appended to), should be parsed now.
+    pub fn ready(&mut self, buf: &[u8]) -> bool {
+        // Two bytes back: a blank line may straddle two reads.
+        let from = self.scanned.saturating_sub(2).min(buf.len());
+        let ended = buf[from..]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .any(|(i, _)| {
+                let rest = &buf[from + i + 1..];
+                rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+            });
+        self.scanned = buf.len();
+        if ended || buf.len() >= 2 * self.parsed || buf.len() > self.limit {
+            self.parsed = buf.len();
+            return true;
+        }
+        false
+    }
+}
+
 /// Checks a 101 response against the request: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`
 /// and the chosen subprotocol, which is returned. Extensions are checked by
 /// [`negotiate`](crate::extension::negotiate).
@@ -477,5 +531,38 @@ mod tests {
         let mut long = b"HTTP/1.1 101 OK\r\nX: ".to_vec();
         long.resize(70_000, b'a');
         assert_eq!(parse_response(&long), Err(HandshakeError::TooLarge));
+    }
+
+    /// A head arriving a byte at a time is parsed a logarithmic number of times, and always
+    /// once its blank line has arrived, wherever the read boundaries fall.
+    #[test]
+    fn a_trickled_head_is_parsed_rarely_and_always_at_its_end() {
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+        for i in 0..1000 {
+            head.extend_from_slice(format!("X-Padding-{i}: {}\r\n", "a".repeat(40)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
+        let parses: Vec<usize> = (1..=head.len())
+            .filter(|&n| scan.ready(&head[..n]))
+            .collect();
+        assert!(parses.len() <= 20, "{} parses", parses.len());
+        assert_eq!(parses.last(), Some(&head.len()), "parsed at the end");
+        for end in [&b"\n\n"[..], b"\n\r\n", b"\r\n\r\n"] {
+            let mut h = b"HTTP/1.1 101 OK\r\nA: b".to_vec();
+            h.extend_from_slice(end);
+            for cut in 1..h.len() {
+                let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
+                // Parsed early on (the doubling), then not again until the end arrives.
+                scan.ready(&h[..1]);
+                scan.ready(&h[..cut]);
+                assert!(scan.ready(&h), "{end:?} cut at {cut}");
+            }
+        }
+        // Garbage without an end is looked at again as it doubles, and past the limit.
+        let mut scan = HeadScan::new(100);
+        assert!(scan.ready(&[b'Y'; 60]), "the first read is always parsed");
+        assert!(!scan.ready(&[b'Y'; 100]));
+        assert!(scan.ready(&[b'Y'; 101]), "past the limit");
     }
 }

@@ -222,6 +222,7 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
         .map_err(|e| Error::io(IoContext::Handshake, e))?;
 
     let mut buf = BytesMut::with_capacity(1024);
+    let mut scan = handshake::HeadScan::new(handshake::MAX_RESPONSE_HEAD);
     let (resp, head_len) = loop {
         if io
             .read_buf(&mut buf)
@@ -233,7 +234,9 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
                 "connection closed before the response head ended".into(),
             )));
         }
-        if let Some(done) = handshake::parse_response(&buf).map_err(Error::Handshake)? {
+        if scan.ready(&buf)
+            && let Some(done) = handshake::parse_response(&buf).map_err(Error::Handshake)?
+        {
             break done;
         }
     };

@@ -78,6 +78,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::with_capacity(1024);
+    let mut scan = handshake::HeadScan::new(handshake::MAX_RESPONSE_HEAD);
     let read = async {
         loop {
             if stream
@@ -90,7 +91,9 @@ where
                     "connection closed before the request ended".into(),
                 )));
             }
-            if let Some(done) = handshake::parse_request(&buf).map_err(Error::Handshake)? {
+            if scan.ready(&buf)
+                && let Some(done) = handshake::parse_request(&buf).map_err(Error::Handshake)?
+            {
                 return Ok(done);
             }
         }

@@ -134,3 +134,117 @@ async fn send_stream_errors_say_what_failed() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A stream that hands over at most one byte per read: a peer trickling its bytes.
+struct OneByte<S>(S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for OneByte<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if buf.remaining() == 0 {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let mut one = [0u8; 1];
+        let mut small = tokio::io::ReadBuf::new(&mut one);
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, &mut small);
+        buf.put_slice(small.filled());
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for OneByte<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Headers that bring a head near its 64 KiB limit: 100 lines of 600 bytes.
+fn padding() -> Vec<(String, String)> {
+    (0..100)
+        .map(|i| (format!("x-pad-{i}"), "p".repeat(600)))
+        .collect()
+}
+
+/// A head of nearly 64 KiB read a byte at a time, by the client (the 101) and by the server
+/// role (the request): both complete, with every header, well inside the handshake's time.
+/// Parsing the whole head again after every read made this quadratic (about 60,000 parses of
+/// up to 60 KiB each).
+#[tokio::test]
+async fn a_large_head_read_a_byte_at_a_time_completes() {
+    let t = std::time::Instant::now();
+    // The client reads a trickled 101.
+    let (ours, mut theirs) = tokio::io::duplex(128 * 1024);
+    let server = tokio::spawn(async move {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(theirs.read(&mut b).await.unwrap(), 1);
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("sec-websocket-key: ")
+                    .map(|_| l[19..].to_owned())
+            })
+            .expect("a key")
+            .trim()
+            .to_owned();
+        let mut reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n",
+            wsc::proto::handshake::accept_key(&key)
+        );
+        for (n, v) in padding() {
+            reply.push_str(&format!("{n}: {v}\r\n"));
+        }
+        reply.push_str("\r\n");
+        theirs.write_all(reply.as_bytes()).await.unwrap();
+        theirs
+    });
+    let s = Client::new()
+        .request("ws://in-memory/room")
+        .connect_raw_on(OneByte(ours))
+        .await
+        .unwrap();
+    assert_eq!(s.call().response_headers().len(), 3 + 100);
+    drop(server.await.unwrap());
+
+    // The server role reads a trickled request.
+    let (ours, theirs) = tokio::io::duplex(128 * 1024);
+    let server = tokio::spawn(async move {
+        let s = accept(OneByte(theirs), &AcceptConfig::default())
+            .await
+            .unwrap();
+        s.call().request_headers().len()
+    });
+    let mut req = Client::new().request("ws://in-memory/room");
+    for (n, v) in padding() {
+        req = req.header(&n, &v);
+    }
+    let _s = req.connect_raw_on(ours).await.unwrap();
+    assert!(server.await.unwrap() >= 100);
+    eprintln!("both handshakes: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}

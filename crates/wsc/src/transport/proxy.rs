@@ -11,6 +11,9 @@ use super::TransportConfig;
 use super::{BoxIo, Target, tcp, tls};
 use crate::error::{Error, IoContext};
 
+/// The largest CONNECT reply head accepted, in bytes.
+const MAX_CONNECT_HEAD: usize = 64 * 1024;
+
 /// The proxy's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -136,6 +139,7 @@ impl Proxy {
             .await
             .map_err(|e| Error::io(IoContext::Proxy, e))?;
         let mut buf = BytesMut::with_capacity(1024);
+        let mut scan = wsc_proto::handshake::HeadScan::new(MAX_CONNECT_HEAD);
         loop {
             if io
                 .read_buf(&mut buf)
@@ -147,6 +151,9 @@ impl Proxy {
                     status: None,
                     reason: "the proxy closed the connection during CONNECT".into(),
                 });
+            }
+            if !scan.ready(&buf) {
+                continue;
             }
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut headers);
@@ -167,7 +174,7 @@ impl Proxy {
                     }
                     return Ok(io);
                 }
-                Ok(httparse::Status::Partial) if buf.len() > 64 * 1024 => {
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CONNECT_HEAD => {
                     return Err(Error::Proxy {
                         status: None,
                         reason: "CONNECT response head too large".into(),
