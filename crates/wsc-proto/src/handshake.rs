@@ -258,10 +258,11 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, Handshake
 
 /// When a head read in pieces is worth parsing again. Parsing the whole buffer after every
 /// read costs time quadratic in its length when a peer sends it a few bytes at a time; this
-/// parses when the new bytes hold a blank line (the end of a head: `\n\n` or `\n\r\n`),
-/// when the buffer has doubled since the last parse (so garbage is still caught early, and
-/// the parses of a head without an end add up to twice its length), and past `limit` (so
-/// the parser reports it too large).
+/// parses when the new bytes end the head (a blank line, `\n\n` or `\n\r\n`, after its first
+/// line has begun: the empty lines httparse skips in front of it end nothing), when the buffer
+/// has doubled since the last parse (so garbage is still caught early, and the parses of a
+/// head that never ends add up to twice its length), and past `limit` (so the parser reports
+/// it too large).
 ///
 /// ```
 /// let mut scan = wsc_proto::handshake::HeadScan::new(64 * 1024);
@@ -275,8 +276,10 @@ pub struct HeadScan {
     limit: usize,
     /// The buffer's length when it was last parsed.
     parsed: usize,
-    /// How far the buffer was searched for a blank line.
+    /// How far the buffer was searched.
     scanned: usize,
+    /// Where the head's first line begins (`usize::MAX`: not yet seen).
+    start: usize,
 }
 
 impl HeadScan {
@@ -286,21 +289,31 @@ impl HeadScan {
             limit,
             parsed: 0,
             scanned: 0,
+            start: usize::MAX,
         }
     }
 
     /// Whether `buf`, the head's bytes so far (only ever appended to), should be parsed now.
     pub fn ready(&mut self, buf: &[u8]) -> bool {
+        let scanned = self.scanned.min(buf.len());
+        if self.start == usize::MAX
+            && let Some(i) = buf[scanned..]
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+        {
+            self.start = scanned + i;
+        }
         // Two bytes back: a blank line may straddle two reads.
-        let from = self.scanned.saturating_sub(2).min(buf.len());
-        let ended = buf[from..]
-            .iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'\n')
-            .any(|(i, _)| {
-                let rest = &buf[from + i + 1..];
-                rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
-            });
+        let from = scanned.saturating_sub(2).max(self.start);
+        let ended = from < buf.len()
+            && buf[from..]
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b'\n')
+                .any(|(i, _)| {
+                    let rest = &buf[from + i + 1..];
+                    rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+                });
         self.scanned = buf.len();
         if ended || buf.len() >= 2 * self.parsed || buf.len() > self.limit {
             self.parsed = buf.len();
@@ -559,10 +572,80 @@ mod tests {
                 assert!(scan.ready(&h), "{end:?} cut at {cut}");
             }
         }
+        // Empty lines in front of the head (httparse skips them) are no end: a peer sending
+        // nothing else is parsed as its buffer doubles, not at every line.
+        let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
+        let mut buf = Vec::new();
+        let mut parses = 0;
+        for i in 0..10_000 {
+            buf.extend_from_slice(if i % 2 == 0 { b"\n" } else { b"\r\n" });
+            parses += usize::from(scan.ready(&buf));
+        }
+        assert!(parses <= 20, "{parses} parses");
+        buf.extend_from_slice(b"HTTP/1.1 101 OK\r\n");
+        scan.ready(&buf);
+        buf.extend_from_slice(b"\r\n");
+        assert!(
+            scan.ready(&buf),
+            "the blank line after the first line ends it"
+        );
         // Garbage without an end is looked at again as it doubles, and past the limit.
         let mut scan = HeadScan::new(100);
         assert!(scan.ready(&[b'Y'; 60]), "the first read is always parsed");
         assert!(!scan.ready(&[b'Y'; 100]));
         assert!(scan.ready(&[b'Y'; 101]), "past the limit");
+    }
+
+    /// Pieces a head is made of, line endings of every kind among them.
+    fn arb_head() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r"[..]),
+            Just(&b"HTTP/1.1 101 OK"[..]),
+            Just(&b"GET / HTTP/1.1"[..]),
+            Just(&b"A: b"[..]),
+            Just(&b" "[..]),
+            Just(&b"x"[..]),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Parsing only when HeadScan says so finds the end of a head at the same read as
+        /// parsing after every read, however the head is cut, and never gets another answer.
+        #[test]
+        fn a_scanned_head_ends_at_the_same_read(
+            head in arb_head(),
+            cuts in proptest::collection::vec(1usize..8, 1..40),
+        ) {
+            for parse in [
+                |b: &[u8]| parse_response(b).map(|r| r.map(|(_, n)| n)),
+                |b: &[u8]| parse_request(b).map(|r| r.map(|(_, n)| n)),
+            ] {
+                let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
+                let mut end = 0;
+                for cut in cuts.iter().cycle() {
+                    if end == head.len() {
+                        break;
+                    }
+                    end = (end + cut).min(head.len());
+                    let buf = &head[..end];
+                    let every_read = parse(buf);
+                    let gated = scan.ready(buf).then(|| parse(buf));
+                    match every_read {
+                        Ok(Some(n)) => {
+                            proptest::prop_assert_eq!(gated, Some(Ok(Some(n))));
+                            break;
+                        }
+                        Ok(None) => proptest::prop_assert!(gated.is_none_or(|g| g == Ok(None))),
+                        // The error may be seen at a later read (the buffer doubling).
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
     }
 }
