@@ -348,6 +348,37 @@ impl<E: Entropy + Default> Outbox<E> {
         fragment: Option<usize>,
     ) -> Result<bool, Refused> {
         let was_empty = self.admit(true, None)?;
+        self.queue_data(opcode, rsv, payload, fragment);
+        Ok(was_empty)
+    }
+
+    /// Queues a message that [`admits_data`](Self::admits_data) admitted before it was
+    /// compressed: the compressor has taken it, so the peer must get it (or every later
+    /// message is garbage to its decompressor). Only an ended queue refuses it now; control
+    /// frames queued meanwhile may have filled the queue, and that does not count. The caller
+    /// must keep other data (and streamed pieces) out between the two calls.
+    pub fn send_data_admitted(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        payload: Payload<'_>,
+        fragment: Option<usize>,
+    ) -> Result<bool, Refused> {
+        if self.state != State::Open {
+            return Err(Refused::Closed);
+        }
+        let was_empty = self.is_empty();
+        self.queue_data(opcode, rsv, payload, fragment);
+        Ok(was_empty)
+    }
+
+    fn queue_data(
+        &mut self,
+        opcode: OpCode,
+        rsv: u8,
+        payload: Payload<'_>,
+        fragment: Option<usize>,
+    ) {
         let fragment = fragment.map(|f| f.max(1)).or(self.fragment_size());
         match payload {
             Payload::Owned(b) if b.len() >= LARGE_SEND => {
@@ -356,7 +387,6 @@ impl<E: Entropy + Default> Outbox<E> {
             Payload::Owned(b) => self.encode_data(opcode, rsv, b, fragment),
             Payload::Borrowed(b) => self.encode_data(opcode, rsv, b, fragment),
         }
-        Ok(was_empty)
     }
 
     /// Queues a frame exactly as given (no extension, no fragmentation). A Close frame is a
@@ -715,6 +745,30 @@ mod tests {
         assert!(out.take_notify());
         assert_eq!(out.send(OpCode::Binary, b"b"), Ok(true));
         assert_eq!(out.queued(), 7 + (8 + LARGE_SEND as u64) + 7);
+    }
+
+    /// A message admitted before it was compressed goes in over the capacity control frames
+    /// filled meanwhile, and in order; only an ended queue refuses it.
+    #[test]
+    fn an_admitted_message_is_queued_over_the_capacity() {
+        let mut out: Outbox<Counter> = Outbox::new(20);
+        out.send(OpCode::Binary, &[1; 10]).unwrap();
+        assert_eq!(out.admits_data(), Ok(false));
+        out.send_frame(&Frame::ping(vec![2; 20]), Duration::ZERO)
+            .unwrap();
+        assert_eq!(out.admits_data(), Err(Refused::Full));
+        assert_eq!(
+            out.send_data_admitted(OpCode::Binary, 0, Payload::Borrowed(&[3; 5]), None),
+            Ok(false)
+        );
+        let frames = drain(&mut out);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(&frames[2].payload[..], &[3u8; 5][..]);
+        out.request_close(None, Duration::ZERO);
+        assert_eq!(
+            out.send_data_admitted(OpCode::Binary, 0, Payload::Borrowed(b"x"), None),
+            Err(Refused::Closed)
+        );
     }
 
     #[test]

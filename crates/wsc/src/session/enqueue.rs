@@ -213,7 +213,7 @@ impl Sender {
             None => Payload::Borrowed(&data),
         };
         let mut out = self.shared.out();
-        match out.outbox.send_data(op, rsv, payload, fragment) {
+        match out.outbox.send_data_admitted(op, rsv, payload, fragment) {
             Ok(was_empty) => {
                 let driver = was_empty.then(|| out.driver.clone()).flatten();
                 drop(out);

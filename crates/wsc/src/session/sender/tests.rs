@@ -206,3 +206,73 @@ fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An extension that, while it compresses, lets another task queue a Ping (control frames
+/// take no chain lock), so that the queue passes its capacity meanwhile.
+struct PingMeanwhile {
+    shared: Arc<Mutex<Option<Arc<Shared>>>>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for PingMeanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PingMeanwhile")
+    }
+}
+
+impl Extension for PingMeanwhile {
+    fn name(&self) -> &'static str {
+        "ping-meanwhile"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn encode(&mut self, _: OpCode, p: &[u8]) -> Result<Option<&[u8]>, String> {
+        if let Some(shared) = self.shared.lock().unwrap().as_ref() {
+            shared
+                .out()
+                .outbox
+                .send_frame(&wsc_proto::Frame::ping(vec![0u8; 100]), Duration::ZERO)
+                .expect("the queue is under its capacity");
+        }
+        self.out = p.to_vec();
+        Ok(Some(&self.out))
+    }
+    fn decode(&mut self, _: &[u8], _: bool, _: &mut Vec<u8>, _: usize) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+
+/// A compressed message admitted before it was compressed is queued even if control frames
+/// filled the queue meanwhile: the compressor has taken it, so dropping it would garble every
+/// later message for the peer, and the session is open.
+#[test]
+fn a_compressed_send_admitted_is_queued_though_a_ping_filled_the_queue() {
+    let slot = Arc::new(Mutex::new(None));
+    let ext = PingMeanwhile {
+        shared: slot.clone(),
+        out: Vec::new(),
+    };
+    let (shared, sender, _conn) = hand_driven(vec![Box::new(ext)]);
+    let cap = shared.out().outbox.capacity();
+    shared
+        .out()
+        .outbox
+        .send(OpCode::Binary, &vec![0u8; cap - 50])
+        .unwrap();
+    *slot.lock().unwrap() = Some(shared.clone());
+    let before = shared.out().outbox.len();
+
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut send = Box::pin(sender.send_text("compressed"));
+    assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+    // The Ping (2 + 4 + 100 bytes) and the message (2 + 4 + 10) are both in.
+    assert_eq!(shared.out().outbox.len(), before + 106 + 16);
+    // Full now: the next send waits for room instead of compressing.
+    *slot.lock().unwrap() = None;
+    let mut next = Box::pin(sender.send_text("waits"));
+    assert!(next.as_mut().poll(&mut cx).is_pending());
+}
