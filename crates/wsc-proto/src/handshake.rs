@@ -258,18 +258,19 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, Handshake
 
 /// When a head read in pieces is worth parsing again. Parsing the whole buffer after every
 /// read costs time quadratic in its length when a peer sends it a few bytes at a time; this
-/// parses when the new bytes end the head (a blank line, `\n\n` or `\n\r\n`, after its first
-/// line has begun: the empty lines httparse skips in front of it end nothing), when the buffer
-/// has doubled since the last parse (so garbage is still caught early, and the parses of a
-/// head that never ends add up to twice its length), and past `limit` (so the parser reports
-/// it too large).
+/// parses when the new bytes end a line of the head (so its end, or a malformed line, is
+/// seen at the read that completes it), when the buffer has doubled since the last parse (a
+/// line that never ends), and past `limit` (so the parser reports it too large). The parsers
+/// refuse a head of more lines than they have header slots, so the parses of any head add up
+/// to a bounded multiple of its length. The empty lines httparse skips in front of a head
+/// count as no line: any number of them is parsed only as the buffer doubles.
 ///
 /// ```
 /// let mut scan = wsc_proto::handshake::HeadScan::new(64 * 1024);
 /// let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
-/// // The head arrives a byte at a time: parsed at 1, 2, 4 … 32 bytes, and at its end.
+/// // A byte at a time: parsed at 1, 2, 4 … 32 bytes and at the end of each line.
 /// let parses: Vec<usize> = (1..=head.len()).filter(|&n| scan.ready(&head[..n])).collect();
-/// assert_eq!(parses, [1, 2, 4, 8, 16, 32, head.len()]);
+/// assert_eq!(parses, [1, 2, 4, 8, 16, 32, 34, 54, 56]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct HeadScan {
@@ -303,19 +304,10 @@ impl HeadScan {
         {
             self.start = scanned + i;
         }
-        // Two bytes back: a blank line may straddle two reads.
-        let from = scanned.saturating_sub(2).max(self.start);
-        let ended = from < buf.len()
-            && buf[from..]
-                .iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == b'\n')
-                .any(|(i, _)| {
-                    let rest = &buf[from + i + 1..];
-                    rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
-                });
+        let from = scanned.max(self.start);
+        let line_ended = from < buf.len() && buf[from..].contains(&b'\n');
         self.scanned = buf.len();
-        if ended || buf.len() >= 2 * self.parsed || buf.len() > self.limit {
+        if line_ended || buf.len() >= 2 * self.parsed || buf.len() > self.limit {
             self.parsed = buf.len();
             return true;
         }
@@ -550,17 +542,27 @@ mod tests {
     /// once its blank line has arrived, wherever the read boundaries fall.
     #[test]
     fn a_trickled_head_is_parsed_rarely_and_always_at_its_end() {
+        // As many lines as the parser has header slots, of 500 bytes each.
         let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
-        for i in 0..1000 {
-            head.extend_from_slice(format!("X-Padding-{i}: {}\r\n", "a".repeat(40)).as_bytes());
+        for i in 0..MAX_RESPONSE_HEADERS {
+            head.extend_from_slice(format!("X-Padding-{i:03}: {}\r\n", "a".repeat(482)).as_bytes());
         }
         head.extend_from_slice(b"\r\n");
+        assert!(head.len() <= MAX_RESPONSE_HEAD);
         let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
         let parses: Vec<usize> = (1..=head.len())
             .filter(|&n| scan.ready(&head[..n]))
             .collect();
-        assert!(parses.len() <= 20, "{} parses", parses.len());
+        // Once per line and per doubling, not once per byte (about 64,000).
+        let lines = MAX_RESPONSE_HEADERS + 2;
+        assert!(parses.len() <= lines + 17, "{} parses", parses.len());
         assert_eq!(parses.last(), Some(&head.len()), "parsed at the end");
+        // A malformed line is seen at the read that ends it.
+        let mut scan = HeadScan::new(MAX_RESPONSE_HEAD);
+        assert!(scan.ready(b"GET / HTTP/1.1\r\n"));
+        assert!(!scan.ready(b"GET / HTTP/1.1\r\nBad Hea"));
+        assert!(scan.ready(b"GET / HTTP/1.1\r\nBad Header\r\n"));
+        assert!(parse_request(b"GET / HTTP/1.1\r\nBad Header\r\n").is_err());
         for end in [&b"\n\n"[..], b"\n\r\n", b"\r\n\r\n"] {
             let mut h = b"HTTP/1.1 101 OK\r\nA: b".to_vec();
             h.extend_from_slice(end);
