@@ -291,6 +291,16 @@ impl<E: Entropy + Default> Outbox<E> {
     /// Whether `what` may be queued now; `Ok(true)` when the queue is empty.
     #[inline]
     fn admit(&self, data: bool, fragment_of: Option<u64>) -> Result<bool, Refused> {
+        self.admit_beyond_capacity(data, fragment_of)?;
+        let len = self.len();
+        if len >= self.capacity {
+            return Err(Refused::Full);
+        }
+        Ok(len == 0)
+    }
+
+    /// Everything [`admit`](Self::admit) checks but the capacity.
+    fn admit_beyond_capacity(&self, data: bool, fragment_of: Option<u64>) -> Result<(), Refused> {
         if self.state != State::Open {
             return Err(Refused::Closed);
         }
@@ -304,11 +314,7 @@ impl<E: Entropy + Default> Outbox<E> {
         if blocked {
             return Err(Refused::Busy);
         }
-        let len = self.len();
-        if len >= self.capacity {
-            return Err(Refused::Full);
-        }
-        Ok(len == 0)
+        Ok(())
     }
 
     /// Whether a data message would be taken now (`Ok(true)`: the queue is empty), without
@@ -352,11 +358,19 @@ impl<E: Entropy + Default> Outbox<E> {
         Ok(was_empty)
     }
 
-    /// Queues a message that [`admits_data`](Self::admits_data) admitted before it was
-    /// compressed: the compressor has taken it, so the peer must get it (or every later
-    /// message is garbage to its decompressor). Only an ended queue refuses it now; control
-    /// frames queued meanwhile may have filled the queue, and that does not count. The caller
-    /// must keep other data (and streamed pieces) out between the two calls.
+    /// Whether a data message that was already admitted (by [`admits_data`](Self::admits_data))
+    /// would still be taken: the queue is open and no streamed message holds the wire. What
+    /// was queued since the admission does not count against it.
+    pub fn still_admits_data(&self) -> Result<(), Refused> {
+        self.admit_beyond_capacity(true, None)
+    }
+
+    /// Queues a message that [`admits_data`](Self::admits_data) admitted earlier (before it
+    /// was compressed, or in a `Sink`'s `poll_ready`), whatever was queued meanwhile: a
+    /// compressor has taken it, so the peer must get it (or every later message is garbage to
+    /// its decompressor), and a `Sink` promised to take it. Refused only as
+    /// [`still_admits_data`](Self::still_admits_data) refuses. Each caller holds at most one
+    /// admitted message, so the queue passes its capacity by at most that.
     pub fn send_data_admitted(
         &mut self,
         opcode: OpCode,
@@ -364,9 +378,7 @@ impl<E: Entropy + Default> Outbox<E> {
         payload: Payload<'_>,
         fragment: Option<usize>,
     ) -> Result<bool, Refused> {
-        if self.state != State::Open {
-            return Err(Refused::Closed);
-        }
+        self.still_admits_data()?;
         let was_empty = self.is_empty();
         self.queue_data(opcode, rsv, payload, fragment);
         Ok(was_empty)

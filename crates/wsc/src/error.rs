@@ -198,8 +198,10 @@ pub enum Error {
     /// ([`WhileDisconnected::Reject`](crate::WhileDisconnected::Reject)).
     #[error("disconnected; reconnecting")]
     Disconnected,
-    /// A reconnecting session's queue for sends while disconnected is full.
-    #[error("the queue of messages waiting for a connection is full")]
+    /// A queue of messages to send is full: a reconnecting session's queue for sends while
+    /// disconnected, or a session's outgoing queue when its `Sink` is sent to without
+    /// `poll_ready`.
+    #[error("the queue of messages to send is full")]
     QueueFull,
     /// The stream or reader a message was being sent from (`send_stream`, `send_reader`)
     /// failed; the cause is its error. The message was cut off, so the session closes with 1011.

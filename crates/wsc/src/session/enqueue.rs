@@ -72,6 +72,14 @@ impl Unqueued {
 
 pub(super) fn refused(r: Refused, shared: &Handle) -> Error {
     match r {
+        // Only a Sink's send meets these (other sends wait): a full queue when it sends
+        // without poll_ready, a streamed message begun since its poll_ready.
+        Refused::Full => Error::QueueFull,
+        Refused::Busy => Error::InvalidConfig(
+            "a streamed message (MessageWriter) holds the connection; data waits until it \
+             finishes"
+                .into(),
+        ),
         Refused::Invalid => Error::InvalidConfig(
             "control frames must be final and at most 125 bytes, and a Close frame's payload a \
              valid close code and UTF-8 reason"
@@ -179,7 +187,9 @@ impl Sender {
             Payload::Borrowed(b) => b,
             Payload::Owned(b) => &b[..],
         };
-        match self.queue_compressed(&mut exts, op, input, frag) {
+        // Admitted just now, with the chain held since: what control frames queue meanwhile
+        // does not count against it.
+        match self.queue_compressed(&mut exts, op, input, frag, true) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Unqueued::Failed(e)) => Poll::Ready(Err(e)),
             // The connection stopped taking data while the message was compressed: report
@@ -190,21 +200,26 @@ impl Sender {
     }
 
     /// Compresses a message (the queue's lock not held) and queues it. The caller holds the
-    /// extension chain throughout.
+    /// extension chain throughout. `admitted`: the caller found room already (its own check,
+    /// or a `Sink`'s `poll_ready`), so only an ended queue or a streamed message refuses it.
     pub(super) fn queue_compressed(
         &self,
         chain: &mut Chain,
         op: OpCode,
         payload: &[u8],
         fragment: Option<usize>,
+        admitted: bool,
     ) -> Result<(), Unqueued> {
         // Admitted before compressing: once the compressor has taken the message, the peer's
         // decompressor must get it, or every later message is garbage to it.
-        self.shared
-            .out()
-            .outbox
-            .admits_data()
+        {
+            let out = self.shared.out();
+            match admitted {
+                true => out.outbox.still_admits_data(),
+                false => out.outbox.admits_data().map(drop),
+            }
             .map_err(Unqueued::Refused)?;
+        }
         let (rsv, data) = wsc_proto::extension::encode_message(chain, op, payload)
             .map_err(|e| Unqueued::Failed(Error::InvalidConfig(e)))?;
         let owned = owned_if_large(&data);

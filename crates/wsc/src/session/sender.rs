@@ -16,6 +16,7 @@ use wsc_proto::{CloseReason, Frame, Message, OpCode};
 use super::Handle;
 use super::enqueue::Outgoing;
 use super::shared::Outcome;
+use super::sink::SinkState;
 use super::writer::MessageWriter;
 use crate::error::Error;
 
@@ -31,9 +32,8 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Sender {
     pub(super) shared: Handle,
-    /// What the `Sink`'s flush waits for: the queue's byte count after its last send (0:
-    /// nothing sent through it yet; every send queues bytes).
-    pub(super) flush_target: u64,
+    /// What the `Sink` side remembers.
+    pub(super) sink: SinkState,
 }
 
 impl std::fmt::Debug for Sender {
@@ -48,7 +48,7 @@ impl Sender {
     pub(super) fn new(shared: Handle) -> Self {
         Sender {
             shared,
-            flush_target: 0,
+            sink: SinkState::default(),
         }
     }
 

@@ -12,32 +12,72 @@ use super::enqueue::{poll_refused, refused};
 use super::sender::Sender;
 use crate::error::Error;
 
+/// What a [`Sender`] used as a `Sink` remembers, in one word (every session holds a
+/// `Sender`): the queue's byte count its flush waits for (0: nothing sent through it yet;
+/// every send queues bytes), and whether `poll_ready` found room for the next `start_send`.
+#[derive(Clone, Copy, Default)]
+pub(super) struct SinkState(u64);
+
+/// `poll_ready` found room and no `start_send` has used it yet.
+const GRANTED: u64 = 1 << 63;
+
+impl SinkState {
+    fn flush_target(self) -> u64 {
+        self.0 & !GRANTED
+    }
+    fn set_flush_target(&mut self, target: u64) {
+        self.0 = (self.0 & GRANTED) | (target & !GRANTED);
+    }
+    fn grant(&mut self) {
+        self.0 |= GRANTED;
+    }
+    fn take_grant(&mut self) -> bool {
+        let granted = self.0 & GRANTED != 0;
+        self.0 &= !GRANTED;
+        granted
+    }
+}
+
 impl futures_sink::Sink<Message> for Sender {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut out = self.shared.out();
+        let this = self.get_mut();
+        let mut out = this.shared.out();
         match out.outbox.admits_data() {
-            Ok(_) => Poll::Ready(Ok(())),
+            Ok(_) => {
+                drop(out);
+                this.sink.grant();
+                Poll::Ready(Ok(()))
+            }
             Err(Refused::Full | Refused::Busy) => {
                 out.wait(cx);
                 Poll::Pending
             }
-            Err(r) => poll_refused(cx, r, out, &self.shared),
+            Err(r) => poll_refused(cx, r, out, &this.shared),
         }
     }
 
+    /// Queues `item`. After a `poll_ready` that found room it is taken whatever others queued
+    /// since (only an ended session or another task's streamed message refuses it); without
+    /// one, a full queue refuses it with [`Error::QueueFull`].
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         let this = self.get_mut();
+        let granted = this.sink.take_grant();
         let payload = Payload::Owned(item.bytes());
         match this.shared.exts() {
             Some(mut chain) => {
-                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None)
+                this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None, granted)
                     .map_err(|u| u.into_error(&this.shared))?;
             }
             None => {
                 let mut out = this.shared.out();
-                let r = out.outbox.send_data(item.opcode(), 0, payload, None);
+                let r = match granted {
+                    true => out
+                        .outbox
+                        .send_data_admitted(item.opcode(), 0, payload, None),
+                    false => out.outbox.send_data(item.opcode(), 0, payload, None),
+                };
                 let driver = match r {
                     Ok(was_empty) => was_empty.then(|| out.driver.clone()).flatten(),
                     Err(r) => {
@@ -51,18 +91,20 @@ impl futures_sink::Sink<Message> for Sender {
                 }
             }
         }
-        this.flush_target = this.shared.out().outbox.queued();
+        let queued = this.shared.out().outbox.queued();
+        this.sink.set_flush_target(queued);
         Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        if this.flush_target == 0 {
+        let target = this.sink.flush_target();
+        if target == 0 {
             return Poll::Ready(Ok(()));
         }
-        let r = this.poll_flush_to(cx, this.flush_target);
+        let r = this.poll_flush_to(cx, target);
         if r.is_ready() {
-            this.flush_target = 0;
+            this.sink.set_flush_target(0);
         }
         r
     }

@@ -276,3 +276,64 @@ fn a_compressed_send_admitted_is_queued_though_a_ping_filled_the_queue() {
     let mut next = Box::pin(sender.send_text("waits"));
     assert!(next.as_mut().poll(&mut cx).is_pending());
 }
+
+/// A `Sink` that `poll_ready` found room for takes the next message whatever other tasks
+/// queued since (here a Ping), compressed or not; one that skips `poll_ready` gets
+/// `QueueFull` from a full queue and queues nothing, so a caller that never asks for room
+/// cannot grow the queue.
+#[test]
+fn a_sink_keeps_the_room_poll_ready_found() {
+    use futures_sink::Sink;
+    use wsc_proto::Message;
+
+    for compressed in [false, true] {
+        let slot = Arc::new(Mutex::new(None));
+        let exts: Vec<Box<dyn Extension>> = match compressed {
+            true => vec![Box::new(PingMeanwhile {
+                shared: slot.clone(),
+                out: Vec::new(),
+            })],
+            false => Vec::new(),
+        };
+        let (shared, mut sink, _conn) = hand_driven(exts);
+        let cap = shared.out().outbox.capacity();
+        shared
+            .out()
+            .outbox
+            .send(OpCode::Binary, &vec![0u8; cap - 50])
+            .unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut sink).poll_ready(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let before = shared.out().outbox.len();
+        // Another task's Ping: before the send, or while it is compressed.
+        match compressed {
+            true => *slot.lock().unwrap() = Some(shared.clone()),
+            false => {
+                shared
+                    .out()
+                    .outbox
+                    .send_frame(&wsc_proto::Frame::ping(vec![0u8; 100]), Duration::ZERO)
+                    .unwrap();
+            }
+        }
+        Pin::new(&mut sink)
+            .start_send(Message::binary(vec![1u8; 10]))
+            .unwrap();
+        assert_eq!(shared.out().outbox.len(), before + 106 + 16);
+        *slot.lock().unwrap() = None;
+
+        // Full, and no poll_ready since: refused, nothing queued.
+        let full = shared.out().outbox.len();
+        for _ in 0..3 {
+            match Pin::new(&mut sink).start_send(Message::binary(vec![2u8; 10])) {
+                Err(Error::QueueFull) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(shared.out().outbox.len(), full);
+        assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_pending());
+    }
+}
