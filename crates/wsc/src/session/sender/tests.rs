@@ -144,30 +144,28 @@ fn a_send_refused_as_the_connection_fails_names_the_cause() {
     }
 }
 
-/// An extension that fails the connection while it encodes a message: the connection stops
-/// taking data between the send's admission and its queueing.
-struct Tripwire(Arc<Mutex<Option<Conn>>>);
+/// An extension that runs a hook while it "compresses" a message (handing it on unchanged):
+/// what another task or the connection does while the queue's lock is let go.
+struct WhileCompressing(Box<dyn FnMut() + Send>);
 
-impl std::fmt::Debug for Tripwire {
+impl std::fmt::Debug for WhileCompressing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tripwire")
+        f.write_str("WhileCompressing")
     }
 }
 
-impl Extension for Tripwire {
+impl Extension for WhileCompressing {
     fn name(&self) -> &'static str {
-        "tripwire"
+        "while-compressing"
     }
     fn rsv(&self) -> u8 {
         0x40
     }
     fn describe(&self) -> String {
-        "tripwire".into()
+        String::new()
     }
     fn encode(&mut self, _: OpCode, _: &[u8]) -> Result<Option<&[u8]>, String> {
-        if let Some(conn) = self.0.lock().unwrap().as_mut() {
-            fail(conn);
-        }
+        (self.0)();
         Ok(None)
     }
     fn decode(&mut self, _: &[u8], _: bool, _: &mut Vec<u8>, _: usize) -> Result<(), DecodeError> {
@@ -175,12 +173,37 @@ impl Extension for Tripwire {
     }
 }
 
+/// Fails the connection in `slot` (once there is one) while a message is compressed.
+fn tripwire(slot: &Arc<Mutex<Option<Conn>>>) -> Box<dyn Extension> {
+    let slot = slot.clone();
+    Box::new(WhileCompressing(Box::new(move || {
+        if let Some(conn) = slot.lock().unwrap().as_mut() {
+            fail(conn);
+        }
+    })))
+}
+
+/// Queues a 100-byte Ping, as another task would (control frames take no chain lock), on the
+/// session in `slot` (once there is one) while a message is compressed.
+fn ping_meanwhile(slot: &Arc<Mutex<Option<Arc<Shared>>>>) -> Box<dyn Extension> {
+    let slot = slot.clone();
+    Box::new(WhileCompressing(Box::new(move || {
+        if let Some(shared) = slot.lock().unwrap().as_ref() {
+            shared
+                .out()
+                .outbox
+                .send_frame(&wsc_proto::Frame::ping(vec![0u8; 100]), Duration::ZERO)
+                .expect("the queue is under its capacity");
+        }
+    })))
+}
+
 /// The same on a compressing session, where the connection may fail while the message is
 /// compressed (the queue's lock let go): the send reports the failure, not `Closed(None)`.
 #[test]
 fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
     let slot = Arc::new(Mutex::new(None));
-    let (shared, sender, conn) = hand_driven(vec![Box::new(Tripwire(slot.clone()))]);
+    let (shared, sender, conn) = hand_driven(vec![tripwire(&slot)]);
     *slot.lock().unwrap() = Some(conn);
 
     let flag = Arc::new(Flag(AtomicBool::new(false)));
@@ -207,56 +230,13 @@ fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
     }
 }
 
-/// An extension that, while it compresses, lets another task queue a Ping (control frames
-/// take no chain lock), so that the queue passes its capacity meanwhile.
-struct PingMeanwhile {
-    shared: Arc<Mutex<Option<Arc<Shared>>>>,
-    out: Vec<u8>,
-}
-
-impl std::fmt::Debug for PingMeanwhile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PingMeanwhile")
-    }
-}
-
-impl Extension for PingMeanwhile {
-    fn name(&self) -> &'static str {
-        "ping-meanwhile"
-    }
-    fn rsv(&self) -> u8 {
-        0x40
-    }
-    fn describe(&self) -> String {
-        String::new()
-    }
-    fn encode(&mut self, _: OpCode, p: &[u8]) -> Result<Option<&[u8]>, String> {
-        if let Some(shared) = self.shared.lock().unwrap().as_ref() {
-            shared
-                .out()
-                .outbox
-                .send_frame(&wsc_proto::Frame::ping(vec![0u8; 100]), Duration::ZERO)
-                .expect("the queue is under its capacity");
-        }
-        self.out = p.to_vec();
-        Ok(Some(&self.out))
-    }
-    fn decode(&mut self, _: &[u8], _: bool, _: &mut Vec<u8>, _: usize) -> Result<(), DecodeError> {
-        Ok(())
-    }
-}
-
 /// A compressed message admitted before it was compressed is queued even if control frames
 /// filled the queue meanwhile: the compressor has taken it, so dropping it would garble every
 /// later message for the peer, and the session is open.
 #[test]
 fn a_compressed_send_admitted_is_queued_though_a_ping_filled_the_queue() {
     let slot = Arc::new(Mutex::new(None));
-    let ext = PingMeanwhile {
-        shared: slot.clone(),
-        out: Vec::new(),
-    };
-    let (shared, sender, _conn) = hand_driven(vec![Box::new(ext)]);
+    let (shared, sender, _conn) = hand_driven(vec![ping_meanwhile(&slot)]);
     let cap = shared.out().outbox.capacity();
     shared
         .out()
@@ -289,10 +269,7 @@ fn a_sink_keeps_the_room_poll_ready_found() {
     for compressed in [false, true] {
         let slot = Arc::new(Mutex::new(None));
         let exts: Vec<Box<dyn Extension>> = match compressed {
-            true => vec![Box::new(PingMeanwhile {
-                shared: slot.clone(),
-                out: Vec::new(),
-            })],
+            true => vec![ping_meanwhile(&slot)],
             false => Vec::new(),
         };
         let (shared, mut sink, _conn) = hand_driven(exts);
