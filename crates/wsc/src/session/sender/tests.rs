@@ -230,6 +230,15 @@ fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
     }
 }
 
+/// Queues data up to 50 bytes under the queue's capacity: room for one more message.
+fn fill_to_just_under_capacity(shared: &Shared) {
+    let mut out = shared.out();
+    let room = out.outbox.capacity() - out.outbox.len();
+    out.outbox
+        .send(OpCode::Binary, &vec![0u8; room - 50])
+        .unwrap();
+}
+
 /// A compressed message admitted before it was compressed is queued even if control frames
 /// filled the queue meanwhile: the compressor has taken it, so dropping it would garble every
 /// later message for the peer, and the session is open.
@@ -237,12 +246,7 @@ fn a_compressed_send_refused_as_the_connection_fails_names_the_cause() {
 fn a_compressed_send_admitted_is_queued_though_a_ping_filled_the_queue() {
     let slot = Arc::new(Mutex::new(None));
     let (shared, sender, _conn) = hand_driven(vec![ping_meanwhile(&slot)]);
-    let cap = shared.out().outbox.capacity();
-    shared
-        .out()
-        .outbox
-        .send(OpCode::Binary, &vec![0u8; cap - 50])
-        .unwrap();
+    fill_to_just_under_capacity(&shared);
     *slot.lock().unwrap() = Some(shared.clone());
     let before = shared.out().outbox.len();
 
@@ -273,12 +277,7 @@ fn a_sink_keeps_the_room_poll_ready_found() {
             false => Vec::new(),
         };
         let (shared, mut sink, _conn) = hand_driven(exts);
-        let cap = shared.out().outbox.capacity();
-        shared
-            .out()
-            .outbox
-            .send(OpCode::Binary, &vec![0u8; cap - 50])
-            .unwrap();
+        fill_to_just_under_capacity(&shared);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
             Pin::new(&mut sink).poll_ready(&mut cx),
