@@ -29,11 +29,17 @@ use crate::error::Error;
 /// large is copied once, outside the queue's lock. When the queue holds more than its
 /// capacity, `send` waits (backpressure). Sending on a closed session is an [`Error::Closed`]
 /// (or the error that ended the session), never a panic.
-#[derive(Clone)]
 pub struct Sender {
     pub(super) shared: Handle,
-    /// What the `Sink` side remembers.
+    /// What the `Sink` side remembers (a clone starts afresh: it has sent nothing, and the
+    /// room a `poll_ready` found is its original's to use).
     pub(super) sink: SinkState,
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        Sender::new(self.shared.clone())
+    }
 }
 
 impl std::fmt::Debug for Sender {

@@ -293,6 +293,10 @@ fn a_sink_keeps_the_room_poll_ready_found() {
                     .outbox
                     .send_frame(&wsc_proto::Frame::ping(vec![0u8; 100]), Duration::ZERO)
                     .unwrap();
+                // The room is the original's: a clone made now has none.
+                let mut clone = sink.clone();
+                let r = Pin::new(&mut clone).start_send(Message::binary(vec![3u8; 10]));
+                assert!(matches!(r, Err(Error::QueueFull)), "{r:?}");
             }
         }
         Pin::new(&mut sink)
