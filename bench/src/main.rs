@@ -682,18 +682,19 @@ choice must not break and point here.
 - The incoming queue's byte capacity also sets how many read buffers a busy session keeps for
   reuse: giving free ones back as soon as the application caught up brought back 22,000-39,000
   minor faults per run receiving 1 KiB messages.
-- The driver's task cell is sized in 128-byte steps on x86-64 (tokio aligns it to a cache
-  line pair, 104 bytes of it tokio's own): a driver of at most 408 bytes costs 512, one of at
-  most 280 costs 384 (`session::driver::tests::per_session_state_stays_small` pins 280). The sans-IO connection core made the
-  driver 408 bytes; moving the buffers into a box a quiet connection gives back (and boxing
-  the connection's event queue) brought it to 280, and every idle row down 128 bytes
-  (default 1,860 to 1,733-1,760, raw 1,735 to 1,607-1,633, 5,000 sessions, same hour).
+- The driver's task cell is sized in 128-byte steps on x86-64 (tokio aligns it to a cache line
+  pair, 104 bytes of it tokio's own): a driver of at most 408 bytes costs 512, one of at most
+  280 costs 384 (`session::driver::tests::per_session_state_stays_small` pins 280). The
+  sans-IO connection core made the driver 408 bytes; moving the buffers into a box a quiet
+  connection gives back (and boxing the connection's event queue) brought it to 280, and every
+  idle row down 128 bytes (default 1,860 to 1,733-1,760, raw 1,735 to 1,607-1,633, 5,000
+  sessions, same hour).
 - Per-session state outside the driver: the call context stores a Host that follows from the
-  URL and an Accept that follows from the key as one byte each (a plain upgrade's 124 bytes
-  to under 80, one allocator size class to a smaller one), and the `Sink`'s state (flush target
-  and the room `poll_ready` found) is one `u64` (a session handle 128 to 120 bytes). Each session keeps its own 16-byte epoch:
-  one per client saved 16 bytes a session but broke sessions driven on another runtime's
-  clock than the one the client was made on.
+  URL and an Accept that follows from the key as one byte each (a plain upgrade's 124 bytes to
+  under 80, one allocator size class to a smaller one), and the `Sink`'s state (flush target
+  and the room `poll_ready` found) is one `u64` (a session handle 128 to 120 bytes). Each
+  session keeps its own 16-byte epoch: one per client saved 16 bytes a session but broke
+  sessions driven on another runtime's clock than the one the client was made on.
 - The driver's timer is a boxed tokio `Sleep` (112 bytes, a 128-byte block), made when a
   session has a deadline and given back when it has none: a default session's keepalive
   always has one, a raw session gone quiet holds no timer.
