@@ -552,8 +552,9 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         let doc = format!(
-            "# wsc benchmark results\n\nRun {date} on {machine}, `scripts/bench` ({reps} repetitions, medians; clients one after another, order alternated; servers are raw tokio TCP in another process, pinned to another core). Took {:.0} s.\n\n{table}\n{READING}",
-            started.elapsed().as_secs_f64()
+            "# wsc benchmark results\n\nRun {date} on {machine}, `scripts/bench` ({reps} repetitions, medians; clients one after another, order alternated; servers are raw tokio TCP in another process, pinned to another core). Took {:.0} s.\n\n{table}\n{}",
+            started.elapsed().as_secs_f64(),
+            kept_notes(out)
         );
         std::fs::write(out, doc).unwrap();
         eprintln!("wrote {out}");
@@ -620,85 +621,17 @@ fn contended(reps: usize, smoke: bool) -> String {
     s
 }
 
-/// Appended to every report: what the noisy rows mean.
-const READING: &str = "
-## Reading this table
+/// Marks where `bench/RESULTS.md`'s hand-written notes begin: a run rewrites the tables above
+/// it and keeps everything from it on.
+const NOTES_MARK: &str = "<!-- Notes: written by hand, kept by scripts/bench. -->";
 
-Throughput rows above 1 KiB move gigabytes through loopback in a fraction of a second, and on a
-small VM the kernel's share of that moves a lot: with server and client pinned to separate
-cores, single runs of one client still land now and then in a mode twice as slow
-(tokio-websockets sending 64 KiB took 0.88 s and 2.40 s in consecutive runs; every client has
-shown it), so each row is the median of five runs and ratios near 1.0 on those rows are within
-noise. The plain socket's rows are a ceiling only for the way it writes: 1 MiB blocks of
-pre-masked frames from one buffer; on this VM a 256 KiB write costs markedly more system time
-per byte than a 1 MiB one. A masking client reaches about half to two thirds of it at 64 KiB
-and 1 MiB: the masking pass slows the writer below the sink server's reading, so the server
-acknowledges as the data comes and the client's `sendmsg` works through those acknowledgements
-(perf: `__sk_flush_backlog` a quarter of wsc's time sending 64 KiB, nothing for the plain
-socket, which outruns the server and meets a full buffer). The receive rows at 1 KiB and above
-measure the blast server more than the client: every client, the plain socket included, waits
-for it part of the time, and one that sleeps less often (copying, or reading later) lets the
-server's core skip wake-ups, so the plain socket can land below a WebSocket client. Round trips are interleaved (each client's slice of 2,000 after the
-others', ten slices per repetition, after 200 untimed ones) so that all clients see the same
-stretches of the VM's latency; before that, one client after another, the plain socket's p50
-moved from 58 to 72 µs between runs and a peer once measured below it. The callgrind rows are
-exact for a given interleaving of reads, but at 64 KiB receive the interleaving itself moves:
-how much the socket holds when the client reads decides how many reads, wake-ups and scheduler
-parks a message costs (runs of one build have given wsc raw 924 to 2,876 instructions per
-message on this VM, 660 to 2,278 on an earlier one), so each row is the median of three runs.
-Half the best peer's instructions at 64 KiB receive is at or below the plain socket's own
-row: reading the same bytes into one 256 KiB buffer, with no WebSocket parsing at all, costs
-600 to 870 instructions a message on this VM, nearly all of it tokio's read, park and wake
-cycle (the 07:45 run: half the best peer 917, the plain socket 604, leaving about 300 for all
-WebSocket work; the 05:47 run: 754 against 860). Under callgrind the socket holds about one
-frame whenever a client reads, so every client pays that cycle about once per 64 KiB message;
-a client that decoded for nothing would still land near the plain socket. Where wsc raw's go there (callgrind, 6,000 messages less
-2,000, per message, one run of 1,578): its own code about 1,000 (decoder 204, the driver's
-decode loop handing frames over 189 and its poll 165, the receiver taking the frame 180,
-pushing items 43, read-buffer turns 56, the look at the outgoing queue 19), `bytes` cutting
-out the payload 94, tokio 430, the allocator 11 (read buffers take turns instead of one new
-256 KiB buffer per four frames); tokio-websockets decodes inside the receiving task in 506.
-wsc-proto's decoder alone inside the receiving task (an experiment outside the suite: no
-session, no queue, reads on frame boundaries) measured 968 to 1,420 against the plain socket's
-835 to 904 and tokio-websockets' 1,047 to 1,828 in the same stretch: the floor of a session
-without a driver task, level with the best peer rather than half of it.
-
-## Measurements behind design choices
-
-Figures kept from the experiments that chose a design; the code's comments say what each
-choice must not break and point here.
-
-- `Frame` is `repr(C)` with the header fields first: with the default layout, frames handed
-  back through `Poll<Option<Result<..>>>` were copied with overlapping unaligned moves that
-  stall store forwarding; raw 16 B receive measured 28 M msg/s that way, 35 M after.
-- Masking straight into the write buffer's spare capacity (`mask::extend_masked`): masking
-  into a scratch buffer and copying cost 841 instead of 588 instructions per 1 KiB frame sent,
-  23.6k instead of 15.9k per 64 KiB frame, and about 7 % of send throughput at 64 KiB and 1 MiB.
-- Small masked frames written byte by byte into place (`mask::extend_small_frame`): building
-  the frame on the stack and appending it with one copy took 0.74-0.88 s against 0.53-0.61 s
-  per 20 M 16-byte sends (raw send case, pinned, four runs).
-- The driver fills its write buffer up to 1 MiB before writing: on the project's VMs a 1 MiB
-  write cost markedly less system time per byte than a 256 KiB one.
-- The incoming queue's byte capacity also sets how many read buffers a busy session keeps for
-  reuse: giving free ones back as soon as the application caught up brought back 22,000-39,000
-  minor faults per run receiving 1 KiB messages.
-- The driver's task cell is sized in 128-byte steps on x86-64 (tokio aligns it to a cache line
-  pair, 104 bytes of it tokio's own): a driver of at most 408 bytes costs 512, one of at most
-  280 costs 384 (`session::driver::tests::per_session_state_stays_small` pins 280). The
-  sans-IO connection core made the driver 408 bytes; moving the buffers into a box a quiet
-  connection gives back (and boxing the connection's event queue) brought it to 280, and every
-  idle row down 128 bytes (default 1,860 to 1,733-1,760, raw 1,735 to 1,607-1,633, 5,000
-  sessions, same hour).
-- Per-session state outside the driver: the call context stores a Host that follows from the
-  URL and an Accept that follows from the key as one byte each (a plain upgrade's 124 bytes to
-  under 80, one allocator size class to a smaller one), and the `Sink`'s state (flush target
-  and the room `poll_ready` found) is one `u64` (a session handle 128 to 120 bytes). Each
-  session keeps its own 16-byte epoch: one per client saved 16 bytes a session but broke
-  sessions driven on another runtime's clock than the one the client was made on.
-- The driver's timer is a boxed tokio `Sleep` (112 bytes, a 128-byte block), made when a
-  session has a deadline and given back when it has none: a default session's keepalive
-  always has one, a raw session gone quiet holds no timer.
-";
+/// The hand-written notes of the report at `out`, from [`NOTES_MARK`] on (empty if none).
+fn kept_notes(out: &str) -> String {
+    std::fs::read_to_string(out)
+        .ok()
+        .and_then(|old| old.find(NOTES_MARK).map(|i| old[i..].to_owned()))
+        .unwrap_or_else(|| format!("{NOTES_MARK}\n"))
+}
 
 /// Node's `ws` echo server with permessage-deflate (the tests' peer), if node and the package are here.
 fn node_ws_server() -> Option<Server> {
