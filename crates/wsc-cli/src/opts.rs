@@ -90,7 +90,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The keepalive interval and ping timeout when neither flag is given.
+const DEFAULT_PING: Duration = Duration::from_secs(20);
+
 impl ConnectOpts {
+    /// The keepalive in force: a ping every `.0`, failing after `.1` without its pong.
+    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+        if self.no_ping {
+            return None;
+        }
+        let every = self.ping_interval.unwrap_or(DEFAULT_PING);
+        (!every.is_zero()).then(|| (every, self.ping_timeout.unwrap_or(DEFAULT_PING)))
+    }
+
     pub fn client(&self) -> Result<Client, Failure> {
         let mut b = Client::builder();
         if self.no_ping {
@@ -102,6 +114,7 @@ impl ConnectOpts {
             b = b.ping_timeout(Some(t));
         }
         if let Some(m) = self.max_message_size {
+            // A frame is never larger than the message it carries: one limit, the user's.
             b = b.max_message_size(m).max_frame_size(m);
         }
         if self.compress {

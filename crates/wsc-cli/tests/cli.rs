@@ -230,3 +230,293 @@ fn interactive_mode_in_a_pty() {
     type_line(&mut p, "/close 1000 done");
     p.expect(Eof).unwrap();
 }
+
+/// Runs `wsc args…` with stdin held open for `hold`, then closed; returns the output and how
+/// long the run took.
+fn run_holding_stdin(args: &[&str], hold: Duration) -> (std::process::Output, std::time::Duration) {
+    use std::io::Write;
+    let start = std::time::Instant::now();
+    let mut child = wsc()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"");
+    std::thread::sleep(hold);
+    drop(stdin);
+    let out = wait_bounded(child, Duration::from_secs(30));
+    (out, start.elapsed())
+}
+
+/// Waits for `child`, killing it (and failing) after `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("wsc did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn exit_1_when_stdin_cannot_be_read() {
+    let peer = common::python_server(&[]);
+    let start = std::time::Instant::now();
+    let out = wsc()
+        .arg(peer.url("/"))
+        .stdin(std::fs::File::open("/").unwrap())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reading stdin"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn exit_2_for_raw_with_compress() {
+    let peer = common::python_server(&[]);
+    let out = run_with_stdin(&["--raw", "--compress", &peer.url("/")], "x\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--compress"), "{stderr}");
+}
+
+#[test]
+fn exit_5_when_pings_go_unanswered() {
+    // The ping timeout ends the session while stdin is still open: wsc does not wait for it.
+    let peer = common::python_server(&[]);
+    let url = peer.url("/stall");
+    let start = std::time::Instant::now();
+    let child = wsc()
+        .args(["--ping-interval", "200ms", "--ping-timeout", "300ms", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The close handshake with a peer that reads nothing ends at the 5 s close timeout.
+    let out = wait_bounded(child, Duration::from_secs(15));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("ping timed out"), "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn exit_6_names_the_flag_the_user_set() {
+    let peer = common::python_server(&[]);
+    let start = std::time::Instant::now();
+    for raw in [false, true] {
+        let mut args = vec!["--max-message-size", "10"];
+        if raw {
+            args.push("--raw");
+        }
+        let url = peer.url("/big?n=100");
+        args.push(&url);
+        let (out, _) = run_holding_stdin(&args, Duration::from_millis(1500));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{stderr}");
+        assert!(
+            stderr.contains("--max-message-size (10)") && !stderr.contains("max_frame_size"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn exit_7_when_the_server_dies_without_a_close() {
+    let peer = common::python_server(&[]);
+    let url = peer.url("/");
+    let start = std::time::Instant::now();
+    let child = wsc()
+        .args(["--no-ping", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(peer); // killed: the kernel closes its sockets, no Close frame is sent
+    let out = wait_bounded(child, Duration::from_secs(10));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("without a Close"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn compress_offers_and_uses_permessage_deflate() {
+    let peer = common::python_server(&["--deflate"]);
+    let out = run_with_stdin(&["--compress", "-v", &peer.url("/")], "squeeze me\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("> sec-websocket-extensions: permessage-deflate"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("< sec-websocket-extensions: permessage-deflate"),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "squeeze me\n");
+}
+
+#[test]
+fn verbose_shows_keepalive_pings_pongs_and_the_close_sent() {
+    let peer = common::python_server(&[]);
+    let (out, _) = run_holding_stdin(
+        &["-v", "--ping-interval", "200ms", &peer.url("/")],
+        Duration::from_millis(1000),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Payloads in hex: "wsc keepalive 1" and its echo.
+    let first = "[fin] 777363206b656570616c6976652031";
+    assert!(stderr.contains(&format!("> ping {first}")), "{stderr}");
+    assert!(stderr.contains(&format!("< pong {first}")), "{stderr}");
+    assert!(stderr.contains("> close [fin] 1000"), "{stderr}");
+    assert!(stderr.contains("< close [fin] 1000"), "{stderr}");
+}
+
+#[test]
+fn no_ping_sends_no_pings() {
+    let peer = common::python_server(&[]);
+    let (out, _) = run_holding_stdin(
+        &["-v", "--no-ping", &peer.url("/")],
+        Duration::from_millis(800),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("ping"), "{stderr}");
+}
+
+#[test]
+fn raw_shows_the_frames_wsc_sends_on_stderr() {
+    let peer = common::python_server(&[]);
+    let out = run_with_stdin(&["--raw", "--binary", &peer.url("/")], "hi\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        "binary [fin] 6869\nclose [fin] 1000(NORMAL)\n"
+    );
+    assert!(stderr.contains("> close [fin] 1000"), "{stderr}");
+}
+
+#[test]
+fn request_flags_reach_the_server() {
+    let peer = common::python_server(&[]);
+    let out = run_with_stdin(
+        &[
+            "-v",
+            "--origin",
+            "https://me.example",
+            "-u",
+            "ann:pw",
+            "--protocol",
+            "nope",
+            "--protocol",
+            "chat",
+            &peer.url("/whoami"),
+        ],
+        "",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), "cookie=;origin=https://me.example\n");
+    assert!(
+        stderr.contains("> authorization: Basic YW5uOnB3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("> sec-websocket-protocol: nope, chat"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("< sec-websocket-protocol: chat"),
+        "{stderr}"
+    );
+    let out = run_with_stdin(&["-v", "--oauth2-bearer", "t0k", &peer.url("/")], "");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("> authorization: Bearer t0k"), "{stderr}");
+}
+
+#[test]
+fn proxy_flags_tunnel_through_socks() {
+    let port = common::free_port();
+    let mut socks = match Command::new("microsocks")
+        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("microsocks is needed for this test: {e}"),
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let peer = common::python_server(&[]);
+    let proxy = format!("socks5://127.0.0.1:{port}");
+    let out = run_with_stdin(&["-x", &proxy, &peer.url("/")], "via socks\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via socks\n");
+    let out = assert_cmd::Command::cargo_bin("wsc")
+        .unwrap()
+        .args(["--proxy-env", &peer.url("/")])
+        .env("ALL_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .write_stdin("via env\n")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via env\n");
+    // The proxy is really in the path: with it gone, both fail to connect.
+    let _ = socks.kill();
+    let _ = socks.wait();
+    let out = run_with_stdin(&["-x", &proxy, &peer.url("/")], "x\n");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn interactive_ping_shows_the_pong_and_own_close_is_clean() {
+    use expectrl::{Eof, Regex, Session, WaitStatus};
+    let s = serve(&[]);
+    let mut cmd = wsc();
+    cmd.args(["-v", "--no-ping", &s.1]);
+    cmd.env("TERM", "xterm");
+    let mut p = Session::spawn(cmd).unwrap();
+    p.set_expect_timeout(Some(Duration::from_secs(15)));
+    p.expect("connected").unwrap();
+    let type_line = |p: &mut Session, line: &str| {
+        for c in line.chars().chain(std::iter::once('\r')) {
+            p.send(c.to_string()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    type_line(&mut p, "/ping are you there");
+    p.expect(Regex(r"\d\d:\d\d:\d\d\.\d{3} < pong: are you there"))
+        .unwrap();
+    type_line(&mut p, "/close 4000 bye");
+    p.expect(Regex(r"> close \[fin\] 4000")).unwrap();
+    let rest = p.expect(Eof).unwrap();
+    let rest = String::from_utf8_lossy(rest.as_bytes()).into_owned();
+    assert!(!rest.contains("server closed"), "{rest}");
+    let proc = p.get_process();
+    assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 0));
+}
