@@ -23,8 +23,9 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// `wsc serve` on a free loopback port; killed on drop.
-struct Serve(Child, String);
+/// `wsc serve` on a free loopback port; killed on drop. Its stderr after the first line is
+/// collected in `.2`.
+struct Serve(Child, String, std::sync::Arc<std::sync::Mutex<String>>);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -33,23 +34,43 @@ impl Drop for Serve {
     }
 }
 
+impl Serve {
+    fn stderr(&self) -> String {
+        self.2.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 fn serve(extra: &[&str]) -> Serve {
-    let mut child = wsc()
-        .args(["serve", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = wsc();
+    cmd.args(["serve", "127.0.0.1:0"]).args(extra);
+    serve_with(cmd)
+}
+
+/// Runs `cmd` (a `wsc serve`, perhaps under a wrapper) and waits for its listening line.
+fn serve_with(mut cmd: Command) -> Serve {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    lines.read_line(&mut line).unwrap();
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
+        .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
         .unwrap_or_else(|| panic!("serve said {line:?}"))
         .to_owned();
-    Serve(child, url)
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    Serve(child, url, log)
 }
 
 #[test]
@@ -519,4 +540,175 @@ fn interactive_ping_shows_the_pong_and_own_close_is_clean() {
     assert!(!rest.contains("server closed"), "{rest}");
     let proc = p.get_process();
     assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 0));
+}
+
+/// A runtime for tests that drive `wsc serve` with the library's client.
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TCP client that completes the upgrade and then never reads again.
+fn silent_subscriber(url: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    c
+}
+
+#[test]
+fn broadcast_does_not_wait_for_a_subscriber_that_never_reads() {
+    let s = serve(&["--broadcast", "-v"]);
+    let _silent = silent_subscriber(&s.1);
+    const N: usize = 600;
+    const SIZE: usize = 64 << 10;
+    let start = std::time::Instant::now();
+    let got = rt().block_on(async {
+        let client = wsc::Client::new();
+        let mut listener = client.connect(s.1.as_str()).await.unwrap();
+        let (tx, mut rx) = client.connect(s.1.as_str()).await.unwrap().split();
+        // The sender reads what comes back to it too, or it would be the slow one.
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.recv().await {} });
+        let send = tokio::spawn(async move {
+            for i in 0..N {
+                tx.send(wsc::Message::binary(vec![i as u8; SIZE]))
+                    .await
+                    .unwrap();
+            }
+            tx
+        });
+        let mut got = 0;
+        while got < N {
+            match tokio::time::timeout(Duration::from_secs(20), listener.recv()).await {
+                Ok(Some(Ok(m))) => {
+                    assert_eq!(m.as_bytes()[0], got as u8);
+                    got += 1;
+                }
+                _ => break,
+            }
+        }
+        let tx = send.await.unwrap();
+        let _ = tx.close(wsc::CloseReason::normal()).await;
+        drain.abort();
+        got
+    });
+    assert_eq!(got, N, "the broadcast stalled; server said: {}", s.stderr());
+    assert!(
+        start.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        s.stderr().contains("behind; disconnecting"),
+        "{}",
+        s.stderr()
+    );
+}
+
+#[test]
+fn max_connections_holds_further_clients_until_one_leaves() {
+    let s = serve(&["--max-connections", "2"]);
+    rt().block_on(async {
+        let client = wsc::Client::builder()
+            .handshake_timeout(Duration::from_millis(800))
+            .build()
+            .unwrap();
+        let a = client.connect(s.1.as_str()).await.unwrap();
+        let _b = client.connect(s.1.as_str()).await.unwrap();
+        let third = client.connect(s.1.as_str()).await;
+        assert!(
+            matches!(third, Err(wsc::Error::Timeout(_))),
+            "a third session was served: {:?}",
+            third.map(|_| ())
+        );
+        a.close(wsc::CloseReason::normal()).await.unwrap();
+        let start = std::time::Instant::now();
+        let mut c = client.connect(s.1.as_str()).await.unwrap();
+        c.send("in").await.unwrap();
+        assert_eq!(c.recv().await.unwrap().unwrap(), wsc::Message::text("in"));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    });
+}
+
+#[test]
+fn idle_sessions_are_closed_with_1001() {
+    let s = serve(&["--idle-timeout", "500ms"]);
+    rt().block_on(async {
+        let client = wsc::Client::builder().ping_interval(None).build().unwrap();
+        let mut busy = client.connect(s.1.as_str()).await.unwrap();
+        let mut idle = client.connect(s.1.as_str()).await.unwrap();
+        let start = std::time::Instant::now();
+        // One client keeps talking for longer than the timeout and is not closed.
+        for _ in 0..8 {
+            busy.send("still here").await.unwrap();
+            assert!(busy.recv().await.unwrap().is_ok());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert!(idle.recv().await.is_none());
+        assert_eq!(idle.close_reason().await.code().as_u16(), 1001);
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(busy.is_open());
+    });
+}
+
+/// The CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn accept_backs_off_at_the_descriptor_limit() {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=40:40")
+        .arg(assert_cmd::cargo::cargo_bin("wsc"))
+        .args(["serve", "127.0.0.1:0"]);
+    let s = serve_with(cmd);
+    let addr =
+        s.1.trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned();
+    // Silent clients until the server has no descriptor left (more than 40), and more
+    // waiting in the backlog so that accept keeps failing.
+    let clients: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(s.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(s.pid()) - before;
+    // 2 s at 100 ticks a second: spinning on accept4 costs close to 200.
+    assert!(
+        used < 20,
+        "{used} ticks of CPU in 2 s at the descriptor limit"
+    );
+    drop(clients);
+    // Once the silent clients are gone the server serves again.
+    let start = std::time::Instant::now();
+    let peer = s.1.clone();
+    let out = run_with_stdin(&[&peer], "back\n");
+    assert_eq!(text(&out.stdout), "back\n", "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5));
 }
