@@ -28,9 +28,20 @@ pub struct ServeOpts {
     /// client that falls more than 8 MiB behind is disconnected with 1008).
     #[arg(long)]
     pub broadcast: bool,
-    /// Print each connection and message on stderr.
+    /// Print one line per session on stderr when it ends (address, path, subprotocol,
+    /// messages and bytes received, close reason, duration), and one per failed handshake.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Serve wss: the certificate chain (PEM), leaf first; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// A subprotocol this server speaks (repeatable, in preference order): the first one the
+    /// client also offers is chosen.
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
     /// Serve at most this many sessions at once; further connections wait to be accepted.
     #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -42,6 +53,10 @@ pub struct ServeOpts {
 }
 
 pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
+    let mut settings = Settings::from(&opts);
+    if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+        settings.tls = Some(tls_acceptor(cert, key)?);
+    }
     let listener = TcpListener::bind(&opts.addr)
         .await
         .map_err(|e| Failure::new(3, format!("cannot listen on {}: {e}", opts.addr)))?;
@@ -49,11 +64,41 @@ pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(3, e.to_string()))?;
     eprintln!(
-        "wsc: {} server listening on ws://{addr}/",
-        if opts.broadcast { "broadcast" } else { "echo" }
+        "wsc: {} server listening on {}://{addr}/",
+        if opts.broadcast { "broadcast" } else { "echo" },
+        if settings.tls.is_some() { "wss" } else { "ws" },
     );
-    serve(listener, Settings::from(&opts)).await;
+    serve(listener, settings).await;
     Ok(())
+}
+
+/// A TLS acceptor for the certificate chain and key in these PEM files (exit code 2 when they
+/// cannot be read or do not match).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        Failure::new(2, format!("cannot use {}: {e}", what.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::new(1, format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(key, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Starts an echo server in the background; returns its address.
@@ -74,6 +119,8 @@ struct Settings {
     verbose: bool,
     max_connections: usize,
     idle_timeout: Option<Duration>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    accept: AcceptConfig,
 }
 
 impl Default for Settings {
@@ -83,17 +130,25 @@ impl Default for Settings {
             verbose: false,
             max_connections: 1024,
             idle_timeout: None,
+            tls: None,
+            accept: AcceptConfig::default(),
         }
     }
 }
 
 impl From<&ServeOpts> for Settings {
     fn from(o: &ServeOpts) -> Self {
+        let accept = AcceptConfig {
+            protocols: o.protocols.clone(),
+            ..AcceptConfig::default()
+        };
         Settings {
             broadcast: o.broadcast,
             verbose: o.verbose,
             max_connections: o.max_connections as usize,
             idle_timeout: o.idle_timeout,
+            tls: None,
+            accept,
         }
     }
 }
@@ -151,19 +206,35 @@ async fn serve(listener: TcpListener, settings: Settings) {
             Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(session(stream, from, settings.clone(), peers.clone(), slot));
+        let (settings, peers) = (settings.clone(), peers.clone());
+        tokio::spawn(async move {
+            let Some(tls) = &settings.tls else {
+                return session(stream, from, &settings, peers, slot).await;
+            };
+            // The TLS handshake is bounded as the WebSocket one is.
+            let limit = settings.accept.handshake_timeout;
+            match tokio::time::timeout(limit, tls.accept(stream)).await {
+                Ok(Ok(stream)) => session(stream, from, &settings, peers, slot).await,
+                Ok(Err(e)) if settings.verbose => eprintln!("wsc: {from}: TLS failed: {e}"),
+                Err(_) if settings.verbose => eprintln!("wsc: {from}: TLS timed out"),
+                _ => {}
+            }
+        });
     }
 }
 
-async fn session(
-    stream: tokio::net::TcpStream,
+async fn session<S>(
+    stream: S,
     from: SocketAddr,
-    settings: Arc<Settings>,
+    settings: &Settings,
     peers: Subscribers,
     _slot: tokio::sync::OwnedSemaphorePermit,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let verbose = settings.verbose;
-    let mut session = match accept(stream, &AcceptConfig::default()).await {
+    let started = std::time::Instant::now();
+    let mut session = match accept(stream, &settings.accept).await {
         Ok(s) => s,
         Err(e) => {
             if verbose {
@@ -172,9 +243,7 @@ async fn session(
             return;
         }
     };
-    if verbose {
-        eprintln!("wsc: {from} connected to {}", session.call().url().path());
-    }
+    let (mut messages, mut bytes) = (0u64, 0u64);
     if settings.broadcast {
         subscribe(&peers, session.sender());
     }
@@ -189,35 +258,40 @@ async fn session(
         let next = tokio::select! {
             m = session.recv() => m,
             () = within(settings.idle_timeout) => {
-                idle_close(&session.sender(), from, verbose).await;
+                idle_close(&session.sender()).await;
                 break;
             }
         };
         let Some(Ok(m)) = next else { break };
-        if verbose {
-            eprintln!("wsc: {from} sent {m:?}");
-        }
+        messages += 1;
+        bytes += m.len() as u64;
         if settings.broadcast {
             broadcast(&peers, &m, verbose);
         } else {
             tokio::select! {
                 r = session.send(m) => if r.is_err() { break },
                 () = within(settings.idle_timeout) => {
-                    idle_close(&session.sender(), from, verbose).await;
+                    idle_close(&session.sender()).await;
                     break;
                 }
             }
         }
     }
     if verbose {
-        eprintln!("wsc: {from} closed: {}", session.close_reason().await);
+        let reason = session.close_reason().await;
+        let call = session.call();
+        eprintln!(
+            "wsc: {from} {}{}: {messages} messages, {bytes} bytes in; closed {reason} after {:.1?}",
+            call.url().path(),
+            call.protocol()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
+            started.elapsed(),
+        );
     }
 }
 
-async fn idle_close(s: &Sender, from: SocketAddr, verbose: bool) {
-    if verbose {
-        eprintln!("wsc: {from} idle; closing");
-    }
+async fn idle_close(s: &Sender) {
     if let Ok(r) = CloseReason::new(1001, "idle timeout") {
         let _ = s.close(r).await;
     }

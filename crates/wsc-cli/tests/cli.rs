@@ -712,3 +712,108 @@ fn accept_backs_off_at_the_descriptor_limit() {
     assert_eq!(text(&out.stdout), "back\n", "{}", text(&out.stderr));
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files in a fresh
+/// directory: (ca, cert, key).
+fn certificates() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wsc-cli-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "wsc test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert_pem = leaf.signed_by(&key, &issuer).unwrap().pem();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_pem).unwrap();
+    std::fs::write(&paths.1, cert_pem).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn serve_wss_with_cert_and_key() {
+    let (ca, cert, key) = certificates();
+    let s = serve(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(s.1.starts_with("wss://127.0.0.1:"), "{}", s.1);
+    let start = std::time::Instant::now();
+    let out = run_with_stdin(&["--cacert", ca.to_str().unwrap(), &s.1], "secret\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "secret\n");
+    let out = run_with_stdin(&["-k", &s.1], "anyway\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "anyway\n");
+    // Without a way to trust it, the certificate is refused: could not connect.
+    let out = run_with_stdin(&[&s.1], "x\n");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // A key that is not one is refused at start.
+    let out = assert_cmd::Command::cargo_bin("wsc")
+        .unwrap()
+        .args(["serve", "127.0.0.1:0", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&ca)
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(ca.parent().unwrap());
+}
+
+#[test]
+fn serve_selects_a_protocol_and_prints_one_line_per_session() {
+    let s = serve(&["--protocol", "chat", "--protocol", "superchat", "-v"]);
+    let out = run_with_stdin(
+        &["-v", "--protocol", "superchat", &format!("{}room", s.1)],
+        "abc\ndef\n",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("< sec-websocket-protocol: superchat"),
+        "{stderr}"
+    );
+    let out = run_with_stdin(&["-v", "--protocol", "other", &s.1], "");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("< sec-websocket-protocol"), "{stderr}");
+    // Both sessions are over once the clients exit; their lines follow at once.
+    let start = std::time::Instant::now();
+    while s.stderr().lines().count() < 2 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per session: {log}");
+    assert!(
+        lines[0].contains("/room (superchat): 2 messages, 6 bytes in; closed 1000"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains(": 0 messages, 0 bytes in; closed 1000"),
+        "{log}"
+    );
+}
