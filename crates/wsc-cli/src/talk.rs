@@ -112,7 +112,10 @@ async fn close(tx: &Sender, out: &Out, ending: &Ending, reason: CloseReason) {
     }
     ending.we_closed.store(true, Ordering::Release);
     out.sent(&Frame::close(Some(&reason)));
-    let _ = tx.close(reason).await;
+    // The server never answered: exit 5, as the close timeout is a timeout like the others.
+    if let Err(e @ wsc::Error::Timeout(_)) = tx.close(reason).await {
+        ending.fail(failure(&e));
+    }
 }
 
 /// The received side of a session: every frame (a raw session, wsc doing the protocol's
@@ -186,16 +189,30 @@ pub async fn run(
     });
     let ending = Arc::new(Ending::default());
     let (pong_tx, pong_rx) = tokio::sync::watch::channel(0u64);
-    let reader = tokio::spawn(read_loop(
-        incoming,
-        tx.clone(),
-        out.clone(),
-        opts.clone(),
-        connect.clone(),
-        received.clone(),
-        ending.clone(),
-        pong_tx,
-    ));
+    let reader = tokio::spawn({
+        let (tx, out, ending) = (tx.clone(), out.clone(), ending.clone());
+        let read = read_loop(
+            incoming,
+            tx.clone(),
+            out.clone(),
+            opts.clone(),
+            connect.clone(),
+            received.clone(),
+            ending.clone(),
+            pong_tx,
+        );
+        async move {
+            read.await;
+            // The prompt waits for a line; say why the session is over.
+            if out.interactive && !ending.we_closed.load(Ordering::Acquire) {
+                let reason = tx.close_reason().await;
+                out.line(format!(
+                    "{} session closed ({reason}); press Enter to exit",
+                    timestamp()
+                ));
+            }
+        }
+    });
     // A raw session never pings by itself: wsc keeps the connection alive (a default
     // session's library does, with the same settings).
     let keepalive = match (connect.compress, connect.keepalive()) {

@@ -817,3 +817,56 @@ fn serve_selects_a_protocol_and_prints_one_line_per_session() {
         "{log}"
     );
 }
+
+#[test]
+fn wait_stops_early_once_replies_are_in_and_ends_with_5_when_close_goes_unanswered() {
+    let peer = common::python_server(&[]);
+    let start = std::time::Instant::now();
+    let out = run_with_stdin(&["--wait", "20s", &peer.url("/")], "a\nb\nc\n");
+    assert_eq!(text(&out.stdout), "a\nb\nc\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // A server that reads nothing: no reply within --wait, then no answer to the Close
+    // within the 5 s close timeout.
+    let start = std::time::Instant::now();
+    let out = run_with_stdin(
+        &["--no-ping", "--wait", "500ms", &peer.url("/stall")],
+        "x\n",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("close timed out"), "{stderr}");
+    let took = start.elapsed();
+    assert!(
+        took > Duration::from_millis(500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn interactive_says_when_the_server_closed() {
+    use expectrl::{Eof, Regex, Session, WaitStatus};
+    let peer = common::python_server(&[]);
+    let mut cmd = wsc();
+    cmd.args(["--no-ping", &peer.url("/")]);
+    cmd.env("TERM", "xterm");
+    let mut p = Session::spawn(cmd).unwrap();
+    p.set_expect_timeout(Some(Duration::from_secs(15)));
+    p.expect("connected").unwrap();
+    for c in "close:4005:bye\r".chars() {
+        p.send(c.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p.expect(Regex(r"session closed \(4005 .bye.\); press Enter"))
+        .unwrap();
+    p.send("\r").unwrap();
+    let rest = p.expect(Eof).unwrap();
+    let rest = String::from_utf8_lossy(rest.as_bytes()).into_owned();
+    assert!(rest.contains("server closed with 4005"), "{rest}");
+    let proc = p.get_process();
+    assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 8));
+}
