@@ -714,7 +714,8 @@ fn accept_backs_off_at_the_descriptor_limit() {
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files in a fresh
-/// directory: (ca, cert, key).
+/// directory: (ca, cert, key); a client certificate from the same CA is beside them
+/// (client.pem, client-key.pem).
 fn certificates() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -731,19 +732,27 @@ fn certificates() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf
     let ca_key = KeyPair::generate().unwrap();
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(ca, ca_key);
-    let leaf =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert_pem = leaf.signed_by(&key, &issuer).unwrap().pem();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
+    let leaf = |names: Vec<String>, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let pem = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap()
+            .pem();
+        std::fs::write(dir.join(format!("{file}.pem")), pem).unwrap();
+        std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    leaf(
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        "server",
     );
-    std::fs::write(&paths.0, ca_pem).unwrap();
-    std::fs::write(&paths.1, cert_pem).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
+    leaf(vec!["wsc client".to_owned()], "client");
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server-key.pem"),
+    )
 }
 
 #[test]
@@ -869,4 +878,116 @@ fn interactive_says_when_the_server_closed() {
     assert!(rest.contains("server closed with 4005"), "{rest}");
     let proc = p.get_process();
     assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 8));
+}
+
+#[test]
+fn exit_7_when_the_server_aborts_the_connection() {
+    // A server that resets the connection (TCP RST) on the first message.
+    const ABORTER: &str = r#"
+import asyncio, socket, struct
+from websockets.asyncio.server import serve
+
+async def handler(ws):
+    await ws.recv()
+    sock = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()
+
+async def main():
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
+        print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
+        await server.serve_forever()
+
+asyncio.run(main())
+"#;
+    let mut cmd = Command::new(common::python());
+    cmd.args(["-c", ABORTER]);
+    let peer = common::spawn_ready(cmd);
+    let start = std::time::Instant::now();
+    let out = run_with_stdin(&[&peer.url("/")], "boom\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("without a Close"), "{stderr}");
+    assert!(stderr.contains("reset"), "the cause is kept: {stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn client_certificate_flags_for_mutual_tls() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (ca, cert, key) = certificates();
+    let dir = ca.parent().unwrap().to_owned();
+    // A wss echo server that requires a client certificate from the test CA.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca).unwrap())
+        .unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_file(&cert).unwrap()],
+            PrivateKeyDer::from_pem_file(&key).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let runtime = rt();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut s) = wsc::server::accept(tls, &Default::default()).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = s.recv().await {
+                    let _ = s.send(m).await;
+                }
+            });
+        }
+    });
+    let client = |file: &str| dir.join(file).to_str().unwrap().to_owned();
+    let (client_cert, client_key) = (client("client.pem"), client("client-key.pem"));
+    let ca = ca.to_str().unwrap();
+    let start = std::time::Instant::now();
+    let out = run_with_stdin(
+        &[
+            "--cacert",
+            ca,
+            "--cert",
+            &client_cert,
+            "--key",
+            &client_key,
+            &url,
+        ],
+        "it is me\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "it is me\n");
+    // Without the certificate the server refuses the session.
+    let out = run_with_stdin(&["--cacert", ca, &url], "x\n");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
 }
