@@ -575,17 +575,33 @@ fn silent_subscriber(url: &str) -> std::net::TcpStream {
 fn broadcast_does_not_wait_for_a_subscriber_that_never_reads() {
     let s = serve(&["--broadcast", "-v"]);
     let _silent = silent_subscriber(&s.1);
-    const N: usize = 600;
+    const N: usize = 1200;
     const SIZE: usize = 64 << 10;
     let start = std::time::Instant::now();
     let got = rt().block_on(async {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
         let client = wsc::Client::new();
         let mut listener = client.connect(s.1.as_str()).await.unwrap();
         let (tx, mut rx) = client.connect(s.1.as_str()).await.unwrap().split();
-        // The sender reads what comes back to it too, or it would be the slow one.
-        let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.recv().await {} });
+        let (b_got, c_got) = (
+            std::sync::Arc::new(AtomicUsize::new(0)),
+            std::sync::Arc::new(AtomicUsize::new(0)),
+        );
+        // The sender reads what comes back to it too, and never runs more than WINDOW
+        // messages ahead of the readers: they keep up, only the silent one falls behind.
+        const WINDOW: usize = 48;
+        let b = b_got.clone();
+        let drain = tokio::spawn(async move {
+            while let Some(Ok(_)) = rx.recv().await {
+                b.fetch_add(1, Relaxed);
+            }
+        });
+        let c = c_got.clone();
         let send = tokio::spawn(async move {
             for i in 0..N {
+                while i >= b_got.load(Relaxed).min(c.load(Relaxed)) + WINDOW {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 tx.send(wsc::Message::binary(vec![i as u8; SIZE]))
                     .await
                     .unwrap();
@@ -598,6 +614,7 @@ fn broadcast_does_not_wait_for_a_subscriber_that_never_reads() {
                 Ok(Some(Ok(m))) => {
                     assert_eq!(m.as_bytes()[0], got as u8);
                     got += 1;
+                    c_got.store(got, Relaxed);
                 }
                 _ => break,
             }
@@ -608,6 +625,15 @@ fn broadcast_does_not_wait_for_a_subscriber_that_never_reads() {
         got
     });
     assert_eq!(got, N, "the broadcast stalled; server said: {}", s.stderr());
+    // What waits for the silent subscriber is bounded (8 MiB), not the whole broadcast.
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("server peak RSS {peak_kib} KiB");
+    assert!(peak_kib < 64 << 10, "server peak RSS {peak_kib} KiB");
     assert!(
         start.elapsed() < Duration::from_secs(40),
         "{:?}",
