@@ -710,7 +710,7 @@ fn accept_backs_off_at_the_descriptor_limit() {
     let mut cmd = Command::new("prlimit");
     cmd.arg("--nofile=40:40")
         .arg(assert_cmd::cargo::cargo_bin("wsc"))
-        .args(["serve", "127.0.0.1:0"]);
+        .args(["serve", "127.0.0.1:0", "-v"]);
     let s = serve_with(cmd);
     let addr =
         s.1.trim_start_matches("ws://")
@@ -725,10 +725,16 @@ fn accept_backs_off_at_the_descriptor_limit() {
     let before = cpu_ticks(s.pid());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(s.pid()) - before;
+    eprintln!("server CPU at the descriptor limit: {used} ticks in 2 s");
     // 2 s at 100 ticks a second: spinning on accept4 costs close to 200.
     assert!(
         used < 20,
         "{used} ticks of CPU in 2 s at the descriptor limit"
+    );
+    assert!(
+        s.stderr().contains("retrying in"),
+        "never at the limit: {}",
+        s.stderr()
     );
     drop(clients);
     // Once the silent clients are gone the server serves again.
