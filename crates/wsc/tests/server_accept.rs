@@ -50,6 +50,11 @@ async fn requests_that_are_not_upgrades_get_an_http_answer() {
             "HTTP/1.1 400 ",
         ),
         (
+            "a head over 64 KiB",
+            format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(100 << 10)),
+            "HTTP/1.1 431 ",
+        ),
+        (
             "garbage",
             "\u{1}\u{2} hello there\r\n\r\n".to_owned(),
             "HTTP/1.1 400 ",
