@@ -1023,3 +1023,27 @@ fn client_certificate_flags_for_mutual_tls() {
     assert!(start.elapsed() < Duration::from_secs(20));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_rate_and_binary() {
+    let peer = common::python_server(&[]);
+    let start = std::time::Instant::now();
+    let out = assert_cmd::Command::cargo_bin("wsc")
+        .unwrap()
+        .args(["bench", &peer.url("/"), "-c", "2", "-s", "64", "-r", "40"])
+        .args(["-d", "2s", "--binary"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let n: u64 = stdout
+        .split("round trips ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // 40 a second for 2 s: about 80, never the thousands an unpaced run makes.
+    assert!((40..=120).contains(&n), "{stdout}");
+    assert!(start.elapsed() < Duration::from_secs(15));
+}
