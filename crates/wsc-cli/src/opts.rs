@@ -35,16 +35,19 @@ pub struct ConnectOpts {
     /// Close with 1011 when a ping goes unanswered this long (default 20s).
     #[arg(long = "ping-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub ping_timeout: Option<Duration>,
-    /// Largest message accepted, in bytes (default 64 MiB).
+    /// Largest message (and frame) accepted, in bytes (default 64 MiB); a larger one closes
+    /// the session with 1009 and exit code 6.
     #[arg(long = "max-message-size", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Offer permessage-deflate compression.
+    /// Offer permessage-deflate compression (talk mode then runs a default session: control
+    /// frames are handled by the library and not shown; not with --raw).
     #[arg(long = "compress")]
     pub compress: bool,
     /// Time allowed to connect and complete the handshake (e.g. 5s).
     #[arg(long = "connect-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Option<Duration>,
-    /// Print the handshake request and response on stderr.
+    /// Print the handshake request and response on stderr, and every control frame sent
+    /// (`> ping …`) and received (`< pong …`).
     #[arg(short = 'v', long)]
     pub verbose: bool,
     /// Trust the CA certificates in this PEM file (besides the system's).
