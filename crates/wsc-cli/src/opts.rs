@@ -35,16 +35,19 @@ pub struct ConnectOpts {
     /// Close with 1011 when a ping goes unanswered this long (default 20s).
     #[arg(long = "ping-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub ping_timeout: Option<Duration>,
-    /// Largest message accepted, in bytes (default 64 MiB).
+    /// Largest message (and frame) accepted, in bytes (default 64 MiB); a larger one closes
+    /// the session with 1009 and exit code 6.
     #[arg(long = "max-message-size", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Offer permessage-deflate compression.
+    /// Offer permessage-deflate compression (talk mode then runs a default session: control
+    /// frames are handled by the library and not shown; not with --raw).
     #[arg(long = "compress")]
     pub compress: bool,
     /// Time allowed to connect and complete the handshake (e.g. 5s).
     #[arg(long = "connect-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Option<Duration>,
-    /// Print the handshake request and response on stderr.
+    /// Print the handshake request and response on stderr, and every control frame sent
+    /// (`> ping …`) and received (`< pong …`).
     #[arg(short = 'v', long)]
     pub verbose: bool,
     /// Trust the CA certificates in this PEM file (besides the system's).
@@ -90,7 +93,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The keepalive interval and ping timeout when neither flag is given.
+const DEFAULT_PING: Duration = Duration::from_secs(20);
+
 impl ConnectOpts {
+    /// The keepalive in force: a ping every `.0`, failing after `.1` without its pong.
+    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+        if self.no_ping {
+            return None;
+        }
+        let every = self.ping_interval.unwrap_or(DEFAULT_PING);
+        (!every.is_zero()).then(|| (every, self.ping_timeout.unwrap_or(DEFAULT_PING)))
+    }
+
     pub fn client(&self) -> Result<Client, Failure> {
         let mut b = Client::builder();
         if self.no_ping {
@@ -102,6 +117,7 @@ impl ConnectOpts {
             b = b.ping_timeout(Some(t));
         }
         if let Some(m) = self.max_message_size {
+            // A frame is never larger than the message it carries: one limit, the user's.
             b = b.max_message_size(m).max_frame_size(m);
         }
         if self.compress {

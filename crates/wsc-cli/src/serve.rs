@@ -1,29 +1,62 @@
 //! `wsc serve`: a small echo or broadcast server, on loopback by default.
+//!
+//! Held against hostile clients: at most `--max-connections` sessions (more wait in the
+//! listen backlog), an accept loop that backs off when the process runs out of file
+//! descriptors instead of spinning, an optional idle timeout, and broadcast subscribers that
+//! are dropped when they fall too far behind instead of stalling everyone.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Args;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
 use wsc::server::{AcceptConfig, accept};
-use wsc::{Message, Sender};
+use wsc::{CloseReason, Message, Sender};
 
 use crate::Failure;
+use crate::opts::parse_duration;
 
 #[derive(Args, Debug)]
 pub struct ServeOpts {
     /// Address to listen on.
     #[arg(default_value = "127.0.0.1:9001")]
     pub addr: String,
-    /// Send every message to every connected client instead of echoing it to its sender.
+    /// Send every message to every connected client instead of echoing it to its sender (a
+    /// client that falls more than 8 MiB behind is disconnected with 1008).
     #[arg(long)]
     pub broadcast: bool,
-    /// Print each connection and message on stderr.
+    /// Print one line per session on stderr when it ends (address, path, subprotocol,
+    /// messages and bytes received, close reason, duration), and one per failed handshake.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Serve wss: the certificate chain (PEM), leaf first; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// A subprotocol this server speaks (repeatable, in preference order): the first one the
+    /// client also offers is chosen.
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
+    /// Serve at most this many sessions at once; further connections wait to be accepted.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Close a session (with 1001) when its client sent no message for this long, or does
+    /// not take an echo for this long (e.g. 5m; default: never).
+    #[arg(long = "idle-timeout", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
 }
 
 pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
+    let mut settings = Settings::from(&opts);
+    if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+        settings.tls = Some(tls_acceptor(cert, key)?);
+    }
     let listener = TcpListener::bind(&opts.addr)
         .await
         .map_err(|e| Failure::new(3, format!("cannot listen on {}: {e}", opts.addr)))?;
@@ -31,11 +64,41 @@ pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(3, e.to_string()))?;
     eprintln!(
-        "wsc: {} server listening on ws://{addr}/",
-        if opts.broadcast { "broadcast" } else { "echo" }
+        "wsc: {} server listening on {}://{addr}/",
+        if opts.broadcast { "broadcast" } else { "echo" },
+        if settings.tls.is_some() { "wss" } else { "ws" },
     );
-    serve(listener, opts.broadcast, opts.verbose).await;
+    serve(listener, settings).await;
     Ok(())
+}
+
+/// A TLS acceptor for the certificate chain and key in these PEM files (exit code 2 when they
+/// cannot be read or do not match).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        Failure::new(2, format!("cannot use {}: {e}", what.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::new(1, format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(key, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Starts an echo server in the background; returns its address.
@@ -46,65 +109,241 @@ pub async fn spawn_echo(addr: &str) -> Result<SocketAddr, Failure> {
     let local = listener
         .local_addr()
         .map_err(|e| Failure::new(3, e.to_string()))?;
-    tokio::spawn(serve(listener, false, false));
+    tokio::spawn(serve(listener, Settings::default()));
     Ok(local)
 }
 
-async fn serve(listener: TcpListener, broadcast: bool, verbose: bool) {
-    let peers: Arc<Mutex<Vec<Sender>>> = Arc::default();
-    loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+/// What a server does with its sessions.
+struct Settings {
+    broadcast: bool,
+    verbose: bool,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    accept: AcceptConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            broadcast: false,
+            verbose: false,
+            max_connections: 1024,
+            idle_timeout: None,
+            tls: None,
+            accept: AcceptConfig::default(),
+        }
+    }
+}
+
+impl From<&ServeOpts> for Settings {
+    fn from(o: &ServeOpts) -> Self {
+        let accept = AcceptConfig {
+            protocols: o.protocols.clone(),
+            ..AcceptConfig::default()
         };
-        let peers = peers.clone();
+        Settings {
+            broadcast: o.broadcast,
+            verbose: o.verbose,
+            max_connections: o.max_connections as usize,
+            idle_timeout: o.idle_timeout,
+            tls: None,
+            accept,
+        }
+    }
+}
+
+/// How far (in message bytes) a broadcast subscriber may fall behind before it is dropped.
+const BROADCAST_LAG: usize = 8 << 20;
+/// The first and the longest wait after an accept failed for want of resources.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Whether an accept error means the process or system is out of something that ending
+/// sessions gives back (descriptors, buffers), so that retrying at once would only spin.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux, macOS and the BSDs alike.
+    const CODES: &[i32] = if cfg!(target_os = "linux") {
+        &[24, 23, 105, 12]
+    } else {
+        &[24, 23, 55, 12]
+    };
+    e.raw_os_error().is_some_and(|c| CODES.contains(&c))
+}
+
+/// A broadcast subscriber: its queue of messages to send, and how many bytes wait in it.
+struct Subscriber {
+    queue: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    sender: Sender,
+}
+
+type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
+
+async fn serve(listener: TcpListener, settings: Settings) {
+    let settings = Arc::new(settings);
+    let peers: Subscribers = Arc::default();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = BACKOFF_MIN;
+                accepted
+            }
+            Err(e) if out_of_resources(&e) => {
+                if settings.verbose {
+                    eprintln!("wsc: accepting: {e}; retrying in {backoff:?}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            // A connection that failed before it was accepted: nothing to wait for.
+            Err(_) => continue,
+        };
         let _ = stream.set_nodelay(true);
+        let (settings, peers) = (settings.clone(), peers.clone());
         tokio::spawn(async move {
-            let mut session = match accept(stream, &AcceptConfig::default()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    if verbose {
-                        eprintln!("wsc: {from}: handshake failed: {}", e.chain());
-                    }
-                    return;
-                }
+            let Some(tls) = &settings.tls else {
+                return session(stream, from, &settings, peers, slot).await;
             };
-            if verbose {
-                eprintln!("wsc: {from} connected to {}", session.call().url().path());
-            }
-            if broadcast {
-                peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(session.sender());
-            }
-            while let Some(Ok(m)) = session.recv().await {
-                if verbose {
-                    eprintln!("wsc: {from} sent {m:?}");
-                }
-                if broadcast {
-                    let all: Vec<Sender> = peers
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .filter(|s| s.is_open())
-                        .cloned()
-                        .collect();
-                    for p in all {
-                        let _ = p.send(Message::clone(&m)).await;
-                    }
-                } else if session.send(m).await.is_err() {
-                    break;
-                }
-            }
-            if broadcast {
-                peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(Sender::is_open);
-            }
-            if verbose {
-                eprintln!("wsc: {from} closed: {}", session.close_reason().await);
+            // The TLS handshake is bounded as the WebSocket one is.
+            let limit = settings.accept.handshake_timeout;
+            match tokio::time::timeout(limit, tls.accept(stream)).await {
+                Ok(Ok(stream)) => session(stream, from, &settings, peers, slot).await,
+                Ok(Err(e)) if settings.verbose => eprintln!("wsc: {from}: TLS failed: {e}"),
+                Err(_) if settings.verbose => eprintln!("wsc: {from}: TLS timed out"),
+                _ => {}
             }
         });
     }
+}
+
+async fn session<S>(
+    stream: S,
+    from: SocketAddr,
+    settings: &Settings,
+    peers: Subscribers,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let verbose = settings.verbose;
+    let started = std::time::Instant::now();
+    let mut session = match accept(stream, &settings.accept).await {
+        Ok(s) => s,
+        Err(e) => {
+            if verbose {
+                eprintln!("wsc: {from}: handshake failed: {}", e.chain());
+            }
+            return;
+        }
+    };
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    if settings.broadcast {
+        subscribe(&peers, session.sender());
+    }
+    // Bounds one step (a message in, an echo out) when an idle timeout is set.
+    let within = |t: Option<Duration>| async move {
+        match t {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            m = session.recv() => m,
+            () = within(settings.idle_timeout) => {
+                idle_close(&session.sender()).await;
+                break;
+            }
+        };
+        let Some(Ok(m)) = next else { break };
+        messages += 1;
+        bytes += m.len() as u64;
+        if settings.broadcast {
+            broadcast(&peers, &m, verbose);
+        } else {
+            tokio::select! {
+                r = session.send(m) => if r.is_err() { break },
+                () = within(settings.idle_timeout) => {
+                    idle_close(&session.sender()).await;
+                    break;
+                }
+            }
+        }
+    }
+    if verbose {
+        let reason = session.close_reason().await;
+        let call = session.call();
+        eprintln!(
+            "wsc: {from} {}{}: {messages} messages, {bytes} bytes in; closed {reason} after {:.1?}",
+            call.url().path(),
+            call.protocol()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
+            started.elapsed(),
+        );
+    }
+}
+
+async fn idle_close(s: &Sender) {
+    if let Ok(r) = CloseReason::new(1001, "idle timeout") {
+        let _ = s.close(r).await;
+    }
+}
+
+/// Adds `sender` to the broadcast, with a task that feeds it from its own queue (so that a
+/// slow subscriber delays only itself).
+fn subscribe(peers: &Subscribers, sender: Sender) {
+    let (queue, mut rx) = mpsc::unbounded_channel::<Message>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (out, left) = (sender.clone(), queued.clone());
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let len = m.len();
+            let sent = out.send(m).await;
+            left.fetch_sub(len, Ordering::AcqRel);
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    peers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Subscriber {
+            queue,
+            queued,
+            sender,
+        });
+}
+
+/// Queues `m` for every subscriber without waiting for any; drops those that are closed and
+/// disconnects (1008) those that fell more than [`BROADCAST_LAG`] bytes behind.
+fn broadcast(peers: &Subscribers, m: &Message, verbose: bool) {
+    let mut all = peers.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|p| {
+        if !p.sender.is_open() {
+            return false;
+        }
+        let behind = p.queued.fetch_add(m.len(), Ordering::AcqRel) + m.len();
+        if behind > BROADCAST_LAG || p.queue.send(Message::clone(m)).is_err() {
+            if verbose {
+                eprintln!("wsc: a subscriber fell {behind} bytes behind; disconnecting it");
+            }
+            let s = p.sender.clone();
+            tokio::spawn(async move {
+                if let Ok(r) = CloseReason::new(1008, "too slow to take the broadcast") {
+                    let _ = s.close(r).await;
+                }
+            });
+            return false;
+        }
+        true
+    });
 }

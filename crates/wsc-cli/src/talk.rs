@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use wsc::{CloseCode, CloseReason, Frame, Message, OpCode, RawSession, Sender};
+use wsc::{CloseCode, CloseReason, Frame, Message, OpCode, Sender};
 
 use crate::opts::{ConnectOpts, parse_duration};
 use crate::{Failure, failure};
@@ -31,11 +31,112 @@ pub struct TalkOpts {
     pub wait: Duration,
 }
 
+/// What a talk session prints, and where: received messages on stdout (through the line
+/// editor's printer in interactive mode); with `-v` or `--raw`, every control frame wsc sends
+/// (keepalive pings, pongs, its Close) as `> …` and, with `-v`, every control frame received
+/// as `< …`, on stderr in pipe mode so that stdout stays the received data.
+struct Out {
+    print: std::sync::Mutex<Box<dyn FnMut(String) + Send>>,
+    interactive: bool,
+    verbose: bool,
+    raw: bool,
+}
+
+impl Out {
+    fn line(&self, line: String) {
+        (self.print.lock().unwrap_or_else(|p| p.into_inner()))(line);
+    }
+
+    /// A frame wsc is about to send.
+    fn sent(&self, f: &Frame) {
+        if self.verbose || self.raw {
+            self.log('>', f);
+        }
+    }
+
+    /// A control frame received (a raw session's are also printed whole by `--raw`).
+    fn received_control(&self, f: &Frame) {
+        if self.interactive && f.opcode == OpCode::Pong && !self.raw {
+            // The answer to `/ping`, always shown on a terminal.
+            self.line(format!(
+                "{} < pong: {}",
+                timestamp(),
+                payload_text(&f.payload)
+            ));
+        } else if self.verbose && !self.raw {
+            self.log('<', f);
+        }
+    }
+
+    fn log(&self, dir: char, f: &Frame) {
+        let text = describe_frame(f);
+        if self.interactive {
+            self.line(format!("{} {dir} {text}", timestamp()));
+        } else {
+            eprintln!("{dir} {text}");
+        }
+    }
+}
+
+/// Sends `frame`, showing it first (see [`Out`]).
+async fn send_frame(tx: &Sender, out: &Out, frame: Frame) -> Result<(), wsc::Error> {
+    out.sent(&frame);
+    tx.send_frame(frame).await
+}
+
+/// How the session ended, as the parts of a talk session saw it.
+#[derive(Default)]
+struct Ending {
+    /// wsc started the closing handshake (the user's `/close`, or the end of input): the
+    /// server's answer is an echo, not the server's own code.
+    we_closed: std::sync::atomic::AtomicBool,
+    /// A failure found by the reader or the keepalive, which decides the exit code.
+    failure: std::sync::Mutex<Option<Failure>>,
+    /// Why the connection dropped, when it did (an I/O error after the handshake).
+    dropped: std::sync::Mutex<Option<String>>,
+}
+
+impl Ending {
+    fn fail(&self, f: Failure) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(f);
+    }
+}
+
+/// Closes with `reason`, showing the Close; remembers that wsc closed first.
+async fn close(tx: &Sender, out: &Out, ending: &Ending, reason: CloseReason) {
+    if !tx.is_open() {
+        return;
+    }
+    ending.we_closed.store(true, Ordering::Release);
+    out.sent(&Frame::close(Some(&reason)));
+    // The server never answered: exit 5, as the close timeout is a timeout like the others.
+    if let Err(e @ wsc::Error::Timeout(_)) = tx.close(reason).await {
+        ending.fail(failure(&e));
+    }
+}
+
+/// The received side of a session: every frame (a raw session, wsc doing the protocol's
+/// automation itself, visibly) or whole messages (a default session: `--compress`, whose
+/// extension only a default session can run).
+enum Incoming {
+    Frames(wsc::RawReceiver),
+    Messages(wsc::Receiver),
+}
+
 pub async fn run(
     url: Option<String>,
     connect: &ConnectOpts,
     opts: &TalkOpts,
 ) -> Result<(), Failure> {
+    if connect.compress && opts.raw {
+        return Err(Failure::new(
+            2,
+            "--raw cannot be combined with --compress: a raw session shows frames as they are on the wire and negotiates no extension",
+        ));
+    }
     let url = match url {
         Some(u) => u,
         None => {
@@ -46,16 +147,29 @@ pub async fn run(
         }
     };
     let client = connect.client()?;
-    let session = connect
-        .request(&client, &url)?
-        .connect_raw()
-        .await
-        .map_err(|e| failure(&e))?;
-    if connect.verbose {
-        print_handshake(&session);
-    }
+    let request = connect.request(&client, &url)?;
+    let (tx, incoming) = if connect.compress {
+        let session = request
+            .connect()
+            .await
+            .map_err(|e| talk_failure(&e, connect))?;
+        if connect.verbose {
+            print_handshake(session.call());
+        }
+        let (tx, rx) = session.split();
+        (tx, Incoming::Messages(rx))
+    } else {
+        let session = request
+            .connect_raw()
+            .await
+            .map_err(|e| talk_failure(&e, connect))?;
+        if connect.verbose {
+            print_handshake(session.call());
+        }
+        let (tx, rx) = session.split();
+        (tx, Incoming::Frames(rx))
+    };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (tx, rx) = session.split();
     let received = Arc::new(AtomicU64::new(0));
     let printer: Box<dyn FnMut(String) + Send> = if interactive {
         interactive_printer()?
@@ -67,18 +181,59 @@ pub async fn run(
             let _ = out.flush();
         })
     };
-    let reader = tokio::spawn(read_loop(
-        rx,
-        tx.clone(),
-        printer,
-        opts.clone(),
+    let out = Arc::new(Out {
+        print: std::sync::Mutex::new(printer),
         interactive,
-        received.clone(),
-    ));
+        verbose: connect.verbose,
+        raw: opts.raw,
+    });
+    let ending = Arc::new(Ending::default());
+    let (pong_tx, pong_rx) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn({
+        let (tx, out, ending) = (tx.clone(), out.clone(), ending.clone());
+        let read = read_loop(
+            incoming,
+            tx.clone(),
+            out.clone(),
+            opts.clone(),
+            connect.clone(),
+            received.clone(),
+            ending.clone(),
+            pong_tx,
+        );
+        async move {
+            read.await;
+            // The prompt waits for a line; say why the session is over.
+            if out.interactive && !ending.we_closed.load(Ordering::Acquire) {
+                let reason = tx.close_reason().await;
+                out.line(format!(
+                    "{} session closed ({reason}); press Enter to exit",
+                    timestamp()
+                ));
+            }
+        }
+    });
+    // A raw session never pings by itself: wsc keeps the connection alive (a default
+    // session's library does, with the same settings).
+    let keepalive = match (connect.compress, connect.keepalive()) {
+        (false, Some((every, timeout))) => Some(tokio::spawn(keepalive(
+            tx.clone(),
+            out.clone(),
+            ending.clone(),
+            every,
+            timeout,
+            pong_rx,
+        ))),
+        _ => None,
+    };
     let sent = if interactive {
-        interactive_input(&tx).await?
+        interactive_input(&tx, &out, &ending).await?
     } else {
-        pipe_input(&tx, opts).await?
+        // Input stops mattering once the session is over (a ping timeout, the server's Close).
+        tokio::select! {
+            r = pipe_input(&tx, opts) => r?,
+            _ = tx.close_reason() => 0,
+        }
     };
 
     // Input is over: wait for replies (bounded), then close.
@@ -90,25 +245,60 @@ pub async fn run(
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if tx.is_open() {
-            let _ = tx.close(CloseReason::normal()).await;
-        }
+        close(&tx, &out, &ending, CloseReason::normal()).await;
     }
     let reason = tx.close_reason().await;
-    let end = reader.await.unwrap_or(Ok(()));
-    end?;
-    match reason.code().as_u16() {
+    let _ = reader.await;
+    if let Some(k) = keepalive {
+        k.abort();
+    }
+    if let Some(f) = ending
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(f);
+    }
+    let code = reason.code().as_u16();
+    match code {
         1000 | 1001 | 1005 => Ok(()),
-        1006 => Err(Failure::new(
-            7,
-            format!("connection closed without a Close frame ({reason})"),
-        )),
+        1006 => {
+            let why = ending
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            Err(Failure::new(
+                7,
+                match why {
+                    Some(why) => format!("connection dropped without a Close frame ({why})"),
+                    None => "connection closed without a Close frame".to_owned(),
+                },
+            ))
+        }
+        // The closing handshake wsc started completed: the code is the user's own, echoed.
+        _ if ending.we_closed.load(Ordering::Acquire) => Ok(()),
         _ => Err(Failure::new(8, format!("server closed with {reason}"))),
     }
 }
 
-fn print_handshake(s: &RawSession) {
-    let call = s.call();
+/// [`failure`], naming the CLI's flag where the library names its setting.
+fn talk_failure(e: &wsc::Error, connect: &ConnectOpts) -> Failure {
+    match (e, connect.max_message_size) {
+        (wsc::Error::MessageTooBig { size, max, .. }, Some(_)) => too_big(*size, *max),
+        _ => failure(e),
+    }
+}
+
+fn too_big(size: u64, max: usize) -> Failure {
+    Failure::new(
+        6,
+        format!("message too big: {size} bytes, over --max-message-size ({max})"),
+    )
+}
+
+fn print_handshake(call: &wsc::Call) {
     let u = call.url();
     let target = match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
@@ -145,47 +335,159 @@ async fn pipe_input(tx: &Sender, opts: &TalkOpts) -> Result<u64, Failure> {
         };
         match r {
             Ok(()) => sent += 1,
-            Err(wsc::Error::Closed(_)) => break,
+            Err(_) if !tx.is_open() => break,
             Err(e) => return Err(failure(&e)),
         }
     }
     Ok(sent)
 }
 
-async fn read_loop(
-    mut rx: wsc::RawReceiver,
+/// The payload of wsc's keepalive ping number `n`.
+fn keepalive_payload(n: u64) -> Vec<u8> {
+    format!("wsc keepalive {n}").into_bytes()
+}
+
+/// Which keepalive ping a pong answers, if it answers one.
+fn keepalive_number(pong: &[u8]) -> Option<u64> {
+    std::str::from_utf8(pong)
+        .ok()?
+        .strip_prefix("wsc keepalive ")?
+        .parse()
+        .ok()
+}
+
+/// A raw session's keepalive: a ping every `every`; without the pong that echoes it within
+/// `timeout`, closes with 1011 and fails with exit code 5, as a default session does.
+async fn keepalive(
     tx: Sender,
-    mut print: Box<dyn FnMut(String) + Send>,
+    out: Arc<Out>,
+    ending: Arc<Ending>,
+    every: Duration,
+    timeout: Duration,
+    mut pongs: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut n = 0u64;
+    loop {
+        tokio::time::sleep(every).await;
+        if !tx.is_open() {
+            return;
+        }
+        n += 1;
+        if send_frame(&tx, &out, Frame::ping(keepalive_payload(n)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let answered = tokio::time::timeout(timeout, pongs.wait_for(|got| *got >= n))
+            .await
+            .map(|r| r.is_ok());
+        match answered {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                if !tx.is_open() {
+                    return;
+                }
+                ending.fail(Failure::new(
+                    5,
+                    format!("ping timed out: no pong within {timeout:?}"),
+                ));
+                if let Ok(r) = CloseReason::new(1011, "Ping timeout") {
+                    out.sent(&Frame::close(Some(&r)));
+                    let _ = tx.close(r).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_loop(
+    incoming: Incoming,
+    tx: Sender,
+    out: Arc<Out>,
     opts: TalkOpts,
-    interactive: bool,
+    connect: ConnectOpts,
     received: Arc<AtomicU64>,
-) -> Result<(), Failure> {
+    ending: Arc<Ending>,
+    pongs: tokio::sync::watch::Sender<u64>,
+) {
+    let limit = connect.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE);
+    let mut rx = match incoming {
+        Incoming::Frames(rx) => rx,
+        Incoming::Messages(mut rx) => {
+            while let Some(item) = rx.recv().await {
+                match item {
+                    Ok(m) => {
+                        received.fetch_add(1, Ordering::AcqRel);
+                        out.line(describe_message(&m, &opts, out.interactive));
+                    }
+                    Err(e) => {
+                        end_with(&e, &ending, &connect);
+                        break;
+                    }
+                }
+            }
+            return;
+        }
+    };
     let mut partial: Option<(OpCode, Vec<u8>)> = None;
     while let Some(item) = rx.recv().await {
         let frame = match item {
             Ok(f) => f,
-            Err(wsc::Error::Timeout(wsc::TimeoutKind::Close)) => break,
-            Err(e) => return Err(failure(&e)),
+            Err(e) => {
+                end_with(&e, &ending, &connect);
+                break;
+            }
         };
         if opts.raw {
-            print(describe_frame(&frame, interactive));
+            let text = describe_frame(&frame);
+            out.line(if out.interactive {
+                format!("{} < {text}", timestamp())
+            } else {
+                text
+            });
         }
         match frame.opcode {
             OpCode::Ping => {
-                let _ = tx.send_frame(Frame::pong(frame.payload.clone())).await;
+                out.received_control(&frame);
+                let _ = send_frame(&tx, &out, Frame::pong(frame.payload.clone())).await;
             }
             OpCode::Close => {
+                out.received_control(&frame);
                 if tx.is_open() {
                     let echo = frame.close_reason().ok().flatten();
-                    let _ = tx.send_frame(Frame::close(echo.as_ref())).await;
+                    let _ = send_frame(&tx, &out, Frame::close(echo.as_ref())).await;
                 }
             }
-            OpCode::Pong => {}
+            OpCode::Pong => {
+                out.received_control(&frame);
+                if let Some(n) = keepalive_number(&frame.payload) {
+                    pongs.send_if_modified(|got| {
+                        let newer = n > *got;
+                        if newer {
+                            *got = n;
+                        }
+                        newer
+                    });
+                }
+            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let (op, mut data) = match (frame.opcode, partial.take()) {
                     (OpCode::Continuation, Some((op, d))) => (op, d),
                     (op, _) => (op, Vec::new()),
                 };
+                let size = (data.len() + frame.payload.len()) as u64;
+                if size > limit as u64 {
+                    // What a default session does past max_message_size: 1009, and exit 6.
+                    ending.fail(too_big(size, limit));
+                    if let Ok(r) = CloseReason::new(1009, "message too big") {
+                        close(&tx, &out, &ending, r).await;
+                    }
+                    break;
+                }
                 data.extend_from_slice(&frame.payload);
                 if !frame.fin {
                     partial = Some((op, data));
@@ -198,12 +500,27 @@ async fn read_loop(
                     } else {
                         Message::binary(data)
                     };
-                    print(describe_message(&m, &opts, interactive));
+                    out.line(describe_message(&m, &opts, out.interactive));
                 }
             }
         }
     }
-    Ok(())
+}
+
+/// The default largest message, as the library's default `max_message_size`.
+const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// Records why the receiving side ended: a dropped connection (exit 7, decided from the
+/// close reason 1006), the end of the close timeout (the reason decides), or a failure.
+fn end_with(e: &wsc::Error, ending: &Ending, connect: &ConnectOpts) {
+    match e {
+        wsc::Error::Timeout(wsc::TimeoutKind::Close) => {}
+        wsc::Error::Io { .. } => {
+            *ending.dropped.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.chain().to_string());
+        }
+        wsc::Error::Closed(Some(r)) if r.code().as_u16() == 1006 => {}
+        _ => ending.fail(talk_failure(e, connect)),
+    }
 }
 
 fn describe_message(m: &Message, opts: &TalkOpts, interactive: bool) -> String {
@@ -224,7 +541,8 @@ fn describe_message(m: &Message, opts: &TalkOpts, interactive: bool) -> String {
     }
 }
 
-fn describe_frame(f: &Frame, interactive: bool) -> String {
+/// One frame on one line: `kind [fin|more rsv=…] body`.
+fn describe_frame(f: &Frame) -> String {
     let kind = format!("{:?}", f.opcode).to_lowercase();
     let body = match f.opcode {
         OpCode::Close => match f.close_reason() {
@@ -243,10 +561,14 @@ fn describe_frame(f: &Frame, interactive: bool) -> String {
             String::new()
         }
     );
-    if interactive {
-        format!("{} < {kind} [{flags}] {body}", timestamp())
-    } else {
-        format!("{kind} [{flags}] {body}")
+    format!("{kind} [{flags}] {body}")
+}
+
+/// A ping or pong payload as text when it is text, else hex.
+fn payload_text(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(t) => t.to_owned(),
+        Err(_) => hex(b),
     }
 }
 
@@ -335,7 +657,7 @@ fn parse_command(line: &str) -> Result<Input, String> {
     }
 }
 
-async fn interactive_input(tx: &Sender) -> Result<u64, Failure> {
+async fn interactive_input(tx: &Sender, out: &Out, ending: &Ending) -> Result<u64, Failure> {
     let printer_rx = PRINTER.with(|p| p.borrow_mut().take());
     let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Option<String>>(16);
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
@@ -380,9 +702,9 @@ async fn interactive_input(tx: &Sender) -> Result<u64, Failure> {
                 sent += 1;
                 tx.send(m).await
             }
-            Ok(Input::Frame(f)) => tx.send_frame(f).await,
+            Ok(Input::Frame(f)) => send_frame(tx, out, f).await,
             Ok(Input::Close(r)) => {
-                let _ = tx.close(r).await;
+                close(tx, out, ending, r).await;
                 let _ = ack_tx.send(());
                 break;
             }
@@ -397,7 +719,7 @@ async fn interactive_input(tx: &Sender) -> Result<u64, Failure> {
         };
         let _ = ack_tx.send(());
         if let Err(e) = r {
-            if matches!(e, wsc::Error::Closed(_)) {
+            if !tx.is_open() {
                 break;
             }
             return Err(failure(&e));

@@ -4,11 +4,13 @@
 //! It exists for tests, tools and `wsc serve`; it negotiates no extensions. Owns the server
 //! side of the handshake's I/O only; the checks are `wsc_proto::handshake`'s.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use wsc_proto::Role;
 use wsc_proto::handshake;
 
@@ -59,6 +61,14 @@ impl AcceptConfig {
 
 /// Reads a client's upgrade request from `stream`, answers 101, and returns the session.
 ///
+/// A request that is not a valid upgrade is answered, as RFC 6455 §4.2.1 and §4.4 ask: 426
+/// Upgrade Required with `Sec-WebSocket-Version: 13` for another protocol version, else 400
+/// Bad Request (431 for a head over the size limit), the reason in the body; the error is
+/// returned and the connection closed. When the session ends, the connection is closed
+/// gracefully: writing is shut down and what the client still sends is read and discarded
+/// (for up to 2 s and 1 MiB) before the socket closes, so that a client that sends after its
+/// Close gets the server's Close and a clean end of stream, not a reset.
+///
 /// `stream` is any byte stream: a `TcpStream` (set `TCP_NODELAY` on it yourself), a TLS stream,
 /// a Unix socket, an in-memory duplex.
 ///
@@ -79,6 +89,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(1024);
     let mut scan = handshake::HeadScan::new(handshake::MAX_RESPONSE_HEAD);
+    let mut ended = false;
     let read = async {
         loop {
             if stream
@@ -87,6 +98,7 @@ where
                 .map_err(|e| Error::io(IoContext::Handshake, e))?
                 == 0
             {
+                ended = true;
                 return Err(Error::Handshake(handshake::HandshakeError::Malformed(
                     "connection closed before the request ended".into(),
                 )));
@@ -98,8 +110,20 @@ where
             }
         }
     };
-    let (req, head_len) = match tokio::time::timeout(config.handshake_timeout, read).await {
+    let got = tokio::time::timeout(config.handshake_timeout, read).await;
+    let (req, head_len) = match got {
         Err(_) => return Err(Error::Timeout(TimeoutKind::Handshake)),
+        Ok(Err(Error::Handshake(e))) if !ended => {
+            // RFC 6455 §4.2.1: a request that is not a valid upgrade gets an HTTP answer.
+            let answer = refusal(&buf, &e);
+            tokio::spawn(async move {
+                let wrote = tokio::time::timeout(LINGER_TIME, stream.write_all(&answer)).await;
+                if matches!(wrote, Ok(Ok(()))) {
+                    linger(stream).await;
+                }
+            });
+            return Err(Error::Handshake(e));
+        }
         Ok(r) => r?,
     };
     let protocol = config
@@ -138,7 +162,126 @@ where
         Role::Server,
         call,
     );
-    Ok(session::start(stream, shared, leftover, Vec::new()))
+    Ok(session::start(
+        Linger(Some(stream)),
+        shared,
+        leftover,
+        Vec::new(),
+    ))
+}
+
+/// How long a closing connection is drained for, at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How many bytes a closing connection is drained of, at most.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// The HTTP answer to a request that is not a valid upgrade: 426 with the version this server
+/// speaks when the client asked for another (RFC 6455 §4.4), 431 for a head too large, else 400
+/// (§4.2.1). The body says what was wrong.
+fn refusal(buf: &[u8], e: &handshake::HandshakeError) -> Vec<u8> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(buf).is_ok();
+    let other_version = parsed
+        && req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("sec-websocket-version")
+                && std::str::from_utf8(h.value).map(str::trim) != Ok("13")
+        });
+    let (status, extra) = if other_version {
+        (
+            "426 Upgrade Required",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        )
+    } else if matches!(e, handshake::HandshakeError::TooLarge) {
+        ("431 Request Header Fields Too Large", "")
+    } else {
+        ("400 Bad Request", "")
+    };
+    let body = format!("{e}\n");
+    format!(
+        "HTTP/1.1 {status}\r\n{extra}Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Closes a connection without losing what was written to it: shuts down writing, then reads
+/// and discards what the peer still sends (bounded in time and bytes) before dropping it.
+/// Closing a socket with unread data makes the kernel reset the connection, and a reset can
+/// destroy the last bytes written (a Close frame, an HTTP answer) before the peer reads them.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// An accepted connection that, when the session is done with it, closes with [`linger`] in
+/// a task of its own (without a runtime, it simply closes).
+struct Linger<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Linger<S> {
+    fn drop(&mut self) {
+        if let (Some(stream), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(linger(stream));
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Linger<S> {
+    fn io(&mut self) -> Pin<&mut S> {
+        Pin::new(self.0.as_mut().expect("present until dropped"))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Linger<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Linger<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(S::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
