@@ -674,3 +674,160 @@ async fn a_policy_violation_close_ends_the_session_with_it() {
         assert!(!matches!(e, ConnectionEvent::Connecting { .. }), "{e:?}");
     }
 }
+
+/// An application that never reads while the server sends as fast as it can: the
+/// connection's own incoming bound stops reading from the server (the server's sends stall
+/// after a bounded amount), while sends, `flush` and `close` keep working and memory stays
+/// bounded.
+#[tokio::test]
+async fn an_application_that_never_reads_can_still_send_flush_and_close() {
+    use std::sync::atomic::AtomicU64;
+    const FLOOD: u64 = 200_000; // 1 KiB each: 200 MiB if nothing pushed back
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU64::new(0));
+    let server = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let session = wsc::server::accept(tcp, &Default::default()).await.unwrap();
+            let (tx, mut rx) = session.split();
+            tokio::spawn(async move {
+                for i in 0..FLOOD {
+                    if tx.send(Message::binary(vec![i as u8; 1024])).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = rx.recv().await {
+                if let Some(t) = m.as_text() {
+                    got.push(t.to_owned());
+                }
+            }
+            got
+        }
+    });
+    let close_timeout = Duration::from_secs(2);
+    let client = Client::builder()
+        .close_timeout(close_timeout)
+        .build()
+        .unwrap();
+    let rss_before = common::peak_rss_kib();
+    let rc = client
+        .reconnecting(url.as_str(), ReconnectConfig::default())
+        .unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "open", |e| matches!(e, ConnectionEvent::Open)).await;
+    // The server sends; nobody reads.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unread = sent.load(Ordering::Relaxed);
+    assert!(unread >= 1000, "only {unread} messages were sent");
+    for m in ["a", "b", "c"] {
+        tokio::time::timeout(Duration::from_secs(2), rc.send(m))
+            .await
+            .expect("a send ends while nothing is read")
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), rc.flush())
+        .await
+        .expect("flush ends while nothing is read")
+        .unwrap();
+    // The server is held back: its sends have stalled far short of the flood.
+    let stalled = sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = sent.load(Ordering::Relaxed);
+    assert!(
+        later < FLOOD / 4,
+        "{later} of {FLOOD} sent: no backpressure"
+    );
+    assert!(
+        later - stalled < 100,
+        "still sending: {stalled} then {later}"
+    );
+
+    let t = Instant::now();
+    let closed = tokio::time::timeout(close_timeout * 3, rc.close(wsc::CloseReason::normal()))
+        .await
+        .expect("close ends while nothing is read");
+    assert!(
+        t.elapsed() < close_timeout + Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    // The server's Close waits behind messages nobody reads: the close may time out, as a
+    // session's does.
+    assert!(
+        matches!(closed, Ok(_) | Err(Error::Timeout(wsc::TimeoutKind::Close))),
+        "{closed:?}"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server's session ends")
+        .unwrap();
+    assert_eq!(got, ["a", "b", "c"]);
+    let grown = common::peak_rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "peak RSS grew by {grown} KiB");
+    eprintln!("unread after 1 s: {unread}; server stalled at {later}; RSS +{grown} KiB");
+}
+
+/// Against a server that never reads, sends of 1 MiB messages stop being accepted soon
+/// (the queue is bounded in bytes: 64 KiB here), memory stays bounded, and `close` ends
+/// within the close timeout, failing a send that was waiting.
+#[tokio::test]
+async fn a_server_that_never_reads_bounds_sends_in_bytes_and_close_in_time() {
+    let peer = common::python_server(&[]);
+    let close_timeout = Duration::from_secs(2);
+    let client = Client::builder()
+        .outgoing_queue_capacity(64 * 1024)
+        .close_timeout(close_timeout)
+        .build()
+        .unwrap();
+    let rc = client
+        .reconnecting(peer.url("/stall"), ReconnectConfig::default())
+        .unwrap();
+    let mut events = rc.events();
+    wait_for(&mut events, "open", |e| matches!(e, ConnectionEvent::Open)).await;
+    let rss_before = common::peak_rss_kib();
+    let mut accepted = 0u32;
+    while accepted < 1100 {
+        // A fresh buffer each time: queued messages cost real memory.
+        let m = Message::binary(vec![accepted as u8; 1 << 20]);
+        match tokio::time::timeout(Duration::from_secs(1), rc.send(m)).await {
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(e)) => panic!("{e:?}"),
+            Err(_) => break, // waiting for room: the bound holds
+        }
+    }
+    let grown = common::peak_rss_kib().saturating_sub(rss_before);
+    eprintln!("accepted {accepted} MiB; RSS +{grown} KiB");
+    assert!(accepted <= 32, "{accepted} MiB accepted by a 64 KiB queue");
+    assert!(grown < 96 * 1024, "peak RSS grew by {grown} KiB");
+
+    // A send waiting for room when the session closes fails.
+    let waiting = tokio::spawn({
+        let s = rc.sender();
+        async move { s.send(Message::binary(vec![1u8; 1 << 20])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    let t = Instant::now();
+    let closed = tokio::time::timeout(close_timeout * 3, rc.close(wsc::CloseReason::normal()))
+        .await
+        .expect("close ends against a server that never reads");
+    assert!(
+        t.elapsed() < close_timeout + Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(closed, Err(Error::Timeout(wsc::TimeoutKind::Close))),
+        "{closed:?}"
+    );
+    let sent = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting send ends")
+        .unwrap();
+    assert!(matches!(sent, Err(Error::Closed(_))), "{sent:?}");
+}
