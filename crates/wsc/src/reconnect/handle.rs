@@ -180,8 +180,10 @@ impl Reconnecting {
     ///
     /// Each connection's messages are read from that connection's own receiving queue:
     /// while the application does not read, the connection reads no further than its
-    /// incoming bounds (and still answers pings), and the next connection opens only once
-    /// the messages of the last one are read.
+    /// incoming bounds, as a [`Session`](crate::Session) does, and the next connection opens
+    /// only once the messages of the last one are read (a connection that ended with only
+    /// its error unread does not hold the next one back; of such errors in a row only the
+    /// newest is kept).
     ///
     /// Cancel safe: dropping the future loses no message.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {

@@ -1,7 +1,7 @@
 //! Where received messages wait: the receivers of the session's connections, handed over
 //! whole, in order. The application reads each connection's [`Receiver`] directly, so a
 //! reader that stops reading gets the connection's own backpressure (its incoming queue
-//! bounds what is read from the server, and its driver still answers pings); the supervisor
+//! bounds what is read from the server, as for a plain session); the supervisor
 //! never waits on the application to take a message.
 //!
 //! What this must keep bounded: at most one connection whose messages are still unread
@@ -50,41 +50,13 @@ pub(super) struct Inbox {
     state: Mutex<State>,
 }
 
-impl Inbox {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hands a new connection's receiver to the reader.
-    pub fn push(&self, rx: Receiver) {
-        let mut s = self.lock();
-        if s.reader_gone {
-            return;
-        }
-        s.entries.push_back(Entry::Receiver(rx));
-        if let Some(w) = s.reader.take() {
-            w.wake();
-        }
-    }
-
-    /// The session has ended: after what is queued, the reader gets `error` (if any), then
-    /// the end.
-    pub fn finish(&self, error: Option<Error>) {
-        let mut s = self.lock();
-        s.end = Some(error);
-        if let Some(w) = s.reader.take() {
-            w.wake();
-        }
-    }
-
-    /// Ready once no connection but the one being read has unread messages, so that the
-    /// next connection may open. Connections that ended with nothing unread are reduced to
-    /// their error, and of errors in a row only the newest is kept.
-    pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.lock();
-        let mut kept = VecDeque::with_capacity(s.entries.len());
+impl State {
+    /// Reduces ended connections with nothing unread to their error, keeping only the
+    /// newest of errors in a row; whether any connection still has unread messages.
+    fn compact(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut kept = VecDeque::with_capacity(self.entries.len());
         let mut unread = false;
-        for entry in std::mem::take(&mut s.entries) {
+        for entry in std::mem::take(&mut self.entries) {
             let entry = match entry {
                 Entry::Receiver(mut rx) => match std::pin::Pin::new(&mut rx).poll_next(cx) {
                     Poll::Ready(None) => continue,
@@ -107,8 +79,46 @@ impl Inbox {
                 }
             }
         }
-        s.entries = kept;
-        if unread {
+        self.entries = kept;
+        unread
+    }
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a new connection's receiver to the reader.
+    pub fn push(&self, rx: Receiver) {
+        let mut s = self.lock();
+        if s.reader_gone {
+            return;
+        }
+        s.entries.push_back(Entry::Receiver(rx));
+        if let Some(w) = s.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// The session has ended: after what is queued, the reader gets `error` (if any), then
+    /// the end.
+    pub fn finish(&self, error: Option<Error>) {
+        let mut s = self.lock();
+        // The last connection has ended too: its error alone is kept as the others' are.
+        s.compact(&mut Context::from_waker(std::task::Waker::noop()));
+        s.end = Some(error);
+        if let Some(w) = s.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Ready once no connection but the one being read has unread messages, so that the
+    /// next connection may open. Connections that ended with nothing unread are reduced to
+    /// their error, and of errors in a row only the newest is kept.
+    pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.compact(cx) {
             s.supervisor = Some(cx.waker().clone());
             Poll::Pending
         } else {

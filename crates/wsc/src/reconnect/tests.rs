@@ -29,6 +29,15 @@ fn failing(error: fn() -> Error) -> supervisor::Connector {
 /// Each attempt opens over a pipe; the server closes with `code` after `lasted(n)` (n: the
 /// connection's number, 0-based).
 fn opening(code: u16, lasted: fn(u32) -> Duration) -> (supervisor::Connector, Arc<AtomicU32>) {
+    sending_then_closing(0, code, lasted)
+}
+
+/// As [`opening`], the server sending `messages` messages ("n.i") first.
+fn sending_then_closing(
+    messages: u32,
+    code: u16,
+    lasted: fn(u32) -> Duration,
+) -> (supervisor::Connector, Arc<AtomicU32>) {
     let opened = Arc::new(AtomicU32::new(0));
     let count = opened.clone();
     let connect: supervisor::Connector = Arc::new(move || {
@@ -39,6 +48,9 @@ fn opening(code: u16, lasted: fn(u32) -> Duration) -> (supervisor::Connector, Ar
                 let s = crate::server::accept(theirs, &Default::default())
                     .await
                     .unwrap();
+                for i in 0..messages {
+                    s.send(format!("{n}.{i}")).await.unwrap();
+                }
                 tokio::time::sleep(lasted(n)).await;
                 let _ = s.close(CloseReason::new(code, "").unwrap()).await;
             });
@@ -240,4 +252,62 @@ async fn a_policy_close_ends_the_session_with_it_and_a_hook_can_override() {
     assert_eq!(opened.load(Ordering::SeqCst), 3);
     // Three connections of 1 s, two waits of 2 s (and a handshake's instant each).
     assert!(t0.elapsed() >= Duration::from_secs(7) && t0.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_connection_waits_until_the_last_ones_messages_are_read() {
+    let (connect, opened) = sending_then_closing(3, 1001, |_| Duration::from_secs(1));
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_secs(1))
+        .jitter(false);
+    let mut rc = start_with(cfg, connect);
+    // Nobody reads: the first connection ends, and no other opens.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    // Reading its messages lets the next one open; its messages follow in order.
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        match rc.recv().await {
+            Some(Ok(m)) => got.push(m.as_text().unwrap().to_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]);
+    assert!(opened.load(Ordering::SeqCst) >= 2);
+    rc.close(CloseReason::normal()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_never_reads_does_not_stop_reconnects_after_errors_alone() {
+    // Connections that drop without a Close leave only their error unread: they do not
+    // hold the next connection back, and only the newest error is kept.
+    let dropping: supervisor::Connector = Arc::new(|| {
+        Box::pin(async {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let s = crate::server::accept(theirs, &Default::default())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                s.terminate();
+            });
+            Client::new().request("ws://pipe/").connect_on(ours).await
+        })
+    });
+    let cfg = ReconnectConfig::default()
+        .initial_delay(Duration::from_secs(1))
+        .max_attempts(Some(4))
+        .jitter(false);
+    let mut rc = start_with(cfg, dropping);
+    let gave_up = timeline(rc.events()).await;
+    assert!(
+        gave_up
+            .last()
+            .unwrap()
+            .1
+            .starts_with("GaveUp { attempts: 4")
+    );
+    // Read only now: one error (the newest), then the end.
+    assert!(matches!(rc.recv().await, Some(Err(Error::Io { .. }))));
+    assert!(rc.recv().await.is_none());
 }
