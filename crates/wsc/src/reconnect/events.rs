@@ -119,16 +119,12 @@ impl fmt::Debug for ConnectionEvent {
     }
 }
 
-type Next = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Option<ConnectionEvent>,
-                    broadcast::Receiver<ConnectionEvent>,
-                ),
-            > + Send,
-    >,
->;
+/// The event received, and the receiver back.
+type Received = (
+    Option<ConnectionEvent>,
+    broadcast::Receiver<ConnectionEvent>,
+);
+type Next = Pin<Box<dyn Future<Output = Received> + Send + Sync>>;
 
 /// A subscription to a reconnecting session's [`ConnectionEvent`]s, from
 /// [`Reconnecting::events`](crate::Reconnecting::events): a

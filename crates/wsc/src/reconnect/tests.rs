@@ -311,3 +311,13 @@ async fn a_reader_that_never_reads_does_not_stop_reconnects_after_errors_alone()
     assert!(matches!(rc.recv().await, Some(Err(Error::Io { .. }))));
     assert!(rc.recv().await.is_none());
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Reconnecting>();
+    send_sync::<ReconnectingSender>();
+    send_sync::<Events>();
+    send_sync::<ReconnectConfig>();
+    send_sync::<ConnectionEvent>();
+}
