@@ -89,16 +89,17 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands a new connection's receiver to the reader.
-    pub fn push(&self, rx: Receiver) {
+    /// Hands a new connection's receiver to the reader; gives it back if the reader is gone.
+    pub fn push(&self, rx: Receiver) -> Option<Receiver> {
         let mut s = self.lock();
         if s.reader_gone {
-            return;
+            return Some(rx);
         }
         s.entries.push_back(Entry::Receiver(rx));
         if let Some(w) = s.reader.take() {
             w.wake();
         }
+        None
     }
 
     /// The session has ended: after what is queued, the reader gets `error` (if any), then
@@ -151,8 +152,8 @@ impl Inbox {
         Poll::Ready(taken)
     }
 
-    /// The reading handle is gone.
-    pub fn reader_gone(&self) {
+    /// The reading handle is gone: the receivers it would have read are returned.
+    fn reader_gone(&self) -> Vec<Receiver> {
         let entries = {
             let mut s = self.lock();
             s.reader_gone = true;
@@ -161,7 +162,21 @@ impl Inbox {
             }
             std::mem::take(&mut s.entries)
         };
-        drop(entries);
+        entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Receiver(rx) | Entry::Peeked(_, rx) => Some(rx),
+                Entry::Error(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Reads `rx` to its end and drops what it reads: a connection whose reader is gone goes on
+/// reading from the server (answering pings) while senders still use it.
+pub(super) fn drain(mut rx: Receiver) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move { while rx.recv().await.is_some() {} });
     }
 }
 
@@ -219,6 +234,9 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.inbox.reader_gone();
+        let rest = self.inbox.reader_gone();
+        for rx in self.current.take().into_iter().chain(rest) {
+            drain(rx);
+        }
     }
 }

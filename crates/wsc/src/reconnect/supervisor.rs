@@ -249,7 +249,9 @@ impl Supervisor {
             });
             return Ok((Ended::Connect(e), None));
         }
-        self.inbox.push(rx);
+        if let Some(rx) = self.inbox.push(rx) {
+            super::inbox::drain(rx);
+        }
         control.set_connected(true);
         self.emit(ConnectionEvent::Open);
         let opened = Instant::now();

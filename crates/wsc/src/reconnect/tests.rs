@@ -321,3 +321,37 @@ fn handles_are_send_and_sync() {
     send_sync::<ReconnectConfig>();
     send_sync::<ConnectionEvent>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_reader_is_gone_is_still_read_for_the_senders() {
+    let done = Arc::new(AtomicU32::new(0));
+    let flag = done.clone();
+    let connect: supervisor::Connector = Arc::new(move || {
+        let flag = flag.clone();
+        Box::pin(async move {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let s = crate::server::accept(theirs, &Default::default())
+                    .await
+                    .unwrap();
+                // 2 MiB: far over the connection's incoming bounds and the pipe.
+                for _ in 0..2048 {
+                    s.send(crate::Message::binary(vec![0u8; 1024]))
+                        .await
+                        .unwrap();
+                }
+                flag.store(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            });
+            Client::new().request("ws://pipe/").connect_on(ours).await
+        })
+    });
+    let rc = start_with(ReconnectConfig::default(), connect);
+    let sender = rc.sender();
+    drop(rc);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(done.load(Ordering::SeqCst), 1, "the server's sends stalled");
+    assert!(sender.is_connected());
+    sender.send("still here").await.unwrap();
+    sender.flush().await.unwrap();
+}
