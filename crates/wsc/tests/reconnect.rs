@@ -756,6 +756,7 @@ async fn an_application_that_never_reads_can_still_send_flush_and_close() {
         "{:?}",
         t.elapsed()
     );
+    eprintln!("close took {:?}: {closed:?}", t.elapsed());
     // The server's Close waits behind messages nobody reads: the close may time out, as a
     // session's does.
     assert!(
@@ -821,6 +822,7 @@ async fn a_server_that_never_reads_bounds_sends_in_bytes_and_close_in_time() {
         "{:?}",
         t.elapsed()
     );
+    eprintln!("close took {:?}: {closed:?}", t.elapsed());
     assert!(
         matches!(closed, Err(Error::Timeout(wsc::TimeoutKind::Close))),
         "{closed:?}"
