@@ -64,6 +64,11 @@ impl Client {
         self.config.session.converter.clone()
     }
 
+    /// The settings every session of this client starts with.
+    pub(crate) fn session_config(&self) -> &crate::session::SessionConfig {
+        &self.config.session
+    }
+
     pub(crate) fn from_config(config: Config) -> Client {
         Client {
             config: Arc::new(config),

@@ -17,8 +17,8 @@ pub use client::{Client, RequestBuilder};
 pub use config::ClientBuilder;
 pub use error::{Chain, Error, IoContext, SizeLimit, TimeoutKind};
 pub use reconnect::{
-    ConnectionEvent, OnConnect, ReconnectConfig, Reconnecting, ReconnectingSender,
-    WhileDisconnected,
+    ConnectionEvent, Disconnect, Events, OnConnect, ReconnectConfig, Reconnecting,
+    ReconnectingSender, Retry, RetryPolicy, WhileDisconnected,
 };
 pub use request::{IntoRequest, Request};
 pub use session::{
