@@ -99,7 +99,7 @@ impl ConnectOpts {
             b = b.ping_interval(Some(every));
         }
         if let Some(t) = self.ping_timeout {
-            b = b.ping_timeout(Some(t));
+            b = b.ping_timeout(t);
         }
         if let Some(m) = self.max_message_size {
             b = b.max_message_size(m).max_frame_size(m);

@@ -97,11 +97,12 @@ pub async fn run(
     let reason = tx.close_reason().await;
     let end = reader.await.unwrap_or(Ok(()));
     end?;
-    match reason.code().as_u16() {
-        1000 | 1001 | 1005 => Ok(()),
-        1006 => Err(Failure::new(
+    match reason.code() {
+        CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS => Ok(()),
+        // The reason's text says what happened (the library's one wording for it).
+        CloseCode::CLOSED_ABNORMALLY => Err(Failure::new(
             7,
-            format!("connection closed without a Close frame ({reason})"),
+            format!("{} ({})", reason.reason(), reason.code()),
         )),
         _ => Err(Failure::new(8, format!("server closed with {reason}"))),
     }
@@ -316,7 +317,7 @@ fn parse_command(line: &str) -> Result<Input, String> {
         "close" => {
             let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
             let code: u16 = if code.is_empty() {
-                1000
+                CloseCode::NORMAL.as_u16()
             } else {
                 code.parse()
                     .map_err(|_| format!("bad close code {code:?}"))?
