@@ -288,6 +288,65 @@ async fn misuse_on_a_live_session_names_what_was_misused() {
     assert!(tx.is_open());
 }
 
+/// An extension that cannot encode anything, to see how its failure is reported.
+#[derive(Debug)]
+struct Broken;
+
+impl wsc::Extension for Broken {
+    fn name(&self) -> &'static str {
+        "x-broken"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn describe(&self) -> String {
+        "x-broken".into()
+    }
+    fn encode(&mut self, _: wsc::OpCode, _: &[u8]) -> Result<Option<&[u8]>, String> {
+        Err("out of room".into())
+    }
+    fn decode(
+        &mut self,
+        _: &[u8],
+        _: bool,
+        _: &mut Vec<u8>,
+        _: usize,
+    ) -> Result<(), wsc::proto::extension::DecodeError> {
+        Ok(())
+    }
+}
+
+impl wsc::ExtensionFactory for Broken {
+    fn name(&self) -> &'static str {
+        "x-broken"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn offer(&self) -> String {
+        "x-broken".into()
+    }
+    fn accept(&self, _: &[wsc::ExtensionParam]) -> Result<Box<dyn wsc::Extension>, String> {
+        Ok(Box::new(Broken))
+    }
+}
+
+#[tokio::test]
+async fn an_extension_that_fails_to_encode_is_named_not_called_a_configuration_error() {
+    let (url, _server) = one_shot(|head| {
+        switching(&key_of(&head), "Sec-WebSocket-Extensions: x-broken\r\n").into_bytes()
+    })
+    .await;
+    let client = Client::builder().extension(Broken).build().unwrap();
+    let s = client.connect(url).await.unwrap();
+    let e = s.sender().send("never encoded").await.unwrap_err();
+    assert!(matches!(e, Error::Extension(_)), "{e:?}");
+    assert_eq!(
+        e.chain().to_string(),
+        "extension x-broken failed to encode: out of room"
+    );
+}
+
 #[tokio::test]
 async fn ping_settings_read_none_only_when_pinging_is_off() {
     let (url, _server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
