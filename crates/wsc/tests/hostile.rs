@@ -384,6 +384,16 @@ fn a_reset_says_it_happened_while_reading() {
             err.chain().to_string(),
             "reading: Connection reset by peer (os error 104)"
         );
+        // The operating system's own error, not one rebuilt from its kind and text: its code
+        // is there, and a send after it reports the very same error.
+        let Error::Io { source, .. } = &err else {
+            unreachable!()
+        };
+        assert_eq!(source.raw_os_error(), Some(104));
+        match session.sender().send("late").await {
+            Err(Error::Io { source: again, .. }) => assert!(std::sync::Arc::ptr_eq(source, &again)),
+            other => panic!("{other:?}"),
+        }
         server.await.unwrap();
     });
 }
