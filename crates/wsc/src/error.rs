@@ -201,7 +201,9 @@ pub enum Error {
     /// it, and the operating system reported no error. Network's or server's fault.
     #[error("{}", CLOSED_WITHOUT_CLOSE_FRAME)]
     ClosedAbnormally,
-    /// The session is closed; the close reason, if one was exchanged.
+    /// The session is closed; the close reason, if one was exchanged. A send after the
+    /// session ended normally reports this (after a failure, the failure): either side may end
+    /// a session at any moment, so a send that finds it closed is not counted as [`Misuse`].
     #[error("session closed{}", .0.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Closed(Option<CloseReason>),
     /// No content converter is configured on the client (Ktor's
