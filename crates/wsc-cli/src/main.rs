@@ -88,7 +88,8 @@ pub fn failure(e: &wsc::Error) -> Failure {
         E::HandshakeRefused { .. } | E::Handshake(_) => 4,
         E::Timeout(_) => 5,
         E::Protocol { .. } | E::MessageTooBig { .. } => 6,
-        E::Closed(Some(r)) if r.code().as_u16() == 1006 => 7,
+        E::ClosedAbnormally => 7,
+        E::Closed(Some(r)) if r.code() == wsc::CloseCode::CLOSED_ABNORMALLY => 7,
         E::Closed(_) => 8,
         _ => 1,
     };

@@ -114,7 +114,7 @@ impl ConnectOpts {
             b = b.ping_interval(Some(every));
         }
         if let Some(t) = self.ping_timeout {
-            b = b.ping_timeout(Some(t));
+            b = b.ping_timeout(t);
         }
         if let Some(m) = self.max_message_size {
             // A frame is never larger than the message it carries: one limit, the user's.

@@ -90,7 +90,7 @@ fn tls_acceptor(
         return Err(bad(cert, &"no certificate in it"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Failure::new(1, format!("TLS setup: {e}")))?

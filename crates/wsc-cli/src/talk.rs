@@ -260,10 +260,9 @@ pub async fn run(
     {
         return Err(f);
     }
-    let code = reason.code().as_u16();
-    match code {
-        1000 | 1001 | 1005 => Ok(()),
-        1006 => {
+    match reason.code() {
+        CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS => Ok(()),
+        CloseCode::CLOSED_ABNORMALLY => {
             let why = ending
                 .dropped
                 .lock()
@@ -271,9 +270,11 @@ pub async fn run(
                 .take();
             Err(Failure::new(
                 7,
+                // The library's one wording for a drop, with the I/O error behind it if any.
                 match why {
-                    Some(why) => format!("connection dropped without a Close frame ({why})"),
-                    None => "connection closed without a Close frame".to_owned(),
+                    Some(why) if why.contains(reason.reason()) => why,
+                    Some(why) => format!("{} ({why})", reason.reason()),
+                    None => reason.reason().to_owned(),
                 },
             ))
         }
@@ -638,7 +639,7 @@ fn parse_command(line: &str) -> Result<Input, String> {
         "close" => {
             let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
             let code: u16 = if code.is_empty() {
-                1000
+                CloseCode::NORMAL.as_u16()
             } else {
                 code.parse()
                     .map_err(|_| format!("bad close code {code:?}"))?

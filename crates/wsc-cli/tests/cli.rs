@@ -181,6 +181,50 @@ fn documented_exit_codes_for_bad_input() {
 }
 
 #[test]
+fn a_connection_dropped_without_a_close_frame_exits_7_in_one_wording() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    // Answers the handshake, takes the first message, and drops the connection.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&b[..n]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim();
+        let accept = wsc::proto::handshake::accept_key(key);
+        write!(
+            s,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .unwrap();
+        let _ = s.read(&mut b).unwrap();
+    });
+    let out = run_with_stdin(&[&url], "a\n");
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("connection closed without a Close frame")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
 fn timeout_exit_code() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", l.local_addr().unwrap());
@@ -955,7 +999,7 @@ fn client_certificate_flags_for_mutual_tls() {
     let (ca, cert, key) = certificates();
     let dir = ca.parent().unwrap().to_owned();
     // A wss echo server that requires a client certificate from the test CA.
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(&ca).unwrap())

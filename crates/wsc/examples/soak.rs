@@ -70,7 +70,7 @@ async fn server(addrs: Vec<String>) {
 async fn client(n: usize, secs: u64, ping: u64, addrs: Vec<String>) -> bool {
     let client = Client::builder()
         .ping_interval(Some(Duration::from_secs(ping)))
-        .ping_timeout(Some(Duration::from_secs(ping * 4)))
+        .ping_timeout(Duration::from_secs(ping * 4))
         .build()
         .unwrap();
     let base = rss_kib();

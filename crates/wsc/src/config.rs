@@ -52,6 +52,7 @@ impl Default for Config {
 /// let client = wsc::Client::builder()
 ///     .max_frame_size(1 << 20)
 ///     .ping_interval(Some(Duration::from_secs(20)))
+///     .ping_timeout(Duration::from_secs(10))
 ///     .deflate(wsc::DeflateConfig::default())
 ///     .build()
 ///     .unwrap();
@@ -95,16 +96,19 @@ impl ClientBuilder {
     /// How often a default session pings the server to keep the connection alive
     /// (RFC 6455 §5.5.2). Default every 20 s, as Python `websockets` does: without it a
     /// server that dies or a network that stalls mid-frame leaves `recv()` waiting forever.
-    /// `None` turns it off (Ktor's default). Ktor: `pingInterval`.
+    /// `None` turns pinging off (Ktor's default), as `None` turns a setting off everywhere on
+    /// this builder. Ktor: `pingInterval`.
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
         self.session().ping_interval = every;
         self
     }
 
     /// How long a default session waits for the Pong that echoes its Ping before it closes
-    /// with 1011 "Ping timeout". Default 20 s; `None`: twice the ping interval (Ktor's rule).
-    pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.session().ping_timeout = timeout;
+    /// with 1011 "Ping timeout" (RFC 6455 §7.4.1). Default 20 s, as Python `websockets`
+    /// has it. It applies only while pinging is on ([`ping_interval`](Self::ping_interval));
+    /// zero is refused by `build()`. Ktor: `timeoutMillis`.
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.session().ping_timeout = Some(timeout);
         self
     }
 
@@ -317,7 +321,8 @@ impl ClientBuilder {
         }
         if c.ping_interval == Some(Duration::ZERO) || c.ping_timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidConfig(
-                "ping interval and timeout must be positive (use None to turn off)".into(),
+                "ping interval and timeout must be positive (ping_interval(None) turns pinging off)"
+                    .into(),
             ));
         }
         if c.write_fragment_size == Some(0) {

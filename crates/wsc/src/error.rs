@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use wsc_proto::{CloseCode, CloseReason, HandshakeError, ProtocolError};
+use wsc_proto::{CloseCode, CloseReason, HandshakeError, OpCode, ProtocolError, ReasonTooLong};
+
+/// The words a session's end is reported with when the connection closed without a Close
+/// frame (1006): the close reason's text and [`Error::ClosedAbnormally`]'s `Display` alike.
+pub(crate) const CLOSED_WITHOUT_CLOSE_FRAME: &str = "connection closed without a Close frame";
 
 /// Which deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +120,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A configuration or request setting is invalid. Caller's fault.
+    /// A configuration or request setting is invalid (reported by `build()` or when a
+    /// request is made, before anything is sent). Caller's fault.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A call the API does not allow at that moment or with those arguments, made on a live
+    /// session or when building a value; [`Misuse`] says which. Caller's fault.
+    #[error("invalid use of the API")]
+    Misuse(#[source] Misuse),
     /// The server answered the upgrade with something other than 101.
     #[error("handshake refused with status {status}")]
     HandshakeRefused {
@@ -134,13 +143,14 @@ pub enum Error {
     #[error("invalid handshake response")]
     Handshake(#[source] HandshakeError),
     /// The TLS handshake with `host` failed: an untrusted, expired or mismatched certificate,
-    /// a refused client certificate, or a protocol problem.
-    #[error("TLS with {host} failed: {reason}")]
+    /// a refused client certificate, or a protocol problem. `Display` names the host and, for a
+    /// certificate, what is wrong with it in plain words; rustls's error is the source.
+    #[error("TLS with {host} failed{}", tls_words(source))]
     Tls {
         /// The host.
         host: String,
-        /// Why.
-        reason: String,
+        /// What rustls reported.
+        source: rustls::Error,
     },
     /// The proxy refused the tunnel (status and reason of its answer to CONNECT) or failed.
     #[error("proxy refused: {}{reason}", .status.map(|s| format!("{s} ")).unwrap_or_default())]
@@ -187,7 +197,13 @@ pub enum Error {
         /// Which limit it passed.
         limit: SizeLimit,
     },
-    /// The session is closed; the close reason, if one was exchanged.
+    /// The connection ended without a Close frame (1006): the server or the network dropped
+    /// it, and the operating system reported no error. Network's or server's fault.
+    #[error("{}", CLOSED_WITHOUT_CLOSE_FRAME)]
+    ClosedAbnormally,
+    /// The session is closed; the close reason, if one was exchanged. A send after the
+    /// session ended normally reports this (after a failure, the failure): either side may end
+    /// a session at any moment, so a send that finds it closed is not counted as [`Misuse`].
     #[error("session closed{}", .0.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Closed(Option<CloseReason>),
     /// No content converter is configured on the client (Ktor's
@@ -210,6 +226,10 @@ pub enum Error {
     /// Text to send is not valid UTF-8 (a streamed text message, checked across chunks).
     #[error("text to send is not valid UTF-8")]
     InvalidUtf8,
+    /// An extension (permessage-deflate, or one of the caller's) could not encode a message to
+    /// send; what it said.
+    #[error("{0}")]
+    Extension(String),
     /// The converter could not serialize a value.
     #[error("could not serialize the value")]
     Serialize(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -255,6 +275,88 @@ impl std::fmt::Display for SizeLimit {
     }
 }
 
+/// What an [`Error::Misuse`] was: a call the API does not allow at that moment or with those
+/// arguments. Each is the caller's to fix; none says anything about the peer or the network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misuse {
+    /// A message was sent through the `Sink` while a streamed message
+    /// ([`MessageWriter`](crate::MessageWriter), `send_stream`, `send_reader`) holds the
+    /// connection: its fragments may not be interleaved with other data, so the message is
+    /// refused (other sends wait instead; call `poll_ready` again to wait too).
+    #[error("a streamed message holds the connection; data waits until it finishes")]
+    StreamInProgress,
+    /// A frame given to `send_frame` breaks RFC 6455 §5.5: a control frame that is not final
+    /// or over 125 bytes, or a Close frame whose payload is not a valid close code and UTF-8
+    /// reason.
+    #[error(
+        "control frames must be final and at most 125 bytes, and a Close frame's payload a \
+         valid close code and UTF-8 reason"
+    )]
+    InvalidFrame,
+    /// `send_fragmented` was asked for fragments of 0 bytes.
+    #[error("fragment size must be at least 1 byte")]
+    ZeroFragmentSize,
+    /// A streamed message was started with an opcode other than Text or Binary.
+    #[error("a streamed message is text or binary, not {0:?}")]
+    NotDataOpcode(OpCode),
+    /// A close reason's text is longer than a Close frame holds (123 bytes); made by `?` on
+    /// [`CloseReason::new`].
+    #[error(transparent)]
+    ReasonTooLong(#[from] ReasonTooLong),
+}
+
+impl From<Misuse> for Error {
+    fn from(m: Misuse) -> Self {
+        Error::Misuse(m)
+    }
+}
+
+/// A close reason that is too long is the caller's mistake, so `?` on [`CloseReason::new`]
+/// works in a function that returns [`Error`]:
+///
+/// ```
+/// use wsc::{CloseCode, CloseReason, Error, Misuse};
+///
+/// fn goodbye(why: &str) -> Result<CloseReason, Error> {
+///     Ok(CloseReason::new(CloseCode::NORMAL, why)?)
+/// }
+///
+/// assert!(goodbye("done").is_ok());
+/// let e = goodbye(&"x".repeat(124)).unwrap_err();
+/// assert!(matches!(e, Error::Misuse(Misuse::ReasonTooLong(_))));
+/// assert_eq!(
+///     e.chain().to_string(),
+///     "invalid use of the API: close reason is 124 bytes long; at most 123 fit in a Close frame"
+/// );
+/// ```
+impl From<ReasonTooLong> for Error {
+    fn from(e: ReasonTooLong) -> Self {
+        Error::Misuse(Misuse::ReasonTooLong(e))
+    }
+}
+
+/// What [`Error::Tls`] says after the host: for a certificate rustls refused, what is wrong
+/// with it in plain words (the details stay in the source).
+fn tls_words(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return String::new();
+    };
+    let words = match c {
+        C::UnknownIssuer => "signed by an unknown authority",
+        C::Expired | C::ExpiredContext { .. } => "expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet",
+        C::NotValidForName | C::NotValidForNameContext { .. } => "not valid for this host name",
+        C::Revoked => "revoked",
+        C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => "badly signed",
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => "not meant for a TLS server",
+        C::BadEncoding => "malformed",
+        _ => "refused",
+    };
+    format!(": the certificate is {words}")
+}
+
 impl Error {
     pub(crate) fn io(context: IoContext, e: std::io::Error) -> Self {
         Error::Io {
@@ -288,30 +390,21 @@ impl Error {
     }
 
     /// What a session that ended with `failure` reports; `io` is the transport's error, if
-    /// that is what failed it.
+    /// that is what failed it. The error is shared, never rebuilt: every handle that reports
+    /// it reports the operating system's own.
     pub(crate) fn of_failure(
         failure: &wsc_proto::Failure,
-        io: Option<&(IoContext, std::io::Error)>,
+        io: Option<&(IoContext, Arc<std::io::Error>)>,
     ) -> Self {
         use wsc_proto::Failure;
-        match failure {
-            Failure::Protocol(e) => Error::protocol(e.clone()),
-            Failure::PingTimeout => Error::Timeout(TimeoutKind::Ping),
-            Failure::CloseTimeout => Error::Timeout(TimeoutKind::Close),
-            Failure::Eof => Error::io(
-                IoContext::Reading,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed without a Close frame",
-                ),
-            ),
-            _ => match io {
-                // The error is not Clone; its kind and text are what a caller can use.
-                Some((context, e)) => Error::io(
-                    context.clone(),
-                    std::io::Error::new(e.kind(), e.to_string()),
-                ),
-                None => Error::io(IoContext::Writing, std::io::ErrorKind::BrokenPipe.into()),
+        match (failure, io) {
+            (Failure::Protocol(e), _) => Error::protocol(e.clone()),
+            (Failure::PingTimeout, _) => Error::Timeout(TimeoutKind::Ping),
+            (Failure::CloseTimeout, _) => Error::Timeout(TimeoutKind::Close),
+            (Failure::Eof, _) | (_, None) => Error::ClosedAbnormally,
+            (_, Some((context, e))) => Error::Io {
+                context: context.clone(),
+                source: e.clone(),
             },
         }
     }
@@ -343,7 +436,7 @@ impl Error {
             Error::MessageTooBig { .. } => Some(CloseCode::TOO_BIG),
             Error::Timeout(TimeoutKind::Ping) => Some(CloseCode::INTERNAL_ERROR),
             Error::Closed(r) => r.as_ref().map(CloseReason::code),
-            Error::Io { .. } => Some(CloseCode::CLOSED_ABNORMALLY),
+            Error::Io { .. } | Error::ClosedAbnormally => Some(CloseCode::CLOSED_ABNORMALLY),
             _ => None,
         }
     }
@@ -388,6 +481,255 @@ mod tests {
         }
         let t = Twice(std::io::Error::other("inner"));
         assert_eq!(Chain(&t).to_string(), "outer: inner");
+    }
+
+    /// Display and chain of `e`, for the table below.
+    fn shown(e: &Error) -> (String, String) {
+        (e.to_string(), e.chain().to_string())
+    }
+
+    #[test]
+    fn every_variant_says_its_level_and_the_chain_adds_the_causes() {
+        let boxed = |text: &str| -> Arc<dyn std::error::Error + Send + Sync> {
+            Arc::new(std::io::Error::other(text.to_owned()))
+        };
+        let cert = |c| rustls::Error::InvalidCertificate(c);
+        let handshake_chain = format!("invalid handshake response: {}", HandshakeError::NoUpgrade);
+        let protocol_chain = format!(
+            "protocol violation by the peer (closed with 1007(NOT_CONSISTENT)): {}",
+            ProtocolError::InvalidUtf8
+        );
+        let cases: Vec<(Error, &str, &str)> = vec![
+            (
+                Error::invalid_url("ftp://h/", "scheme must be ws or wss"),
+                "invalid URL \"ftp://h/\": scheme must be ws or wss",
+                "invalid URL \"ftp://h/\": scheme must be ws or wss",
+            ),
+            (
+                Error::InvalidConfig("queue capacities must be at least 1".into()),
+                "invalid configuration: queue capacities must be at least 1",
+                "invalid configuration: queue capacities must be at least 1",
+            ),
+            (
+                Error::HandshakeRefused {
+                    status: StatusCode::FORBIDDEN,
+                    headers: Box::default(),
+                    body: Bytes::from_static(b"no"),
+                },
+                "handshake refused with status 403 Forbidden",
+                "handshake refused with status 403 Forbidden",
+            ),
+            (
+                Error::Handshake(HandshakeError::NoUpgrade),
+                "invalid handshake response",
+                &handshake_chain,
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::UnknownIssuer),
+                },
+                "TLS with example.com failed: the certificate is signed by an unknown authority",
+                "TLS with example.com failed: the certificate is signed by an unknown authority: \
+                 invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::Expired),
+                },
+                "TLS with example.com failed: the certificate is expired",
+                "TLS with example.com failed: the certificate is expired: invalid peer \
+                 certificate: Expired",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::NotValidForName),
+                },
+                "TLS with example.com failed: the certificate is not valid for this host name",
+                "TLS with example.com failed: the certificate is not valid for this host name: \
+                 invalid peer certificate: NotValidForName",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: rustls::Error::AlertReceived(
+                        rustls::AlertDescription::HandshakeFailure,
+                    ),
+                },
+                "TLS with example.com failed",
+                "TLS with example.com failed: received fatal alert: HandshakeFailure",
+            ),
+            (
+                Error::Proxy {
+                    status: Some(407),
+                    reason: "Proxy Authentication Required".into(),
+                },
+                "proxy refused: 407 Proxy Authentication Required",
+                "proxy refused: 407 Proxy Authentication Required",
+            ),
+            (
+                Error::Redirect("too many redirects (10)".into()),
+                "redirect not followed: too many redirects (10)",
+                "redirect not followed: too many redirects (10)",
+            ),
+            (
+                Error::Timeout(TimeoutKind::Ping),
+                "ping timed out",
+                "ping timed out",
+            ),
+            (
+                Error::io(
+                    IoContext::Connecting {
+                        addr: "127.0.0.1:9".parse().unwrap(),
+                    },
+                    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+                ),
+                "connecting to 127.0.0.1:9",
+                "connecting to 127.0.0.1:9: refused",
+            ),
+            (
+                Error::protocol(ProtocolError::InvalidUtf8),
+                "protocol violation by the peer (closed with 1007(NOT_CONSISTENT))",
+                &protocol_chain,
+            ),
+            (
+                Error::protocol(ProtocolError::MessageTooBig { size: 9, max: 8 }),
+                "message too big: 9 bytes, over max_message_size (8)",
+                "message too big: 9 bytes, over max_message_size (8)",
+            ),
+            (
+                Error::ClosedAbnormally,
+                "connection closed without a Close frame",
+                "connection closed without a Close frame",
+            ),
+            (
+                Error::Closed(Some(CloseReason::normal())),
+                "session closed (1000(NORMAL))",
+                "session closed (1000(NORMAL))",
+            ),
+            (Error::Closed(None), "session closed", "session closed"),
+            (
+                Error::NoConverter,
+                "no content converter configured",
+                "no content converter configured",
+            ),
+            (
+                Error::Disconnected,
+                "disconnected; reconnecting",
+                "disconnected; reconnecting",
+            ),
+            (
+                Error::QueueFull,
+                "the queue of messages to send is full",
+                "the queue of messages to send is full",
+            ),
+            (
+                Error::Source(boxed("disk gone")),
+                "the stream being sent failed",
+                "the stream being sent failed: disk gone",
+            ),
+            (
+                Error::InvalidUtf8,
+                "text to send is not valid UTF-8",
+                "text to send is not valid UTF-8",
+            ),
+            (
+                Error::Extension("extension x failed to encode: out of memory".into()),
+                "extension x failed to encode: out of memory",
+                "extension x failed to encode: out of memory",
+            ),
+            (
+                Error::Serialize(boxed("key must be a string")),
+                "could not serialize the value",
+                "could not serialize the value: key must be a string",
+            ),
+            (
+                Error::Deserialize {
+                    message: Box::new(wsc_proto::Message::text("{")),
+                    source: boxed("EOF while parsing"),
+                },
+                "could not deserialize a text message of 1 bytes",
+                "could not deserialize a text message of 1 bytes: EOF while parsing",
+            ),
+            (
+                Misuse::StreamInProgress.into(),
+                "invalid use of the API",
+                "invalid use of the API: a streamed message holds the connection; data waits \
+                 until it finishes",
+            ),
+            (
+                Misuse::InvalidFrame.into(),
+                "invalid use of the API",
+                "invalid use of the API: control frames must be final and at most 125 bytes, \
+                 and a Close frame's payload a valid close code and UTF-8 reason",
+            ),
+            (
+                Misuse::ZeroFragmentSize.into(),
+                "invalid use of the API",
+                "invalid use of the API: fragment size must be at least 1 byte",
+            ),
+            (
+                Misuse::NotDataOpcode(OpCode::Ping).into(),
+                "invalid use of the API",
+                "invalid use of the API: a streamed message is text or binary, not Ping",
+            ),
+            (
+                ReasonTooLong(200).into(),
+                "invalid use of the API",
+                "invalid use of the API: close reason is 200 bytes long; at most 123 fit in a \
+                 Close frame",
+            ),
+        ];
+        for (e, display, chain) in &cases {
+            assert_eq!(shown(e), (display.to_string(), chain.to_string()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_transport_failure_reports_the_operating_systems_own_error() {
+        let os = Arc::new(std::io::Error::from_raw_os_error(104));
+        let kept = (IoContext::Reading, os.clone());
+        let e = Error::of_failure(&wsc_proto::Failure::Transport, Some(&kept));
+        let Error::Io { context, source } = &e else {
+            panic!("{e:?}");
+        };
+        // The same error, shared, not one rebuilt from its kind and text.
+        assert_eq!(*context, IoContext::Reading);
+        assert!(Arc::ptr_eq(source, &os));
+        assert_eq!(source.raw_os_error(), Some(104));
+        // Every handle's copy is the one error.
+        let Error::Io { source: again, .. } = e.clone() else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(&again, &os));
+    }
+
+    #[test]
+    fn a_drop_without_a_close_frame_makes_up_no_io_error() {
+        for (failure, io) in [
+            (wsc_proto::Failure::Eof, None),
+            (wsc_proto::Failure::Transport, None),
+        ] {
+            let e = Error::of_failure(&failure, io);
+            assert!(matches!(e, Error::ClosedAbnormally), "{e:?}");
+            assert!(std::error::Error::source(&e).is_none());
+            assert_eq!(e.close_code(), Some(CloseCode::CLOSED_ABNORMALLY));
+        }
+    }
+
+    #[test]
+    fn a_too_long_close_reason_converts_with_the_question_mark() {
+        fn reason(text: &str) -> Result<CloseReason, Error> {
+            Ok(CloseReason::new(CloseCode::NORMAL, text)?)
+        }
+        assert!(reason("bye").is_ok());
+        let e = reason(&"x".repeat(124)).unwrap_err();
+        assert!(
+            matches!(e, Error::Misuse(Misuse::ReasonTooLong(ReasonTooLong(124)))),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod transport;
 
 pub use client::{Client, RequestBuilder};
 pub use config::ClientBuilder;
-pub use error::{Chain, Error, IoContext, SizeLimit, TimeoutKind};
+pub use error::{Chain, Error, IoContext, Misuse, SizeLimit, TimeoutKind};
 pub use reconnect::{
     ConnectionEvent, Disconnect, Events, OnConnect, ReconnectConfig, Reconnecting,
     ReconnectingSender, Retry, RetryPolicy, WhileDisconnected,
@@ -30,7 +30,7 @@ pub use transport::tls::Roots;
 pub use wsc_proto::deflate::DeflateConfig;
 pub use wsc_proto::{
     CloseCode, CloseReason, Extension, ExtensionFactory, ExtensionParam, Frame, Message, OpCode,
-    Utf8Bytes,
+    ReasonTooLong, Utf8Bytes,
 };
 
 /// rustls, for [`ClientBuilder::tls_config`].

@@ -190,11 +190,23 @@ async fn echo_once(client: &Client, url: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn tls_reason(r: Result<(), Error>) -> String {
-    match r {
-        Err(Error::Tls { host, reason }) => format!("{host}: {reason}"),
+/// A refused certificate as shown (`Display`) and as rustls reported it, which stays the
+/// error's source.
+fn tls_failure(r: Result<(), Error>) -> (String, rustls::CertificateError) {
+    let e = match r {
+        Err(e @ Error::Tls { .. }) => e,
         other => panic!("expected a TLS error, got {other:?}"),
-    }
+    };
+    let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<rustls::Error>());
+    let Some(rustls::Error::InvalidCertificate(c)) = source else {
+        panic!("expected rustls's certificate error as the source, got {e:?}");
+    };
+    assert!(
+        e.chain()
+            .to_string()
+            .ends_with(&source.unwrap().to_string())
+    );
+    (e.to_string(), c.clone())
 }
 
 #[tokio::test]
@@ -208,17 +220,32 @@ async fn wss_through_nginx_verifies_certificates() {
         .await
         .unwrap();
     // The wrong name: the certificate is for localhost, not 127.0.0.1.
-    let r = tls_reason(echo_once(&client, &format!("wss://127.0.0.1:{}/", n.good)).await);
-    assert!(
-        r.contains("127.0.0.1") && r.contains("not valid for this host name"),
-        "{r}"
+    use rustls::CertificateError as C;
+    let (shown, c) = tls_failure(echo_once(&client, &format!("wss://127.0.0.1:{}/", n.good)).await);
+    assert_eq!(
+        shown,
+        "TLS with 127.0.0.1 failed: the certificate is not valid for this host name"
     );
+    assert!(matches!(
+        c,
+        C::NotValidForName | C::NotValidForNameContext { .. }
+    ));
     // Expired.
-    let r = tls_reason(echo_once(&client, &format!("wss://localhost:{}/", n.expired)).await);
-    assert!(r.contains("expired"), "{r}");
+    let (shown, c) =
+        tls_failure(echo_once(&client, &format!("wss://localhost:{}/", n.expired)).await);
+    assert_eq!(
+        shown,
+        "TLS with localhost failed: the certificate is expired"
+    );
+    assert!(matches!(c, C::Expired | C::ExpiredContext { .. }));
     // An unknown CA.
-    let r = tls_reason(echo_once(&client, &format!("wss://localhost:{}/", n.foreign)).await);
-    assert!(r.contains("unknown authority"), "{r}");
+    let (shown, c) =
+        tls_failure(echo_once(&client, &format!("wss://localhost:{}/", n.foreign)).await);
+    assert_eq!(
+        shown,
+        "TLS with localhost failed: the certificate is signed by an unknown authority"
+    );
+    assert_eq!(c, C::UnknownIssuer);
     // Trusting that CA too fixes it; so does the loudly named opt-out.
     let both = trusting(&pki)
         .add_root_certificates_pem(pki.other_ca_pem.as_bytes())
@@ -519,7 +546,7 @@ async fn tls_front(pki: &Pki, to: u16) -> u16 {
             .collect();
     let key = PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

@@ -163,7 +163,7 @@ async fn ping_timeout_closes_with_1011() {
     let peer = server();
     let client = Client::builder()
         .ping_interval(Some(Duration::from_millis(100)))
-        .ping_timeout(Some(Duration::from_millis(200)))
+        .ping_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
     let mut s = client.connect(peer.url("/stall")).await.unwrap();

@@ -65,10 +65,10 @@ async fn comes_back_after_the_server_restarts_and_delivers_queued_messages_in_or
     })
     .await;
     match tokio::time::timeout(Duration::from_secs(5), rc.recv()).await {
-        Ok(Some(Err(e @ Error::Io { .. }))) => {
+        Ok(Some(Err(e @ Error::ClosedAbnormally))) => {
             assert_eq!(
                 e.chain().to_string(),
-                "reading: connection closed without a Close frame"
+                "connection closed without a Close frame"
             )
         }
         other => panic!("{other:?}"),

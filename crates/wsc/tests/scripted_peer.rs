@@ -193,8 +193,184 @@ async fn dropped_connection_reads_as_1006() {
     let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
     let mut s = Client::new().connect(url).await.unwrap();
     drop(server.await.unwrap());
-    assert!(matches!(s.recv().await, Some(Err(Error::Io { .. }))));
-    assert_eq!(s.close_reason().await.code(), CloseCode::CLOSED_ABNORMALLY);
+    // No Close frame and no error from the operating system: no I/O error is made up.
+    let e = match tokio::time::timeout(Duration::from_secs(5), s.recv()).await {
+        Ok(Some(Err(e @ Error::ClosedAbnormally))) => e,
+        other => panic!("{other:?}"),
+    };
+    assert!(std::error::Error::source(&e).is_none());
+    // One wording for the cause, in the error and in the close reason alike.
+    let reason = s.close_reason().await;
+    assert_eq!(reason.code(), CloseCode::CLOSED_ABNORMALLY);
+    assert_eq!(reason.reason(), e.to_string());
+    assert_eq!(
+        e.chain().to_string(),
+        "connection closed without a Close frame"
+    );
+}
+
+#[tokio::test]
+async fn a_sink_closed_after_a_failure_returns_the_failure() {
+    use futures_util::SinkExt;
+    let (url, _server) = one_shot(|head| {
+        let mut r = switching(&key_of(&head), "").into_bytes();
+        r.extend_from_slice(b"\x83\x00"); // reserved opcode 3: the session fails with 1002
+        r
+    })
+    .await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    assert!(matches!(s.recv().await, Some(Err(Error::Protocol { .. }))));
+    let mut sink = s.sender();
+    match tokio::time::timeout(Duration::from_secs(5), SinkExt::close(&mut sink)).await {
+        Ok(Err(Error::Protocol { code, .. })) => assert_eq!(code, CloseCode::PROTOCOL_ERROR),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sink_closed_normally_returns_ok() {
+    use futures_util::SinkExt;
+    // The server echoes our Close, then closes TCP.
+    let (url, server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let mut s = Client::new().connect(url).await.unwrap();
+    let peer = tokio::spawn(async move {
+        let mut sock = server.await.unwrap();
+        let mut b = [0u8; 8];
+        sock.read_exact(&mut b).await.unwrap(); // masked Close 1000: 2 + 4 + 2 bytes
+        assert_eq!(b[0], 0x88);
+        sock.write_all(b"\x88\x02\x03\xe8").await.unwrap();
+    });
+    let mut sink = s.sender();
+    let r = tokio::time::timeout(Duration::from_secs(5), SinkExt::close(&mut sink)).await;
+    assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    peer.await.unwrap();
+    assert!(s.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn misuse_on_a_live_session_names_what_was_misused() {
+    use futures_util::Sink;
+    use wsc::{Frame, Misuse, OpCode};
+    let (url, _server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let s = Client::new().connect(url).await.unwrap();
+    let tx = s.sender();
+    let e = tx.send_fragmented("abc", 0).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Misuse(Misuse::ZeroFragmentSize)),
+        "{e:?}"
+    );
+    let e = tx.message_writer(OpCode::Ping).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Misuse(Misuse::NotDataOpcode(OpCode::Ping))),
+        "{e:?}"
+    );
+    let too_big = Frame::ping(vec![0u8; 126]);
+    let e = tx.send_frame(too_big).await.unwrap_err();
+    assert!(matches!(e, Error::Misuse(Misuse::InvalidFrame)), "{e:?}");
+    // A streamed message holds the connection: a Sink's send without poll_ready is refused.
+    let mut w = tx.message_writer(OpCode::Binary).await.unwrap();
+    w.write(b"first piece").await.unwrap();
+    let mut sink = tx.clone();
+    let e = std::pin::Pin::new(&mut sink)
+        .start_send(Message::text("interleaved"))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Misuse(Misuse::StreamInProgress)),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.chain().to_string(),
+        "invalid use of the API: a streamed message holds the connection; data waits until it \
+         finishes"
+    );
+    w.finish().await.unwrap();
+    // None of it ended the session.
+    assert!(tx.is_open());
+}
+
+/// An extension that cannot encode anything, to see how its failure is reported.
+#[derive(Debug)]
+struct Broken;
+
+impl wsc::Extension for Broken {
+    fn name(&self) -> &'static str {
+        "x-broken"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn describe(&self) -> String {
+        "x-broken".into()
+    }
+    fn encode(&mut self, _: wsc::OpCode, _: &[u8]) -> Result<Option<&[u8]>, String> {
+        Err("out of room".into())
+    }
+    fn decode(
+        &mut self,
+        _: &[u8],
+        _: bool,
+        _: &mut Vec<u8>,
+        _: usize,
+    ) -> Result<(), wsc::proto::extension::DecodeError> {
+        Ok(())
+    }
+}
+
+impl wsc::ExtensionFactory for Broken {
+    fn name(&self) -> &'static str {
+        "x-broken"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn offer(&self) -> String {
+        "x-broken".into()
+    }
+    fn accept(&self, _: &[wsc::ExtensionParam]) -> Result<Box<dyn wsc::Extension>, String> {
+        Ok(Box::new(Broken))
+    }
+}
+
+#[tokio::test]
+async fn an_extension_that_fails_to_encode_is_named_not_called_a_configuration_error() {
+    let (url, _server) = one_shot(|head| {
+        switching(&key_of(&head), "Sec-WebSocket-Extensions: x-broken\r\n").into_bytes()
+    })
+    .await;
+    let client = Client::builder().extension(Broken).build().unwrap();
+    let s = client.connect(url).await.unwrap();
+    let e = s.sender().send("never encoded").await.unwrap_err();
+    assert!(matches!(e, Error::Extension(_)), "{e:?}");
+    assert_eq!(
+        e.chain().to_string(),
+        "extension x-broken failed to encode: out of room"
+    );
+}
+
+#[tokio::test]
+async fn ping_settings_read_none_only_when_pinging_is_off() {
+    let (url, _server) = one_shot(|head| switching(&key_of(&head), "").into_bytes()).await;
+    let s = Client::builder()
+        .ping_timeout(Duration::from_secs(7))
+        .build()
+        .unwrap()
+        .connect(url)
+        .await
+        .unwrap();
+    let tx = s.sender();
+    assert_eq!(tx.ping_interval(), Some(Duration::from_secs(20)));
+    assert_eq!(tx.ping_timeout(), Some(Duration::from_secs(7)));
+    tx.set_ping_timeout(Duration::from_secs(3));
+    assert_eq!(tx.ping_timeout(), Some(Duration::from_secs(3)));
+    // Off: no pings, so nothing times out, and both read None.
+    tx.set_ping_interval(None);
+    assert_eq!((tx.ping_interval(), tx.ping_timeout()), (None, None));
+    // On again: the timeout set before applies.
+    tx.set_ping_interval(Some(Duration::from_secs(1)));
+    assert_eq!(tx.ping_timeout(), Some(Duration::from_secs(3)));
+    // A zero timeout is refused when building, as a zero interval is.
+    let zero = Client::builder().ping_timeout(Duration::ZERO).build();
+    assert!(matches!(zero, Err(Error::InvalidConfig(_))), "{zero:?}");
 }
 
 #[tokio::test]

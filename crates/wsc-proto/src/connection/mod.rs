@@ -653,7 +653,7 @@ impl<Q: Queue> Connection<Q> {
             self.set_outcome(Outcome {
                 reason: CloseReason::truncated(
                     CloseCode::CLOSED_ABNORMALLY,
-                    "Connection was closed without close frame",
+                    "connection closed without a Close frame",
                 ),
                 peer: None,
                 failure: Some(Failure::Eof),

@@ -39,7 +39,7 @@ pub(crate) struct Driver<S> {
     /// (its deadline counts while `ARMED`).
     timer: Option<Pin<Box<Sleep>>>,
     /// What failed the transport, for the error the session reports.
-    io_error: Option<Box<(IoContext, std::io::Error)>>,
+    io_error: Option<Box<(IoContext, Arc<std::io::Error>)>>,
     /// The settings generation last applied (its low bits: equal means unchanged).
     generation: u32,
     flags: Flags,
@@ -235,7 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn transport_failed(&mut self, context: IoContext, e: std::io::Error) {
         if self.io_error.is_none() {
-            self.io_error = Some(Box::new((context, e)));
+            self.io_error = Some(Box::new((context, Arc::new(e))));
         }
         if let Some(b) = self.bufs.as_deref_mut() {
             b.wbuf.clear();

@@ -12,7 +12,7 @@ use wsc_proto::{Frame, OpCode, Refused};
 use super::Handle;
 use super::sender::Sender;
 use super::shared::{Chain, OutGuard};
-use crate::error::Error;
+use crate::error::{Error, Misuse};
 
 /// What a send hands to the queue.
 #[derive(Clone, Copy)]
@@ -75,16 +75,8 @@ pub(super) fn refused(r: Refused, shared: &Handle) -> Error {
         // Only a Sink's send meets these (other sends wait): a full queue when it sends
         // without poll_ready, a streamed message begun since its poll_ready.
         Refused::Full => Error::QueueFull,
-        Refused::Busy => Error::InvalidConfig(
-            "a streamed message (MessageWriter) holds the connection; data waits until it \
-             finishes"
-                .into(),
-        ),
-        Refused::Invalid => Error::InvalidConfig(
-            "control frames must be final and at most 125 bytes, and a Close frame's payload a \
-             valid close code and UTF-8 reason"
-                .into(),
-        ),
+        Refused::Busy => Misuse::StreamInProgress.into(),
+        Refused::Invalid => Misuse::InvalidFrame.into(),
         _ => shared.send_error(),
     }
 }
@@ -221,7 +213,7 @@ impl Sender {
             .map_err(Unqueued::Refused)?;
         }
         let (rsv, data) = wsc_proto::extension::encode_message(chain, op, payload)
-            .map_err(|e| Unqueued::Failed(Error::InvalidConfig(e)))?;
+            .map_err(|e| Unqueued::Failed(Error::Extension(e)))?;
         let owned = owned_if_large(&data);
         let payload = match &owned {
             Some(b) => Payload::Owned(b),

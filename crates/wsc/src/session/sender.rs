@@ -18,7 +18,7 @@ use super::enqueue::Outgoing;
 use super::shared::Outcome;
 use super::sink::SinkState;
 use super::writer::MessageWriter;
-use crate::error::Error;
+use crate::error::{Error, Misuse};
 
 /// The sending half of a session: cheap to clone, usable from many tasks (Ktor's `outgoing`).
 ///
@@ -100,9 +100,7 @@ impl Sender {
         fragment_size: usize,
     ) -> Result<(), Error> {
         if fragment_size == 0 {
-            return Err(Error::InvalidConfig(
-                "fragment size must be at least 1 byte".into(),
-            ));
+            return Err(Misuse::ZeroFragmentSize.into());
         }
         let m = message.into();
         self.enqueue(Outgoing::Data(
@@ -140,9 +138,7 @@ impl Sender {
     /// wait until the writer finishes; pings and pongs still go out. See [`MessageWriter`].
     pub async fn message_writer(&self, opcode: OpCode) -> Result<MessageWriter, Error> {
         if !matches!(opcode, OpCode::Text | OpCode::Binary) {
-            return Err(Error::InvalidConfig(
-                "a streamed message is text or binary".into(),
-            ));
+            return Err(Misuse::NotDataOpcode(opcode).into());
         }
         let id = self.shared.out().outbox.new_stream();
         Ok(MessageWriter::new(self.clone(), id, opcode))
@@ -302,16 +298,15 @@ impl Sender {
     pub fn set_ping_interval(&self, every: Option<Duration>) {
         self.shared.set_ping(every.filter(|d| !d.is_zero()), None);
     }
-    /// The ping timeout in force.
+    /// How long a Ping's Pong may take (`None`: pinging is off, so nothing times out).
     pub fn ping_timeout(&self) -> Option<Duration> {
-        self.shared.ping_timeout()
+        self.shared.ping_interval().and(self.shared.ping_timeout())
     }
-    /// Changes the ping timeout (`None`: twice the interval).
-    pub fn set_ping_timeout(&self, timeout: Option<Duration>) {
-        self.shared.set_ping(
-            self.shared.ping_interval(),
-            Some(timeout.filter(|d| !d.is_zero())),
-        );
+    /// Changes the ping timeout (at least 1 ms); it applies while pinging is on. The schedule
+    /// restarts from now.
+    pub fn set_ping_timeout(&self, timeout: Duration) {
+        self.shared
+            .set_ping(self.shared.ping_interval(), Some(Some(timeout)));
     }
 }
 

@@ -109,8 +109,10 @@ impl futures_sink::Sink<Message> for Sender {
         r
     }
 
+    /// Closes the session normally (1000) and waits for its outcome: `Ok` once the close
+    /// handshake completed (or the peer had closed normally), the session's failure otherwise.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.request_close(Some(CloseReason::normal()));
-        self.shared.poll_outcome(cx).map(|_| Ok(()))
+        self.shared.poll_outcome(cx).map(|o| o.result)
     }
 }

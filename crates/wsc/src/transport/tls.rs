@@ -1,4 +1,5 @@
-//! TLS with rustls (ring provider): server certificates checked against the platform's roots
+//! TLS with rustls (the crypto provider the application installed process-wide, else aws-lc-rs
+//! with post-quantum key exchange): server certificates checked against the platform's roots
 //! (or bundled Mozilla roots, or both) plus any extra CAs, client certificates, SNI, ALPN
 //! `http/1.1`, and a loudly named way to skip verification for development.
 
@@ -63,7 +64,10 @@ impl TlsSettings {
         if let Some(c) = &self.custom {
             return Ok(c.clone());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The application's choice (`CryptoProvider::install_default`), else rustls's default.
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidConfig(format!("TLS: {e}")))?;
@@ -116,39 +120,17 @@ pub(crate) async fn connect(
     }
 }
 
-/// A TLS failure says which host and why.
+/// A TLS failure says which host and keeps rustls's error; an I/O failure during the
+/// handshake stays an I/O error.
 pub(crate) fn tls_error(host: &str, e: std::io::Error) -> Error {
-    let reason = match e
+    let host = host.to_owned();
+    let tls = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::InvalidCertificate(c)) => {
-            format!("invalid certificate: {}", describe(c))
-        }
-        Some(other) => other.to_string(),
-        None => {
-            let host = host.to_owned();
-            return Error::io(IoContext::Tls { host }, e);
-        }
-    };
-    Error::Tls {
-        host: host.to_owned(),
-        reason,
-    }
-}
-
-fn describe(c: &rustls::CertificateError) -> String {
-    use rustls::CertificateError as C;
-    match c {
-        C::Expired | C::ExpiredContext { .. } => "expired".into(),
-        C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet".into(),
-        C::UnknownIssuer => "signed by an unknown authority".into(),
-        C::NotValidForName | C::NotValidForNameContext { .. } => {
-            "not valid for this host name".into()
-        }
-        C::Revoked => "revoked".into(),
-        C::BadSignature => "bad signature".into(),
-        other => format!("{other:?}"),
+        .cloned();
+    match tls {
+        Some(source) => Error::Tls { host, source },
+        None => Error::io(IoContext::Tls { host }, e),
     }
 }
 
