@@ -103,7 +103,7 @@ struct Segs {
 /// The send queue of one connection (see the [module docs](self)).
 ///
 /// ```
-/// use wsc_proto::outbox::{Outbox, Refused};
+/// use wsc_proto::{Outbox, Refused};
 /// # #[derive(Default)] struct Counter(u8);
 /// # impl wsc_proto::Entropy for Counter { fn fill(&mut self, b: &mut [u8]) { for x in b { self.0 = self.0.wrapping_add(1); *x = self.0 } } }
 /// let mut out: Outbox<Counter> = Outbox::new(64);

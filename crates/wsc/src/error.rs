@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use wsc_proto::{CloseCode, CloseReason, HandshakeError, ProtocolError};
+use wsc_proto::handshake::HandshakeError;
+use wsc_proto::{CloseCode, CloseReason, ProtocolError};
 
 /// Which deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,10 +9,7 @@ use wsc::{Client, CloseCode, CloseReason, Error, Message};
 
 fn echo_server(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<Option<u16>> {
     tokio::spawn(async move {
-        let cfg = AcceptConfig {
-            protocols: vec!["chat".into()],
-            ..Default::default()
-        };
+        let cfg = AcceptConfig::default().protocols(["chat"]);
         let mut s = accept(io, &cfg).await.unwrap();
         assert_eq!(s.call().url().path(), "/room");
         while let Some(Ok(m)) = s.recv().await {
@@ -214,7 +211,7 @@ async fn a_large_head_read_a_byte_at_a_time_completes() {
         let mut reply = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n",
-            wsc::proto::handshake::accept_key(&key)
+            wsc_proto::handshake::accept_key(&key)
         );
         for (n, v) in padding() {
             reply.push_str(&format!("{n}: {v}\r\n"));

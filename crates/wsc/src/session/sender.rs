@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use wsc_proto::outbox::{LARGE_SEND, Payload};
 use wsc_proto::{CloseReason, Frame, Message, OpCode};
+use wsc_proto::{LARGE_SEND, Payload};
 
 use super::Handle;
 use super::enqueue::Outgoing;
