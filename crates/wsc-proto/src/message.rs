@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::frame::OpCode;
 
-/// Bytes that are valid UTF-8: a `str` that shares its buffer like [`Bytes`].
+/// Bytes that are valid UTF-8: a `str` that shares its buffer like [`Bytes`](bytes::Bytes).
 ///
 /// ```
 /// let t = wsc_proto::Utf8Bytes::from("hello");
@@ -43,12 +43,12 @@ impl Utf8Bytes {
         &self.0
     }
 
-    /// The underlying [`Bytes`].
+    /// The underlying [`Bytes`](bytes::Bytes).
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
 
-    /// The underlying [`Bytes`], borrowed (cloning it copies nothing).
+    /// The underlying [`Bytes`](bytes::Bytes), borrowed (cloning it copies nothing).
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
@@ -163,7 +163,7 @@ impl Message {
             Message::Binary(b) => b,
         }
     }
-    /// The payload as shared [`Bytes`], borrowed: a sender can keep it without copying.
+    /// The payload as shared [`Bytes`](bytes::Bytes), borrowed: a sender can keep it without copying.
     ///
     /// ```
     /// let m = wsc_proto::Message::binary(vec![1, 2, 3]);
@@ -176,7 +176,7 @@ impl Message {
             Message::Binary(b) => b,
         }
     }
-    /// The payload as [`Bytes`].
+    /// The payload as [`Bytes`](bytes::Bytes).
     pub fn into_bytes(self) -> Bytes {
         match self {
             Message::Text(t) => t.into_bytes(),

@@ -277,7 +277,8 @@ struct Ending {
     eof: bool,
 }
 
-/// One WebSocket connection's protocol state (see the [module docs](self)).
+/// One WebSocket connection's protocol state; the [crate docs](crate#driving-a-connection)
+/// say how to drive it.
 pub struct Connection<Q: Queue> {
     queue: Q,
     decoder: Decoder,
