@@ -10,7 +10,8 @@ use crate::frame::OpCode;
 /// Bytes that are valid UTF-8: a `str` that shares its buffer like [`Bytes`](bytes::Bytes).
 ///
 /// ```
-/// let t = wsc_proto::Utf8Bytes::from("hello");
+/// # use wsc_proto::Utf8Bytes;
+/// let t = Utf8Bytes::from("hello");
 /// assert_eq!(&*t, "hello");
 /// assert_eq!(t.as_bytes(), b"hello");
 /// ```
@@ -118,7 +119,7 @@ impl fmt::Display for Utf8Bytes {
 /// A whole data message.
 ///
 /// ```
-/// use wsc_proto::Message;
+/// # use wsc_proto::Message;
 /// let m = Message::from("hi");
 /// assert_eq!(m.as_text(), Some("hi"));
 /// assert_eq!(m.len(), 2);
@@ -166,7 +167,8 @@ impl Message {
     /// The payload as shared [`Bytes`](bytes::Bytes), borrowed: a sender can keep it without copying.
     ///
     /// ```
-    /// let m = wsc_proto::Message::binary(vec![1, 2, 3]);
+    /// # use wsc_proto::Message;
+    /// let m = Message::binary(vec![1, 2, 3]);
     /// let kept = m.bytes().clone(); // a reference count, not a copy
     /// assert_eq!(kept.as_ptr(), m.as_bytes().as_ptr());
     /// ```

@@ -229,6 +229,12 @@ mod tests {
             let (s, _) = l.accept().await.unwrap();
             let cfg = AcceptConfig::default().protocols(["chat"]);
             let mut session = accept(s, &cfg).await.unwrap();
+            // Named as users name it, not by its generic parameter or module path.
+            assert!(
+                format!("{session:?}").starts_with("Session {"),
+                "{session:?}"
+            );
+            assert_eq!(format!("{:?}", session.receiver()), "Receiver");
             assert_eq!(session.call().url().path(), "/room");
             while let Some(Ok(m)) = session.recv().await {
                 session.send(m).await.unwrap();

@@ -53,6 +53,9 @@ async fn a_raw_session_over_a_duplex() {
         .connect_raw_on(ours)
         .await
         .unwrap();
+    // A raw session and its receiver are named as users name them.
+    assert!(format!("{s:?}").starts_with("RawSession {"), "{s:?}");
+    assert_eq!(format!("{:?}", s.receiver()), "RawReceiver");
     s.send_frame(wsc::Frame::text("raw")).await.unwrap();
     let f = s.recv().await.unwrap().unwrap();
     assert_eq!(&f.payload[..], b"raw");
