@@ -164,7 +164,8 @@ impl Message {
             Message::Binary(b) => b,
         }
     }
-    /// The payload as shared [`Bytes`](bytes::Bytes), borrowed: a sender can keep it without copying.
+    /// The payload as shared [`Bytes`](bytes::Bytes), borrowed: a sender can keep it without
+    /// copying.
     ///
     /// ```
     /// # use wsc_proto::Message;

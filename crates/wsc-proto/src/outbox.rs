@@ -24,8 +24,8 @@ use crate::close::CloseReason;
 use crate::entropy::{Entropy, MaskKeys};
 use crate::frame::{Frame, OpCode, encode_frame, header_len};
 
-/// Payloads from this size on, handed over as [`Bytes`](bytes::Bytes), are queued as they are (no copy)
-/// and masked piece by piece as they are transmitted.
+/// Payloads from this size on, handed over as [`Bytes`](bytes::Bytes), are queued as they are
+/// (no copy) and masked piece by piece as they are transmitted.
 pub const LARGE_SEND: usize = 16 * 1024;
 
 /// Why the outbox did not take a frame.

@@ -228,8 +228,8 @@ impl<D: Delivery> Session<D> {
     ) -> impl Future<Output = Result<MessageWriter, Error>> {
         self.sender.message_writer(opcode)
     }
-    /// Sends one message whose payload comes from a [`Stream`](futures_core::Stream) of chunks. Returns the bytes
-    /// sent. See [`Sender::send_stream`].
+    /// Sends one message whose payload comes from a [`Stream`](futures_core::Stream) of
+    /// chunks. Returns the bytes sent. See [`Sender::send_stream`].
     pub fn send_stream<S, B, E>(
         &self,
         opcode: wsc_proto::OpCode,

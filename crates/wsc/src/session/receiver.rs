@@ -272,10 +272,10 @@ fn poll_frame_slow(inbox: &mut Inbox, cx: &mut Context<'_>) -> Poll<Option<Resul
     }
 }
 
-/// The receiving half of a session (Ktor's `incoming`): a [`Stream`](futures_core::Stream) of messages, or of
-/// frames for a raw session. Ends (`None`) after a normal close, or yields the error that failed the session once
-/// and then ends. Either way it ends only once the session's own Close is written (or cannot
-/// be), so a program may exit as soon as it does.
+/// The receiving half of a session (Ktor's `incoming`): a [`Stream`](futures_core::Stream) of
+/// messages, or of frames for a raw session. Ends (`None`) after a normal close, or yields the
+/// error that failed the session once and then ends. Either way it ends only once the
+/// session's own Close is written (or cannot be), so a program may exit as soon as it does.
 ///
 /// `Receiver` yields whole messages; [`RawReceiver`] (`Receiver<Frames>`) every frame.
 pub struct Receiver<D: Delivery = Messages> {
@@ -397,8 +397,8 @@ impl<D: Delivery> Stream for Receiver<D> {
     }
 }
 
-/// One incoming message read as chunks; made by [`Receiver::recv_stream`]. Also a [`Stream`](futures_core::Stream)
-/// of `Result<Bytes, Error>`.
+/// One incoming message read as chunks; made by [`Receiver::recv_stream`]. Also a
+/// [`Stream`](futures_core::Stream) of `Result<Bytes, Error>`.
 pub struct IncomingMessage<'a> {
     inbox: &'a mut Inbox,
     text: bool,
