@@ -217,12 +217,12 @@ pub async fn send(lib: Lib, port: u16, size: usize, count: u64) -> u64 {
             let client = wsc_client();
             if lib == Lib::Wsc {
                 let mut s = client.connect(url(port)).await.unwrap();
-                wsc_send(&s, &payload, count).await;
+                wsc_send(&s.sender(), &payload, count).await;
                 s.flush().await.unwrap();
                 while s.recv().await.is_some() {}
             } else {
                 let mut s = client.connect_raw(url(port)).await.unwrap();
-                wsc_send(&s, &payload, count).await;
+                wsc_send(&s.sender(), &payload, count).await;
                 s.flush().await.unwrap();
                 while let Some(Ok(f)) = s.recv().await {
                     if f.opcode == OpCode::Close {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use wsc_proto::connection::{Config, Connection, Event};
+use wsc_proto::{Config, Connection, Event};
 use wsc_proto::{CloseReason, Entropy, Message, Outbox, Role};
 
 #[derive(Default)]

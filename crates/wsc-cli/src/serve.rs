@@ -120,8 +120,13 @@ struct Settings {
     max_connections: usize,
     idle_timeout: Option<Duration>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Bounds the TLS handshake and the WebSocket handshake after it (set in `accept` too).
+    handshake_timeout: Duration,
     accept: AcceptConfig,
 }
+
+/// How long a client has for its TLS and WebSocket handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -131,23 +136,24 @@ impl Default for Settings {
             max_connections: 1024,
             idle_timeout: None,
             tls: None,
-            accept: AcceptConfig::default(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            accept: AcceptConfig::default().handshake_timeout(HANDSHAKE_TIMEOUT),
         }
     }
 }
 
 impl From<&ServeOpts> for Settings {
     fn from(o: &ServeOpts) -> Self {
-        let accept = AcceptConfig {
-            protocols: o.protocols.clone(),
-            ..AcceptConfig::default()
-        };
+        let accept = AcceptConfig::default()
+            .protocols(o.protocols.clone())
+            .handshake_timeout(HANDSHAKE_TIMEOUT);
         Settings {
             broadcast: o.broadcast,
             verbose: o.verbose,
             max_connections: o.max_connections as usize,
             idle_timeout: o.idle_timeout,
             tls: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             accept,
         }
     }
@@ -212,7 +218,7 @@ async fn serve(listener: TcpListener, settings: Settings) {
                 return session(stream, from, &settings, peers, slot).await;
             };
             // The TLS handshake is bounded as the WebSocket one is.
-            let limit = settings.accept.handshake_timeout;
+            let limit = settings.handshake_timeout;
             match tokio::time::timeout(limit, tls.accept(stream)).await {
                 Ok(Ok(stream)) => session(stream, from, &settings, peers, slot).await,
                 Ok(Err(e)) if settings.verbose => eprintln!("wsc: {from}: TLS failed: {e}"),

@@ -201,7 +201,7 @@ fn a_connection_dropped_without_a_close_frame_exits_7_in_one_wording() {
             .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
             .unwrap()
             .trim();
-        let accept = wsc::proto::handshake::accept_key(key);
+        let accept = wsc_proto::handshake::accept_key(key);
         write!(
             s,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\

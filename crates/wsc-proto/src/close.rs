@@ -15,7 +15,7 @@ use crate::error::ProtocolError;
 /// frame on the wire.
 ///
 /// ```
-/// use wsc_proto::CloseCode;
+/// # use wsc_proto::CloseCode;
 /// assert_eq!(CloseCode::NORMAL.as_u16(), 1000);
 /// assert!(CloseCode::from(4000).is_sendable());
 /// assert!(!CloseCode::NO_STATUS.is_sendable());
@@ -127,7 +127,7 @@ pub const MAX_REASON_LEN: usize = 123;
 /// A close code with an optional UTF-8 reason of at most [`MAX_REASON_LEN`] bytes.
 ///
 /// ```
-/// use wsc_proto::{CloseCode, CloseReason};
+/// # use wsc_proto::{CloseCode, CloseReason};
 /// let r = CloseReason::new(CloseCode::NORMAL, "bye").unwrap();
 /// assert_eq!(r.code(), CloseCode::NORMAL);
 /// assert_eq!(r.reason(), "bye");

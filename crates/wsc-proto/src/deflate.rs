@@ -29,7 +29,7 @@ type Predicate = Arc<dyn Fn(OpCode, &[u8]) -> bool + Send + Sync>;
 /// permessage-deflate settings, the analog of Ktor's `WebSocketDeflateExtension.Config`.
 ///
 /// ```
-/// use wsc_proto::deflate::DeflateConfig;
+/// # use wsc_proto::deflate::DeflateConfig;
 /// let cfg = DeflateConfig::default()
 ///     .compression_level(6)
 ///     .compress_if_bigger_than(256)

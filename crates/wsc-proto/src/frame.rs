@@ -59,7 +59,7 @@ pub const RSV3: u8 = 0x10;
 /// Raw sessions see every frame as it arrives; default sessions see [`Message`](crate::Message)s.
 ///
 /// ```
-/// use wsc_proto::{Frame, OpCode};
+/// # use wsc_proto::{Frame, OpCode};
 /// let f = Frame::text("hi");
 /// assert_eq!(f.opcode, OpCode::Text);
 /// assert!(f.fin);

@@ -37,7 +37,7 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wsc_proto::keepalive::{Due, Keepalive};
+/// use wsc_proto::{Due, Keepalive};
 /// let s = Duration::from_secs;
 /// let mut k = Keepalive::new(Some(s(20)), None, s(0)); // timeout: twice the interval
 /// assert_eq!(k.deadline(), Some(s(20)));

@@ -33,7 +33,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 ///
 /// ```
 /// let mut out = bytes::BytesMut::new();
-/// wsc_proto::mask::extend_masked(&mut out, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+/// wsc_proto::extend_masked(&mut out, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
 /// assert_eq!(&out[..], [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
 /// ```
 pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
@@ -55,8 +55,8 @@ pub fn extend_masked(out: &mut BytesMut, src: &[u8], key: [u8; 4]) {
 /// ```
 /// let key = [0x37, 0xfa, 0x21, 0x3d];
 /// let mut out = bytes::BytesMut::new();
-/// wsc_proto::mask::extend_masked_at(&mut out, b"Hel", key, 0);
-/// wsc_proto::mask::extend_masked_at(&mut out, b"lo", key, 3);
+/// wsc_proto::extend_masked_at(&mut out, b"Hel", key, 0);
+/// wsc_proto::extend_masked_at(&mut out, b"lo", key, 3);
 /// assert_eq!(&out[..], [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
 /// ```
 pub fn extend_masked_at(out: &mut BytesMut, src: &[u8], key: [u8; 4], offset: usize) {

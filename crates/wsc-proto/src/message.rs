@@ -7,10 +7,11 @@ use bytes::Bytes;
 
 use crate::frame::OpCode;
 
-/// Bytes that are valid UTF-8: a `str` that shares its buffer like [`Bytes`].
+/// Bytes that are valid UTF-8: a `str` that shares its buffer like [`Bytes`](bytes::Bytes).
 ///
 /// ```
-/// let t = wsc_proto::Utf8Bytes::from("hello");
+/// # use wsc_proto::Utf8Bytes;
+/// let t = Utf8Bytes::from("hello");
 /// assert_eq!(&*t, "hello");
 /// assert_eq!(t.as_bytes(), b"hello");
 /// ```
@@ -43,12 +44,12 @@ impl Utf8Bytes {
         &self.0
     }
 
-    /// The underlying [`Bytes`].
+    /// The underlying [`Bytes`](bytes::Bytes).
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
 
-    /// The underlying [`Bytes`], borrowed (cloning it copies nothing).
+    /// The underlying [`Bytes`](bytes::Bytes), borrowed (cloning it copies nothing).
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
@@ -118,7 +119,7 @@ impl fmt::Display for Utf8Bytes {
 /// A whole data message.
 ///
 /// ```
-/// use wsc_proto::Message;
+/// # use wsc_proto::Message;
 /// let m = Message::from("hi");
 /// assert_eq!(m.as_text(), Some("hi"));
 /// assert_eq!(m.len(), 2);
@@ -163,10 +164,12 @@ impl Message {
             Message::Binary(b) => b,
         }
     }
-    /// The payload as shared [`Bytes`], borrowed: a sender can keep it without copying.
+    /// The payload as shared [`Bytes`](bytes::Bytes), borrowed: a sender can keep it without
+    /// copying.
     ///
     /// ```
-    /// let m = wsc_proto::Message::binary(vec![1, 2, 3]);
+    /// # use wsc_proto::Message;
+    /// let m = Message::binary(vec![1, 2, 3]);
     /// let kept = m.bytes().clone(); // a reference count, not a copy
     /// assert_eq!(kept.as_ptr(), m.as_bytes().as_ptr());
     /// ```
@@ -176,7 +179,7 @@ impl Message {
             Message::Binary(b) => b,
         }
     }
-    /// The payload as [`Bytes`].
+    /// The payload as [`Bytes`](bytes::Bytes).
     pub fn into_bytes(self) -> Bytes {
         match self {
             Message::Text(t) => t.into_bytes(),

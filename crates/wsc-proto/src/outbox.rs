@@ -12,7 +12,7 @@
 //! queue. The outbox is a type of its own so that senders can queue into it while the
 //! connection is busy elsewhere: the `wsc` crate shares it between a session's handles and its
 //! driver under a short lock, which the rules here keep short (no copy under it is longer than
-//! [`LARGE_SEND`] bytes when the caller hands larger payloads over as [`Bytes`]).
+//! [`LARGE_SEND`] bytes when the caller hands larger payloads over as [`Bytes`](bytes::Bytes)).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
@@ -24,8 +24,8 @@ use crate::close::CloseReason;
 use crate::entropy::{Entropy, MaskKeys};
 use crate::frame::{Frame, OpCode, encode_frame, header_len};
 
-/// Payloads from this size on, handed over as [`Bytes`], are queued as they are (no copy)
-/// and masked piece by piece as they are transmitted.
+/// Payloads from this size on, handed over as [`Bytes`](bytes::Bytes), are queued as they are
+/// (no copy) and masked piece by piece as they are transmitted.
 pub const LARGE_SEND: usize = 16 * 1024;
 
 /// Why the outbox did not take a frame.
@@ -100,10 +100,11 @@ struct Segs {
     bytes: usize,
 }
 
-/// The send queue of one connection (see the [module docs](self)).
+/// The send queue of one connection: what the application sends waits here, in order and
+/// within its capacity, until the [`Connection`](crate::Connection) transmits it.
 ///
 /// ```
-/// use wsc_proto::outbox::{Outbox, Refused};
+/// use wsc_proto::{Outbox, Refused};
 /// # #[derive(Default)] struct Counter(u8);
 /// # impl wsc_proto::Entropy for Counter { fn fill(&mut self, b: &mut [u8]) { for x in b { self.0 = self.0.wrapping_add(1); *x = self.0 } } }
 /// let mut out: Outbox<Counter> = Outbox::new(64);

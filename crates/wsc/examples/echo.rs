@@ -3,14 +3,11 @@
 //!
 //! `cargo run -p wsc --example echo` — or pass a URL to talk to another echo server.
 //!
-//! The server here is a few lines over `wsc::proto` in the server role; it is part of the
-//! example, not of the library.
+//! The server here is `wsc::server::accept` echoing each message; it answers pings and the
+//! Close for itself.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use wsc::proto::{Decoder, Limits, OpCode, Role, encode_frame, handshake};
-use wsc::{Client, CloseCode, CloseReason, Frame, Message};
+use wsc::{Client, CloseCode, CloseReason, Message, OpCode};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -81,49 +78,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Echoes one connection: answers the upgrade, echoes data frames, answers pings and Close.
-async fn echo(mut s: TcpStream) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(4096);
-    let key = loop {
-        if s.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
-            let key = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
-                .map(|h| String::from_utf8_lossy(h.value).into_owned());
-            let _ = buf.split_to(n);
-            break key.unwrap_or_default();
-        }
-    };
-    let accept = handshake::accept_key(&key);
-    s.write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes()).await?;
-    let mut decoder = Decoder::new(Role::Server, Limits::default());
-    let mut out = BytesMut::new();
-    loop {
-        while let Ok(Some(f)) = decoder.decode(&mut buf) {
-            let f: Frame = f;
-            match f.opcode {
-                OpCode::Ping => encode_frame(&mut out, OpCode::Pong, true, 0, &f.payload, None),
-                OpCode::Pong => {}
-                OpCode::Close => {
-                    encode_frame(&mut out, OpCode::Close, true, 0, &f.payload, None);
-                    s.write_all(&out).await?;
-                    return Ok(()); // the server closes TCP first (RFC 6455 §7.1.1)
-                }
-                op => encode_frame(&mut out, op, f.fin, f.rsv, &f.payload, None),
-            }
-        }
-        if !out.is_empty() {
-            s.write_all(&out).await?;
-            out.clear();
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
+/// Echoes one connection: answers the upgrade, then sends back every message it receives.
+async fn echo(s: TcpStream) -> Result<(), wsc::Error> {
+    let mut session = wsc::server::accept(s, &Default::default()).await?;
+    while let Some(m) = session.recv().await {
+        session.send(m?).await?;
     }
+    Ok(())
 }

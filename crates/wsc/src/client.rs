@@ -193,7 +193,7 @@ impl RequestBuilder {
         self.map(|r| Ok(r.timeout(timeout)))
     }
 
-    async fn open<D: session::Delivery>(self) -> Result<session::SessionOf<D>, Error> {
+    async fn open<D: session::Delivery>(self) -> Result<session::Session<D>, Error> {
         let request = self.request?;
         let config = &self.client.config;
         let up = connect::open(config, &request, D::RAW).await?;
@@ -211,7 +211,7 @@ impl RequestBuilder {
         self.open().await
     }
 
-    async fn open_on<D: session::Delivery, S>(self, io: S) -> Result<session::SessionOf<D>, Error>
+    async fn open_on<D: session::Delivery, S>(self, io: S) -> Result<session::Session<D>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -278,7 +278,7 @@ impl RequestBuilder {
     {
         let mut session = self.connect().await?;
         let outcome = CatchUnwind(Box::pin(f(&mut session))).await;
-        finish(&session, outcome).await
+        finish(&session.sender(), outcome).await
     }
 
     /// Connects raw, runs `f`, always closes; see [`Client::websocket_raw`].
@@ -289,7 +289,7 @@ impl RequestBuilder {
     {
         let mut session = self.connect_raw().await?;
         let outcome = CatchUnwind(Box::pin(f(&mut session))).await;
-        finish(&session, outcome).await
+        finish(&session.sender(), outcome).await
     }
 }
 

@@ -283,10 +283,10 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
     }
     let offered: &[std::sync::Arc<dyn wsc_proto::ExtensionFactory>] =
         if raw { &[] } else { &config.extensions };
-    let extensions = wsc_proto::extension::negotiate(offered, &items)
+    let extensions = wsc_proto::negotiate(offered, &items)
         .map_err(|e| Error::Handshake(HandshakeError::Extension(e)))?;
     // A second instance of each for the receive direction, so sending and receiving never share a lock.
-    let extensions_in = wsc_proto::extension::negotiate(offered, &items)
+    let extensions_in = wsc_proto::negotiate(offered, &items)
         .map_err(|e| Error::Handshake(HandshakeError::Extension(e)))?;
     let leftover = buf.split_off(head_len);
     let protocols = req.protocols.join(", ");

@@ -4,7 +4,7 @@
 //! A converter turns any `Serialize` value into a [`Message`] and reads a message back into any
 //! `DeserializeOwned` type. Converters are trait objects set once on the [`Client`](crate::Client),
 //! so values cross the trait through `erased-serde`. JSON ([`Json`], text frames) is built in;
-//! CBOR ([`Cbor`], feature `cbor`) and MessagePack ([`MessagePack`], feature `msgpack`) send
+//! CBOR (`Cbor`, feature `cbor`) and MessagePack (`MessagePack`, feature `msgpack`) send
 //! binary frames.
 
 use std::fmt;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use wsc_proto::{CloseCode, CloseReason, HandshakeError, OpCode, ProtocolError, ReasonTooLong};
+use wsc_proto::handshake::HandshakeError;
+use wsc_proto::{CloseCode, CloseReason, OpCode, ProtocolError, ReasonTooLong};
 
 /// The words a session's end is reported with when the connection closed without a Close
 /// frame (1006): the close reason's text and [`Error::ClosedAbnormally`]'s `Display` alike.

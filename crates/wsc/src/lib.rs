@@ -1,5 +1,6 @@
 #![doc = include_str!("../../../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod config;
@@ -23,17 +24,16 @@ pub use reconnect::{
 pub use request::{IntoRequest, Request};
 pub use session::{
     Call, Delivery, Frames, IncomingMessage, MessageWriter, Messages, RawReceiver, RawSession,
-    Receiver, ReceiverOf, Sender, Session, SessionOf,
+    Receiver, Sender, Session,
 };
 pub use transport::proxy::Proxy;
 pub use transport::tls::Roots;
 pub use wsc_proto::deflate::DeflateConfig;
+pub use wsc_proto::handshake::HandshakeError;
 pub use wsc_proto::{
-    CloseCode, CloseReason, Extension, ExtensionFactory, ExtensionParam, Frame, Message, OpCode,
-    ReasonTooLong, Utf8Bytes,
+    CloseCode, CloseReason, DecodeError, Extension, ExtensionFactory, ExtensionParam, Frame,
+    MAX_REASON_LEN, Message, OpCode, ProtocolError, ReasonTooLong, Utf8Bytes,
 };
 
 /// rustls, for [`ClientBuilder::tls_config`].
 pub use rustls;
-/// The protocol core, for custom extensions and low-level use.
-pub use wsc_proto as proto;

@@ -18,19 +18,25 @@ use crate::error::{Error, IoContext, TimeoutKind};
 use crate::session::{self, Call, Session, SessionConfig, Shared};
 
 /// Settings for accepted sessions (the server's own: nothing here is a client setting).
+///
+/// Made with [`AcceptConfig::default`] and changed with its setters, each of which states its
+/// default:
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = wsc::server::AcceptConfig::default()
+///     .protocols(["v2.chat", "chat"])
+///     .handshake_timeout(Duration::from_secs(5))
+///     .max_message_size(1 << 20);
+/// # let _ = cfg;
+/// ```
 #[derive(Debug, Clone)]
 pub struct AcceptConfig {
-    /// Subprotocols this server speaks, in preference order; the first the client also offers is chosen.
-    pub protocols: Vec<String>,
-    /// How long the client may take to send its request. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// Largest message (and frame) accepted. Default 64 MiB.
-    pub max_message_size: usize,
-    /// How long the close handshake may take once started. Default 5 s.
-    pub close_timeout: Duration,
-    /// Sends a Ping this often and fails the session with 1011 when no Pong comes back within
-    /// the same time. Default `None` (the client keeps the connection alive).
-    pub ping_interval: Option<Duration>,
+    protocols: Vec<String>,
+    handshake_timeout: Duration,
+    max_message_size: usize,
+    close_timeout: Duration,
+    ping_interval: Option<Duration>,
 }
 
 impl Default for AcceptConfig {
@@ -46,6 +52,39 @@ impl Default for AcceptConfig {
 }
 
 impl AcceptConfig {
+    /// Subprotocols this server speaks, in preference order; the first the client also offers
+    /// is chosen. Default: none (no `Sec-WebSocket-Protocol` in the answer).
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+    /// How long the client may take to send its request. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+    /// Largest message (and frame) accepted; past it the session fails with 1009. Default
+    /// 64 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+    /// How long the close handshake may take once started. Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+    /// Sends a Ping this often and fails the session with 1011 when no Pong comes back within
+    /// the same time. Default `None`: no pings (the client keeps the connection alive).
+    pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
+        self.ping_interval = every;
+        self
+    }
+
     fn session_config(&self) -> SessionConfig {
         SessionConfig {
             max_message_size: self.max_message_size,
@@ -289,17 +328,56 @@ mod tests {
     use super::*;
     use crate::{Client, CloseReason, Message};
 
+    #[test]
+    fn accept_config_setters_reach_the_session() {
+        let c = AcceptConfig::default().session_config();
+        assert_eq!(c.max_message_size, 64 << 20);
+        assert_eq!(c.close_timeout, Duration::from_secs(5));
+        assert_eq!(c.ping_interval, None);
+        let cfg = AcceptConfig::default()
+            .protocols(["a", "b"])
+            .handshake_timeout(Duration::from_millis(300))
+            .max_message_size(1000)
+            .close_timeout(Duration::from_secs(2))
+            .ping_interval(Some(Duration::from_secs(7)));
+        assert_eq!(cfg.protocols, ["a", "b"]);
+        assert_eq!(cfg.handshake_timeout, Duration::from_millis(300));
+        let c = cfg.session_config();
+        assert_eq!((c.max_message_size, c.max_frame_size), (1000, 1000));
+        assert_eq!(c.close_timeout, Duration::from_secs(2));
+        assert_eq!(c.ping_interval, Some(Duration::from_secs(7)));
+        assert!(!c.masking);
+    }
+
+    #[tokio::test]
+    async fn a_client_slower_than_the_handshake_timeout_is_refused() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let cfg = AcceptConfig::default().handshake_timeout(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), accept(server, &cfg))
+            .await
+            .expect("accept returns within the handshake timeout");
+        assert!(
+            matches!(r, Err(Error::Timeout(TimeoutKind::Handshake))),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
     #[tokio::test]
     async fn client_and_server_roles_talk() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/room?x=1", l.local_addr().unwrap());
         let server = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
-            let cfg = AcceptConfig {
-                protocols: vec!["chat".into()],
-                ..Default::default()
-            };
+            let cfg = AcceptConfig::default().protocols(["chat"]);
             let mut session = accept(s, &cfg).await.unwrap();
+            // Named as users name it, not by its generic parameter or module path.
+            assert!(
+                format!("{session:?}").starts_with("Session {"),
+                "{session:?}"
+            );
+            assert_eq!(format!("{:?}", session.receiver()), "Receiver");
             assert_eq!(session.call().url().path(), "/room");
             while let Some(Ok(m)) = session.recv().await {
                 session.send(m).await.unwrap();

@@ -9,10 +9,7 @@ use wsc::{Client, CloseCode, CloseReason, Error, Message};
 
 fn echo_server(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<Option<u16>> {
     tokio::spawn(async move {
-        let cfg = AcceptConfig {
-            protocols: vec!["chat".into()],
-            ..Default::default()
-        };
+        let cfg = AcceptConfig::default().protocols(["chat"]);
         let mut s = accept(io, &cfg).await.unwrap();
         assert_eq!(s.call().url().path(), "/room");
         while let Some(Ok(m)) = s.recv().await {
@@ -56,6 +53,9 @@ async fn a_raw_session_over_a_duplex() {
         .connect_raw_on(ours)
         .await
         .unwrap();
+    // A raw session and its receiver are named as users name them.
+    assert!(format!("{s:?}").starts_with("RawSession {"), "{s:?}");
+    assert_eq!(format!("{:?}", s.receiver()), "RawReceiver");
     s.send_frame(wsc::Frame::text("raw")).await.unwrap();
     let f = s.recv().await.unwrap().unwrap();
     assert_eq!(&f.payload[..], b"raw");
@@ -214,7 +214,7 @@ async fn a_large_head_read_a_byte_at_a_time_completes() {
         let mut reply = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n",
-            wsc::proto::handshake::accept_key(&key)
+            wsc_proto::handshake::accept_key(&key)
         );
         for (n, v) in padding() {
             reply.push_str(&format!("{n}: {v}\r\n"));

@@ -210,7 +210,7 @@ async fn concurrent_compressed_senders_and_a_stream_keep_the_deflate_stream_in_o
     let streamer = std::thread::spawn(move || {
         rt.block_on(async {
             for _ in 0..STREAMS {
-                let mut w = tx.message_writer(wsc::proto::OpCode::Binary).await.unwrap();
+                let mut w = tx.message_writer(wsc::OpCode::Binary).await.unwrap();
                 for piece in piece_source.chunks(5_000) {
                     w.write(piece).await.unwrap();
                 }

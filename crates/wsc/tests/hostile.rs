@@ -44,7 +44,7 @@ fn accept_reply(head: &str) -> String {
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
         .unwrap()
         .trim();
-    let accept = wsc::proto::handshake::accept_key(key);
+    let accept = wsc_proto::handshake::accept_key(key);
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     )
@@ -73,7 +73,7 @@ where
 
 /// Reads client frames (masked) until a Close; returns the Close's code, if any arrived.
 async fn close_code_from_client(s: &mut TcpStream, within: Duration) -> Option<u16> {
-    let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
+    let mut d = wsc_proto::Decoder::new(wsc_proto::Role::Server, Default::default());
     let mut buf = bytes::BytesMut::new();
     let deadline = tokio::time::Instant::now() + within;
     loop {

@@ -42,7 +42,7 @@ async fn one_shot(
 }
 
 fn switching(key: &str, extra: &str) -> String {
-    let accept = wsc::proto::handshake::accept_key(key);
+    let accept = wsc_proto::handshake::accept_key(key);
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
     )
@@ -109,7 +109,7 @@ async fn wrong_accept_hash_is_refused() {
     let (url, _s) = one_shot(|_| switching("not-the-key", "").into_bytes()).await;
     assert!(matches!(
         Client::new().connect(url).await,
-        Err(Error::Handshake(wsc::proto::HandshakeError::BadAccept(_)))
+        Err(Error::Handshake(wsc::HandshakeError::BadAccept(_)))
     ));
 }
 
@@ -119,9 +119,7 @@ async fn unoffered_subprotocol_or_extension_is_refused() {
         one_shot(|h| switching(&key_of(&h), "Sec-WebSocket-Protocol: chat\r\n").into_bytes()).await;
     assert!(matches!(
         Client::new().connect(url).await,
-        Err(Error::Handshake(
-            wsc::proto::HandshakeError::UnofferedProtocol(_)
-        ))
+        Err(Error::Handshake(wsc::HandshakeError::UnofferedProtocol(_)))
     ));
     let (url, _s) = one_shot(|h| {
         switching(
@@ -133,7 +131,7 @@ async fn unoffered_subprotocol_or_extension_is_refused() {
     .await;
     assert!(matches!(
         Client::new().connect(url).await,
-        Err(Error::Handshake(wsc::proto::HandshakeError::Extension(_)))
+        Err(Error::Handshake(wsc::HandshakeError::Extension(_)))
     ));
 }
 
@@ -311,7 +309,7 @@ impl wsc::Extension for Broken {
         _: bool,
         _: &mut Vec<u8>,
         _: usize,
-    ) -> Result<(), wsc::proto::extension::DecodeError> {
+    ) -> Result<(), wsc::DecodeError> {
         Ok(())
     }
 }
@@ -477,7 +475,7 @@ impl Mixed {
     /// Puts `f` on the wire, unmasked, as a server sends it.
     fn push(&mut self, f: wsc::Frame) {
         let mut b = bytes::BytesMut::new();
-        wsc::proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
+        wsc_proto::encode_frame(&mut b, f.opcode, f.fin, f.rsv, &f.payload, None);
         self.wire.extend_from_slice(&b);
         self.frames.push(f);
     }
@@ -654,7 +652,7 @@ async fn serve_mixed(wire: Vec<u8>) -> (String, tokio::task::JoinHandle<Vec<wsc:
         let mut out = switching(&key_of(&head), "").into_bytes();
         out.extend_from_slice(&wire);
         s.write_all(&out).await.unwrap();
-        let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
+        let mut d = wsc_proto::Decoder::new(wsc_proto::Role::Server, Default::default());
         let mut buf = bytes::BytesMut::new();
         let mut got = Vec::new();
         // Until the client's Close, then close TCP as a server does (RFC 6455 §7.1.1).
@@ -760,7 +758,7 @@ async fn the_last_handle_dropped_closes_normally() {
         s.write_all(switching(&key_of(&head), "").as_bytes())
             .await
             .unwrap();
-        let mut d = wsc::proto::Decoder::new(wsc::proto::Role::Server, Default::default());
+        let mut d = wsc_proto::Decoder::new(wsc_proto::Role::Server, Default::default());
         let mut buf = bytes::BytesMut::new();
         while s.read_buf(&mut buf).await.unwrap() > 0 {
             while let Some(f) = d.decode(&mut buf).unwrap() {
@@ -809,7 +807,7 @@ async fn the_last_handle_dropped_closes_normally() {
 /// written inside a payload, a payload masked from the wrong key offset or a frame out of
 /// order shows up as a decode error or a wrong payload.
 async fn frames_until_close(s: &mut TcpStream, masked: bool, pings: &[Vec<u8>]) -> Vec<wsc::Frame> {
-    use wsc::proto::{Decoder, Limits, OpCode, Role};
+    use wsc_proto::{Decoder, Limits, OpCode, Role};
     let role = if masked { Role::Server } else { Role::Client };
     let mut d = Decoder::new(
         role,
@@ -864,15 +862,15 @@ async fn large_owned_sends(masking: bool) {
         (0..n).map(|i| ((i * 7 + seed) % 251) as u8).collect()
     };
     let huge = pattern((24 << 20) + 3, 1); // odd size: pieces end at every key offset
-    let sent: Vec<(wsc::proto::OpCode, bool, Vec<u8>)> = vec![
-        (wsc::proto::OpCode::Text, true, b"first".to_vec()),
-        (wsc::proto::OpCode::Binary, true, huge.clone()),
-        (wsc::proto::OpCode::Binary, true, pattern(16 * 1024 - 1, 2)),
-        (wsc::proto::OpCode::Binary, true, pattern(16 * 1024, 3)),
-        (wsc::proto::OpCode::Binary, true, pattern(100 * 1024 + 1, 4)),
-        (wsc::proto::OpCode::Binary, false, pattern((1 << 20) + 5, 5)),
-        (wsc::proto::OpCode::Continuation, true, pattern(70_001, 6)),
-        (wsc::proto::OpCode::Text, true, b"last".to_vec()),
+    let sent: Vec<(wsc_proto::OpCode, bool, Vec<u8>)> = vec![
+        (wsc_proto::OpCode::Text, true, b"first".to_vec()),
+        (wsc_proto::OpCode::Binary, true, huge.clone()),
+        (wsc_proto::OpCode::Binary, true, pattern(16 * 1024 - 1, 2)),
+        (wsc_proto::OpCode::Binary, true, pattern(16 * 1024, 3)),
+        (wsc_proto::OpCode::Binary, true, pattern(100 * 1024 + 1, 4)),
+        (wsc_proto::OpCode::Binary, false, pattern((1 << 20) + 5, 5)),
+        (wsc_proto::OpCode::Continuation, true, pattern(70_001, 6)),
+        (wsc_proto::OpCode::Text, true, b"last".to_vec()),
     ];
     let client = tokio::spawn(async move {
         s.send("first").await.unwrap(); // small: copied into the queue
@@ -895,7 +893,7 @@ async fn large_owned_sends(masking: bool) {
     client.await.unwrap();
     let pongs: Vec<Vec<u8>> = frames
         .iter()
-        .filter(|f| f.opcode == wsc::proto::OpCode::Pong)
+        .filter(|f| f.opcode == wsc_proto::OpCode::Pong)
         .map(|f| f.payload.to_vec())
         .collect();
     answers_latest_pings(&pongs, &pings);
@@ -905,7 +903,7 @@ async fn large_owned_sends(masking: bool) {
         assert_eq!((f.opcode, f.fin), (*op, *fin), "frame {i}");
         assert!(f.payload[..] == payload[..], "frame {i}: payload differs");
     }
-    assert_eq!(frames.last().unwrap().opcode, wsc::proto::OpCode::Close);
+    assert_eq!(frames.last().unwrap().opcode, wsc_proto::OpCode::Close);
 }
 
 #[tokio::test]
@@ -943,7 +941,7 @@ async fn senders_on_many_threads_share_the_queue_without_mixing_frames() {
     };
     let mut tasks = Vec::new();
     for id in 0..3u8 {
-        let s = s.clone();
+        let s = s.sender();
         tasks.push(tokio::spawn(async move {
             for seq in 0..PER_SENDER {
                 s.send_binary(&payload(id, seq)).await.unwrap();
@@ -952,7 +950,7 @@ async fn senders_on_many_threads_share_the_queue_without_mixing_frames() {
     }
     let mut threads = Vec::new();
     for id in 3..5u8 {
-        let s = s.clone();
+        let s = s.sender();
         let rt = tokio::runtime::Handle::current();
         threads.push(std::thread::spawn(move || {
             for seq in 0..PER_SENDER {
@@ -976,7 +974,7 @@ async fn senders_on_many_threads_share_the_queue_without_mixing_frames() {
     let mut next = [0u32; 5];
     for f in frames
         .iter()
-        .filter(|f| f.opcode == wsc::proto::OpCode::Binary)
+        .filter(|f| f.opcode == wsc_proto::OpCode::Binary)
     {
         let id = f.payload[0];
         let seq = u32::from_be_bytes(f.payload[1..5].try_into().unwrap());

@@ -8,47 +8,7 @@
 //! connection reads through a [`Queue`]: the outbox itself when the connection owns it, or a
 //! lock around one that the application's senders share (the `wsc` crate's sessions).
 //!
-//! # Driving it
-//!
-//! Time is a [`Duration`] since any fixed point the caller picks, the same for every call.
-//!
-//! - Read from the transport into a buffer you own and call [`handle_read`](Connection::handle_read)
-//!   with it; whole frames are taken off its front, a partial one is left for the next read.
-//!   [`read_hint`](Connection::read_hint) says how many bytes the frame in progress still needs.
-//!   Read only while [`wants_read`](Connection::wants_read); on end of stream call
-//!   [`handle_eof`](Connection::handle_eof), on a transport error
-//!   [`handle_transport_error`](Connection::handle_transport_error).
-//! - After every call, take [`poll_event`](Connection::poll_event) until it returns `None`.
-//! - Call [`poll_transmit`](Connection::poll_transmit) and write what it gives, in order,
-//!   reporting each write with [`handle_written`](Connection::handle_written).
-//! - Sleep until [`poll_timeout`](Connection::poll_timeout) and then call
-//!   [`handle_timeout`](Connection::handle_timeout).
-//! - Once [`is_finished`](Connection::is_finished), close the transport.
-//!
-//! If the application's senders share the outbox, call `poll_transmit` whenever they may
-//! have queued something or asked for a close: that is where the connection looks at it.
-//!
-//! ```
-//! use std::time::Duration;
-//! use bytes::BytesMut;
-//! use wsc_proto::connection::{Config, Connection, Event};
-//! use wsc_proto::{Message, Outbox, Role};
-//! # #[derive(Default)] struct Seq(u8);
-//! # impl wsc_proto::Entropy for Seq { fn fill(&mut self, b: &mut [u8]) { for x in b { self.0 = self.0.wrapping_add(1); *x = self.0 } } }
-//!
-//! let now = Duration::ZERO;
-//! let mut c = Connection::new(Config::new(Role::Client), Outbox::<Seq>::new(1 << 20), Vec::new(), now);
-//! // The server sends "hi" and a Ping.
-//! c.handle_read(&mut BytesMut::from(&b"\x81\x02hi\x89\x01p"[..]), now);
-//! // Small messages from one read come as a run, cut into messages by the reader.
-//! let Some(Event::Run(mut run)) = c.poll_event() else { panic!("a run") };
-//! assert_eq!(run.next_message(), Some(Message::from("hi")));
-//! // The Pong is waiting to go out (masked: the client's frames always are).
-//! let mut out = BytesMut::new();
-//! c.poll_transmit(&mut out, 1 << 16);
-//! assert_eq!(&out[..2], b"\x8a\x81");
-//! c.handle_written(out.len());
-//! ```
+//! How to drive it is in the crate docs (`lib.rs`), where users read it.
 
 mod receive;
 #[cfg(test)]
@@ -317,7 +277,8 @@ struct Ending {
     eof: bool,
 }
 
-/// One WebSocket connection's protocol state (see the [module docs](self)).
+/// One WebSocket connection's protocol state; the [crate docs](crate#driving-a-connection)
+/// say how to drive it.
 pub struct Connection<Q: Queue> {
     queue: Q,
     decoder: Decoder,

@@ -158,9 +158,9 @@ fn header_map(raw: &[u8], derived: &Derived) -> HeaderMap {
 ///
 /// Kept compact, because every session holds one: the URL, both header blocks, the
 /// subprotocol and the extensions live in one byte buffer (the header lines every upgrade
-/// carries as one byte each), and the parsed [`Url`] and [`HeaderMap`]s are made on first use
-/// (most sessions never look at them; a map per direction would cost kilobytes per
-/// connection).
+/// carries as one byte each), and the parsed [`Url`](url::Url) and
+/// [`HeaderMap`](http::HeaderMap)s are made on first use (most sessions never look at them; a
+/// map per direction would cost kilobytes per connection).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsc::Error> {

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use wsc_proto::connection::{Config as ConnConfig, Connection};
+use wsc_proto::{Config as ConnConfig, Connection};
 use wsc_proto::{Event, Extension, Limits, Role};
 
 use super::buffers::{Buffers, Hint, ReadBuf, Trim};

@@ -6,8 +6,8 @@ use std::future::{Future, poll_fn};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use wsc_proto::outbox::{LARGE_SEND, Payload};
 use wsc_proto::{Frame, OpCode, Refused};
+use wsc_proto::{LARGE_SEND, Payload};
 
 use super::Handle;
 use super::sender::Sender;
@@ -212,7 +212,7 @@ impl Sender {
             }
             .map_err(Unqueued::Refused)?;
         }
-        let (rsv, data) = wsc_proto::extension::encode_message(chain, op, payload)
+        let (rsv, data) = wsc_proto::encode_message(chain, op, payload)
             .map_err(|e| Unqueued::Failed(Error::Extension(e)))?;
         let owned = owned_if_large(&data);
         let payload = match &owned {

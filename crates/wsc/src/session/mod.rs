@@ -3,8 +3,9 @@
 //!
 //! A [`Session`] delivers whole [`Message`](crate::Message)s while the connection core answers pings, keeps the
 //! connection alive, reassembles fragments and runs the close handshake; a [`RawSession`]
-//! delivers every [`Frame`](crate::Frame) and does none of it. Both are one type, [`SessionOf`], that splits
-//! into a cloneable [`Sender`] and a receiver which can live in different tasks.
+//! delivers every [`Frame`](crate::Frame) and does none of it. Both are one type, [`Session`]
+//! (`RawSession` is `Session<Frames>`), that splits into a cloneable [`Sender`] and a
+//! [`Receiver`] which can live in different tasks.
 //!
 //! Files: `driver` moves bytes between the transport and `wsc_proto::Connection` (with
 //! `buffers` sizing its reads and giving memory back when quiet); `shared` is where the handles and the driver meet; `sender`,
@@ -26,9 +27,11 @@ mod shared;
 mod sink;
 mod writer;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,9 +40,7 @@ use wsc_proto::Extension;
 pub use call::Call;
 pub(crate) use config::SessionConfig;
 pub(crate) use driver::Driver;
-pub use receiver::{
-    Delivery, Frames, IncomingMessage, Messages, RawReceiver, Receiver, ReceiverOf,
-};
+pub use receiver::{Delivery, Frames, IncomingMessage, Messages, RawReceiver, Receiver};
 pub use sender::Sender;
 pub(crate) use shared::Shared;
 pub use writer::MessageWriter;
@@ -93,23 +94,25 @@ pub(crate) fn start<S, D: Delivery>(
     shared: Arc<Shared>,
     leftover: bytes::BytesMut,
     incoming_extensions: Vec<Box<dyn Extension>>,
-) -> SessionOf<D>
+) -> Session<D>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let driver = Driver::new(io, shared.clone(), leftover, D::RAW, incoming_extensions);
     tokio::spawn(driver);
-    SessionOf {
+    Session {
         sender: Sender::new(Handle::new(&shared)),
-        receiver: ReceiverOf::new(Inbox::new(Handle::new(&shared))),
+        receiver: Receiver::new(Inbox::new(Handle::new(&shared))),
     }
 }
 
-/// A session: send and receive once the handshake is done. Use it as [`Session`] (Ktor's
-/// `DefaultClientWebSocketSession`) or [`RawSession`] (Ktor's `webSocketRawSession`).
+/// A session: send and receive once the handshake is done (Ktor's
+/// `DefaultClientWebSocketSession`). `Session` delivers whole messages; [`RawSession`]
+/// (`Session<Frames>`, Ktor's `webSocketRawSession`) delivers every frame.
 ///
-/// Derefs to its [`Sender`], so `session.send(..)`, `session.close(..)`,
-/// `session.set_ping_interval(..)` and the rest work directly.
+/// Sending goes through the session's own methods (`session.send(..)`, `session.close(..)`,
+/// `session.set_ping_interval(..)` …), each the same as [`Sender`]'s of that name; for another
+/// task, take a [`sender`](Self::sender) or [`split`](Self::split) the session.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wsc::Error> {
@@ -122,29 +125,25 @@ where
 /// session.close(wsc::CloseReason::normal()).await?;
 /// # Ok(()) }
 /// ```
-pub struct SessionOf<D: Delivery> {
+pub struct Session<D: Delivery = Messages> {
     sender: Sender,
-    receiver: ReceiverOf<D>,
+    receiver: Receiver<D>,
 }
-
-/// A default session: messages in and out; pings answered, keepalive, fragments reassembled
-/// and the close handshake completed for you.
-pub type Session = SessionOf<Messages>;
 
 /// A raw session: every frame in, frames out as given; no automatic Pong, keepalive,
 /// reassembly or Close reply. Frames are still checked (RFC 6455 §5), so a broken peer fails
 /// the session with the right code.
-pub type RawSession = SessionOf<Frames>;
+pub type RawSession = Session<Frames>;
 
-impl<D: Delivery> std::fmt::Debug for SessionOf<D> {
+impl<D: Delivery> std::fmt::Debug for Session<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct(std::any::type_name::<Self>())
+        f.debug_struct(if D::RAW { "RawSession" } else { "Session" })
             .field("url", &self.call().url_text())
             .finish()
     }
 }
 
-impl<D: Delivery> SessionOf<D> {
+impl<D: Delivery> Session<D> {
     /// The next message (or frame, raw); `None` after a normal close. Cancel safe.
     pub fn recv(
         &mut self,
@@ -164,16 +163,177 @@ impl<D: Delivery> SessionOf<D> {
         self.sender.clone()
     }
     /// Splits into a sender and a receiver that can live in different tasks.
-    pub fn split(self) -> (Sender, ReceiverOf<D>) {
+    pub fn split(self) -> (Sender, Receiver<D>) {
         (self.sender, self.receiver)
     }
     /// The receiving half, borrowed (for `StreamExt` combinators).
-    pub fn receiver(&mut self) -> &mut ReceiverOf<D> {
+    pub fn receiver(&mut self) -> &mut Receiver<D> {
         &mut self.receiver
+    }
+
+    // The sending side: each method hands the call to the session's `Sender` (the returned
+    // futures are the sender's own, so a session's send costs what a sender's does).
+
+    /// Sends a message: `&str`, `String`, `Vec<u8>`, `Bytes` or [`Message`](crate::Message).
+    /// See [`Sender::send`].
+    pub fn send(
+        &self,
+        message: impl Into<wsc_proto::Message>,
+    ) -> impl Future<Output = Result<(), Error>> {
+        self.sender.send(message)
+    }
+    /// Sends a borrowed text message (copied). See [`Sender::send_text`].
+    pub fn send_text<'a>(
+        &'a self,
+        text: &'a str,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.sender.send_text(text)
+    }
+    /// Sends a borrowed binary message (copied). See [`Sender::send_binary`].
+    pub fn send_binary<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.sender.send_binary(data)
+    }
+    /// Sends a message as fragments of at most `fragment_size` bytes. See
+    /// [`Sender::send_fragmented`].
+    pub fn send_fragmented(
+        &self,
+        message: impl Into<wsc_proto::Message>,
+        fragment_size: usize,
+    ) -> impl Future<Output = Result<(), Error>> {
+        self.sender.send_fragmented(message, fragment_size)
+    }
+    /// Sends a frame exactly as given. See [`Sender::send_frame`].
+    pub fn send_frame(&self, frame: wsc_proto::Frame) -> impl Future<Output = Result<(), Error>> {
+        self.sender.send_frame(frame)
+    }
+    /// Serializes `value` with the client's converter and sends it (Ktor's `sendSerialized`).
+    /// See [`Sender::send_serialized`].
+    pub fn send_serialized<'a, T: serde::Serialize + ?Sized>(
+        &'a self,
+        value: &'a T,
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        self.sender.send_serialized(value)
+    }
+    /// The client's content converter, if one is configured.
+    pub fn converter(&self) -> Option<&Arc<dyn crate::convert::Converter>> {
+        self.sender.converter()
+    }
+    /// Starts a message to be sent in pieces. See [`Sender::message_writer`].
+    pub fn message_writer(
+        &self,
+        opcode: wsc_proto::OpCode,
+    ) -> impl Future<Output = Result<MessageWriter, Error>> {
+        self.sender.message_writer(opcode)
+    }
+    /// Sends one message whose payload comes from a [`Stream`](futures_core::Stream) of
+    /// chunks. Returns the bytes sent. See [`Sender::send_stream`].
+    pub fn send_stream<S, B, E>(
+        &self,
+        opcode: wsc_proto::OpCode,
+        stream: S,
+    ) -> impl Future<Output = Result<u64, Error>>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.sender.send_stream(opcode, stream)
+    }
+    /// Sends one message read from `reader` in fragments of at most `chunk_size` bytes.
+    /// Returns the bytes sent. See [`Sender::send_reader`].
+    pub fn send_reader<R: AsyncRead + Unpin>(
+        &self,
+        opcode: wsc_proto::OpCode,
+        reader: R,
+        chunk_size: usize,
+    ) -> impl Future<Output = Result<u64, Error>> {
+        self.sender.send_reader(opcode, reader, chunk_size)
+    }
+    /// Sends a Ping with `payload` (at most 125 bytes). See [`Sender::ping`].
+    pub fn ping(
+        &self,
+        payload: impl Into<bytes::Bytes>,
+    ) -> impl Future<Output = Result<(), Error>> {
+        self.sender.ping(payload)
+    }
+    /// Waits until everything sent so far has been written to the transport (Ktor's
+    /// `flush()`). See [`Sender::flush`].
+    pub fn flush(&self) -> impl Future<Output = Result<(), Error>> {
+        self.sender.flush()
+    }
+    /// Closes with `reason`, waits for the peer's Close (or the close timeout) and returns the
+    /// peer's reason. See [`Sender::close`].
+    pub fn close(
+        &self,
+        reason: wsc_proto::CloseReason,
+    ) -> impl Future<Output = Result<Option<wsc_proto::CloseReason>, Error>> {
+        self.sender.close(reason)
+    }
+    /// Drops the connection at once, without a closing handshake (Ktor's `terminate()`).
+    pub fn terminate(&self) {
+        self.sender.terminate()
+    }
+    /// Waits for the session to end and returns its close reason (Ktor's `closeReason`). See
+    /// [`Sender::close_reason`].
+    pub fn close_reason(&self) -> impl Future<Output = wsc_proto::CloseReason> {
+        self.sender.close_reason()
+    }
+    /// The close reason if the session has ended, without waiting.
+    pub fn try_close_reason(&self) -> Option<wsc_proto::CloseReason> {
+        self.sender.try_close_reason()
+    }
+    /// Whether the session still accepts sends.
+    pub fn is_open(&self) -> bool {
+        self.sender.is_open()
+    }
+    /// The largest frame accepted from the peer.
+    pub fn max_frame_size(&self) -> usize {
+        self.sender.max_frame_size()
+    }
+    /// Changes the largest frame accepted from the peer, from the next frame on.
+    pub fn set_max_frame_size(&self, bytes: usize) {
+        self.sender.set_max_frame_size(bytes)
+    }
+    /// The largest message accepted from the peer.
+    pub fn max_message_size(&self) -> usize {
+        self.sender.max_message_size()
+    }
+    /// Changes the largest message accepted from the peer.
+    pub fn set_max_message_size(&self, bytes: usize) {
+        self.sender.set_max_message_size(bytes)
+    }
+    /// Whether outgoing frames are masked.
+    pub fn masking(&self) -> bool {
+        self.sender.masking()
+    }
+    /// Turns masking of outgoing frames on or off. See [`Sender::set_masking`].
+    pub fn set_masking(&self, on: bool) {
+        self.sender.set_masking(on)
+    }
+    /// The keepalive ping interval (`None`: off).
+    pub fn ping_interval(&self) -> Option<Duration> {
+        self.sender.ping_interval()
+    }
+    /// Changes the ping interval; the schedule restarts from now. See
+    /// [`Sender::set_ping_interval`].
+    pub fn set_ping_interval(&self, every: Option<Duration>) {
+        self.sender.set_ping_interval(every)
+    }
+    /// How long a Ping's Pong may take (`None`: pinging is off, so nothing times out).
+    pub fn ping_timeout(&self) -> Option<Duration> {
+        self.sender.ping_timeout()
+    }
+    /// Changes the ping timeout; it applies while pinging is on. See
+    /// [`Sender::set_ping_timeout`].
+    pub fn set_ping_timeout(&self, timeout: Duration) {
+        self.sender.set_ping_timeout(timeout)
     }
 }
 
-impl SessionOf<Messages> {
+impl Session<Messages> {
     /// Receives the next message as a `T`; see [`Receiver::receive_deserialized`].
     pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
         &mut self,
@@ -186,14 +346,7 @@ impl SessionOf<Messages> {
     }
 }
 
-impl<D: Delivery> std::ops::Deref for SessionOf<D> {
-    type Target = Sender;
-    fn deref(&self) -> &Sender {
-        &self.sender
-    }
-}
-
-impl<D: Delivery> Stream for SessionOf<D> {
+impl<D: Delivery> Stream for Session<D> {
     type Item = Result<D::Item, Error>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().receiver.poll_recv(cx)

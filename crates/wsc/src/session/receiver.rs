@@ -20,22 +20,28 @@ use super::Handle;
 use crate::error::Error;
 
 mod sealed {
-    pub trait Sealed {}
+    use super::*;
+
+    /// What a [`Delivery`] does inside the crate. It lives in a private module, so no other
+    /// crate can name it, implement [`Delivery`] or call these.
+    pub trait Sealed {
+        /// No automation: the connection core's raw setting.
+        const RAW: bool;
+        /// The next item from `inbox`.
+        fn poll_next(
+            inbox: &mut Inbox,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<<Self as Delivery>::Item, Error>>>
+        where
+            Self: Delivery;
+    }
 }
 
-/// What a session's receiver hands out (a sealed trait): whole messages in a default session
-/// ([`Messages`]), every frame as it arrived in a raw one ([`Frames`]).
+/// What a session's receiver hands out: whole messages in a default session ([`Messages`]),
+/// every frame as it arrived in a raw one ([`Frames`]). Sealed: these two are all there is.
 pub trait Delivery: sealed::Sealed + Send + 'static {
     /// What `recv()` yields.
     type Item: Send + 'static;
-    /// No automation: the connection core's raw setting.
-    #[doc(hidden)]
-    const RAW: bool;
-    #[doc(hidden)]
-    fn poll_next(
-        inbox: &mut Inbox,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Self::Item, Error>>>;
 }
 
 /// A default session's delivery: whole [`Message`]s; control frames are handled for you.
@@ -46,11 +52,8 @@ pub struct Messages;
 #[derive(Debug)]
 pub struct Frames;
 
-impl sealed::Sealed for Messages {}
-impl sealed::Sealed for Frames {}
-
-/// Where a receiver keeps what it took from the shared queue.
-#[doc(hidden)]
+/// Where a receiver keeps what it took from the shared queue. Public only for the sealed
+/// trait's signature: this module is private, so no other crate can name it.
 pub struct Inbox {
     shared: Handle,
     /// The run messages are being cut from; it comes before `local`.
@@ -195,6 +198,9 @@ impl Inbox {
 
 impl Delivery for Messages {
     type Item = Message;
+}
+
+impl sealed::Sealed for Messages {
     const RAW: bool = false;
 
     /// Small enough to inline into the caller's future, so a message taken from a run goes
@@ -235,6 +241,9 @@ fn poll_message_slow(
 
 impl Delivery for Frames {
     type Item = Frame;
+}
+
+impl sealed::Sealed for Frames {
     const RAW: bool = true;
 
     #[inline]
@@ -263,32 +272,29 @@ fn poll_frame_slow(inbox: &mut Inbox, cx: &mut Context<'_>) -> Poll<Option<Resul
     }
 }
 
-/// The receiving half of a session (Ktor's `incoming`): a [`Stream`] of what its [`Delivery`]
-/// yields. Ends (`None`) after a normal close, or yields the error that failed the session once
-/// and then ends. Either way it ends only once the session's own Close is written (or cannot
-/// be), so a program may exit as soon as it does.
+/// The receiving half of a session (Ktor's `incoming`): a [`Stream`](futures_core::Stream) of
+/// messages, or of frames for a raw session. Ends (`None`) after a normal close, or yields the
+/// error that failed the session once and then ends. Either way it ends only once the
+/// session's own Close is written (or cannot be), so a program may exit as soon as it does.
 ///
-/// Use it as [`Receiver`] (whole messages) or [`RawReceiver`] (every frame).
-pub struct ReceiverOf<D: Delivery> {
+/// `Receiver` yields whole messages; [`RawReceiver`] (`Receiver<Frames>`) every frame.
+pub struct Receiver<D: Delivery = Messages> {
     inbox: Inbox,
     _delivery: PhantomData<fn() -> D>,
 }
 
-/// The receiving half of a default session: whole messages, control frames handled.
-pub type Receiver = ReceiverOf<Messages>;
-
 /// The receiving half of a raw session: every frame as it arrived.
-pub type RawReceiver = ReceiverOf<Frames>;
+pub type RawReceiver = Receiver<Frames>;
 
-impl<D: Delivery> std::fmt::Debug for ReceiverOf<D> {
+impl<D: Delivery> std::fmt::Debug for Receiver<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::any::type_name::<Self>())
+        f.write_str(if D::RAW { "RawReceiver" } else { "Receiver" })
     }
 }
 
-impl<D: Delivery> ReceiverOf<D> {
+impl<D: Delivery> Receiver<D> {
     pub(super) fn new(inbox: Inbox) -> Self {
-        ReceiverOf {
+        Receiver {
             inbox,
             _delivery: PhantomData,
         }
@@ -308,7 +314,7 @@ impl<D: Delivery> ReceiverOf<D> {
     }
 }
 
-impl ReceiverOf<Messages> {
+impl Receiver<Messages> {
     /// Receives the next message and reads it as a `T` with the client's converter (Ktor's
     /// `receiveDeserialized`). Consumes exactly one message even when it does not convert; the
     /// error then holds it. After a normal close: [`Error::Closed`] with the close reason.
@@ -384,15 +390,15 @@ impl ReceiverOf<Messages> {
     }
 }
 
-impl<D: Delivery> Stream for ReceiverOf<D> {
+impl<D: Delivery> Stream for Receiver<D> {
     type Item = Result<D::Item, Error>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().poll_recv(cx)
     }
 }
 
-/// One incoming message read as chunks; made by [`Receiver::recv_stream`]. Also a [`Stream`]
-/// of `Result<Bytes, Error>`.
+/// One incoming message read as chunks; made by [`Receiver::recv_stream`]. Also a
+/// [`Stream`](futures_core::Stream) of `Result<Bytes, Error>`.
 pub struct IncomingMessage<'a> {
     inbox: &'a mut Inbox,
     text: bool,

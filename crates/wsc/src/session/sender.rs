@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use wsc_proto::outbox::{LARGE_SEND, Payload};
 use wsc_proto::{CloseReason, Frame, Message, OpCode};
+use wsc_proto::{LARGE_SEND, Payload};
 
 use super::Handle;
 use super::enqueue::Outgoing;
@@ -144,10 +144,11 @@ impl Sender {
         Ok(MessageWriter::new(self.clone(), id, opcode))
     }
 
-    /// Sends one message whose payload comes from a [`Stream`] of chunks, each as a fragment,
-    /// without holding the message whole. Returns the bytes sent. Text must be UTF-8 across
-    /// chunk boundaries ([`Error::InvalidUtf8`] otherwise); an error from `stream` is
-    /// [`Error::Source`] and, the message being cut off, closes the session with 1011.
+    /// Sends one message whose payload comes from a [`Stream`](futures_core::Stream) of chunks,
+    /// each as a fragment, without holding the message whole. Returns the bytes sent. Text
+    /// must be UTF-8 across chunk boundaries ([`Error::InvalidUtf8`] otherwise); an error from
+    /// `stream` is [`Error::Source`] and, the message being cut off, closes the session with
+    /// 1011.
     pub async fn send_stream<S, B, E>(&self, opcode: OpCode, stream: S) -> Result<u64, Error>
     where
         S: Stream<Item = Result<B, E>>,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use wsc_proto::connection::Queue;
+use wsc_proto::Queue;
 use wsc_proto::{CloseReason, Event, Extension, Outbox, Role};
 
 use super::call::Call;

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use wsc_proto::outbox::Payload;
+use wsc_proto::Payload;
 use wsc_proto::{CloseReason, Message, Refused};
 
 use super::enqueue::{poll_refused, refused};

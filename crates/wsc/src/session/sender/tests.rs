@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use wsc_proto::connection::{Config, Connection};
-use wsc_proto::extension::DecodeError;
+use wsc_proto::DecodeError;
+use wsc_proto::{Config, Connection};
 use wsc_proto::{Extension, OpCode, Role};
 
 use tokio::io::AsyncWriteExt;
@@ -47,7 +47,7 @@ async fn a_blocked_send_polled_in_a_loop_waits_once() {
     for _ in 0..100_000 {
         assert!(blocked.as_mut().poll(&mut cx).is_pending());
     }
-    assert_eq!(session.shared.out().waiting(), 1);
+    assert_eq!(session.sender.shared.out().waiting(), 1);
     drop(peer);
 }
 
