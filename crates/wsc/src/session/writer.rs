@@ -54,8 +54,9 @@ impl MessageWriter {
         }
     }
 
-    fn next_opcode(&mut self) -> OpCode {
-        if std::mem::replace(&mut self.started, true) {
+    /// The opcode of the next piece: the message's own for the first, then Continuation.
+    fn next_opcode(&self) -> OpCode {
+        if self.started {
             OpCode::Continuation
         } else {
             self.opcode
@@ -63,40 +64,55 @@ impl MessageWriter {
     }
 
     /// Sends `chunk` as the next fragment. Text must stay UTF-8 across chunks; a chunk may end
-    /// inside a character.
+    /// inside a character. Waits while the outgoing queue is full (backpressure).
+    ///
+    /// Cancel safety: cancel safe. The chunk is queued whole within one poll or not at all,
+    /// and the writer's state (whether the message has started, the UTF-8 check across
+    /// chunks, the count of bytes written) moves on only in the poll that queues it. A write
+    /// dropped before it completed sent nothing: write the same chunk again, or drop the
+    /// writer.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
-        if let Some(v) = self.utf8.as_mut() {
-            v.feed(chunk).map_err(|_| Error::InvalidUtf8)?;
-        }
-        let was_started = self.started;
-        let opcode = self.next_opcode();
-        let r = self
-            .sender
+        // Checked on a copy: the check is committed with the chunk, once it is queued.
+        let utf8 = match &self.utf8 {
+            Some(v) => {
+                let mut v = v.clone();
+                v.feed(chunk).map_err(|_| Error::InvalidUtf8)?;
+                Some(v)
+            }
+            None => None,
+        };
+        self.sender
             .enqueue(Outgoing::Fragment {
                 id: self.id,
-                opcode,
+                opcode: self.next_opcode(),
                 fin: false,
                 data: chunk,
             })
-            .await;
-        if r.is_err() {
-            self.started = was_started;
-        }
-        r?;
+            .await?;
+        // Queued in the poll that got here: nothing below awaits.
+        self.started = true;
+        self.utf8 = utf8;
         self.written += chunk.len() as u64;
         Ok(())
     }
 
     /// Ends the message. Returns the bytes written.
+    ///
+    /// Once a piece has been written, the message's last frame (a few bytes) never waits for
+    /// room in the queue, so `finish` completes in its first poll. A message with no piece
+    /// written is sent whole (empty) and waits for room like any message.
+    ///
+    /// Cancel safety: cancel safe once polled. The writer moves into this future, so dropping
+    /// the future unpolled is dropping the writer (see [`MessageWriter`]); once polled it has
+    /// either completed or, for a message with nothing written, sent nothing.
     pub async fn finish(mut self) -> Result<u64, Error> {
         if let Some(v) = self.utf8.as_mut() {
             v.finish().map_err(|_| Error::InvalidUtf8)?;
         }
-        let opcode = self.next_opcode();
         self.sender
             .enqueue(Outgoing::Fragment {
                 id: self.id,
-                opcode,
+                opcode: self.next_opcode(),
                 fin: true,
                 data: &[],
             })
