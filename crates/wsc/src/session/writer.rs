@@ -10,8 +10,13 @@ use crate::error::Error;
 ///
 /// Each [`write`](MessageWriter::write) sends one fragment; [`finish`](MessageWriter::finish)
 /// ends the message. Dropping an unfinished writer cannot leave a half message on the wire for
-/// the next one to corrupt, so it closes the session with 1011. Streamed messages are never
+/// the next one to corrupt, so it closes the session with 1011 (a writer dropped before its
+/// first write completed sent nothing and closes nothing). Streamed messages are never
 /// compressed (RFC 7692 lets any message go uncompressed).
+///
+/// Both methods are cancel safe: a `write` dropped while it waits for room sent nothing and
+/// may be retried with the same chunk (in a `select!` loop or under a timeout), and `finish`
+/// completes in its first poll once the message has begun.
 ///
 /// ```no_run
 /// # async fn demo(s: wsc::Sender) -> Result<(), wsc::Error> {
@@ -66,11 +71,12 @@ impl MessageWriter {
     /// Sends `chunk` as the next fragment. Text must stay UTF-8 across chunks; a chunk may end
     /// inside a character. Waits while the outgoing queue is full (backpressure).
     ///
-    /// Cancel safety: cancel safe. The chunk is queued whole within one poll or not at all,
-    /// and the writer's state (whether the message has started, the UTF-8 check across
-    /// chunks, the count of bytes written) moves on only in the poll that queues it. A write
-    /// dropped before it completed sent nothing: write the same chunk again, or drop the
-    /// writer.
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The chunk is queued whole within one poll or not at all, and the writer's
+    /// state (whether the message has started, the UTF-8 check across chunks, the count of
+    /// bytes written) moves on only in the poll that queues it. A write dropped before it
+    /// completed sent nothing: write the same chunk again, or drop the writer.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
         // Checked on a copy: the check is committed with the chunk, once it is queued.
         let utf8 = match &self.utf8 {
@@ -102,9 +108,12 @@ impl MessageWriter {
     /// room in the queue, so `finish` completes in its first poll. A message with no piece
     /// written is sent whole (empty) and waits for room like any message.
     ///
-    /// Cancel safety: cancel safe once polled. The writer moves into this future, so dropping
-    /// the future unpolled is dropping the writer (see [`MessageWriter`]); once polled it has
-    /// either completed or, for a message with nothing written, sent nothing.
+    /// # Cancel safety
+    ///
+    /// Cancel safe once polled. The writer moves into this future, so dropping the future
+    /// before its first poll is dropping the writer (see [`MessageWriter`]). Once polled, a
+    /// started message's `finish` has completed; one with nothing written that is dropped
+    /// while it waits sent nothing.
     pub async fn finish(mut self) -> Result<u64, Error> {
         if let Some(v) = self.utf8.as_mut() {
             v.finish().map_err(|_| Error::InvalidUtf8)?;
