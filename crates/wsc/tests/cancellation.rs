@@ -303,18 +303,25 @@ async fn message_writer_write_cancelled_and_retried_sends_each_chunk_once() {
     .await;
 }
 
-/// The first write of a binary message, dropped while the queue is full and then retried,
-/// still opens the message: the server would fail a Continuation first with 1002.
+/// Polls `fut` once and drops it: `true` if it was still pending.
+fn pending_once<F: Future>(fut: F) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::pin!(fut).poll(&mut cx).is_pending()
+}
+
+/// A regression, without chance: the first write of a message, dropped while the queue is
+/// full and then retried, still opens the message (the server fails a Continuation first
+/// with 1002).
 #[tokio::test]
 async fn a_first_write_cancelled_and_retried_opens_the_message() {
     let peer = common::python_server(&[]);
     bounded(async {
         let (tx, rx) = connect(&peer, &client()).await;
         let echoed = collect(&tx, rx);
-        tx.send(vec![0u8; 400]).await.unwrap(); // fills the queue past its 256 bytes
+        // 400 bytes fill the queue past its 256, and nothing runs the driver before the poll.
+        tx.send(vec![0u8; 400]).await.unwrap();
         let mut w = tx.message_writer(OpCode::Binary).await.unwrap();
-        let once = poll_fn(|cx| Poll::Ready(std::pin::pin!(w.write(b"head")).poll(cx))).await;
-        assert!(once.is_pending(), "the queue was full: the write waited");
+        assert!(pending_once(w.write(b"head")), "the write waited");
         w.write(b"head").await.unwrap();
         w.write(b"tail").await.unwrap();
         assert_eq!(w.finish().await.unwrap(), 8);
@@ -326,6 +333,29 @@ async fn a_first_write_cancelled_and_retried_opens_the_message() {
                 Message::binary(&b"headtail"[..])
             ]
         );
+    })
+    .await;
+}
+
+/// A regression, without chance: a text chunk cut inside a character, dropped while the queue
+/// is full and retried, is not reported as `InvalidUtf8` (the dropped write had fed the
+/// UTF-8 check already).
+#[tokio::test]
+async fn a_text_write_cancelled_and_retried_is_checked_once() {
+    let peer = common::python_server(&[]);
+    bounded(async {
+        let (tx, rx) = connect(&peer, &client()).await;
+        let echoed = collect(&tx, rx);
+        let euro = "€".as_bytes();
+        tx.send(vec![1u8; 400]).await.unwrap();
+        let mut w = tx.message_writer(OpCode::Text).await.unwrap();
+        let first = [b"h", &euro[..1]].concat();
+        assert!(pending_once(w.write(&first)), "the write waited");
+        w.write(&first).await.unwrap();
+        w.write(&euro[1..]).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 4);
+        let got = finish(&tx, echoed).await;
+        assert_eq!(got, [Message::binary(vec![1u8; 400]), Message::text("h€")]);
     })
     .await;
 }
