@@ -67,7 +67,9 @@ impl Sender {
     /// # Cancel safety
     ///
     /// Cancel safe. The message is queued whole within one poll or not at all, so a future
-    /// dropped before it completed sent nothing of it, and the session stays usable.
+    /// dropped before it completed sent nothing of it, and the session stays usable. The
+    /// message moved into the future is dropped with it; to retry, keep a cheap clone (a
+    /// `Bytes` or a [`Message`]).
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let m = message.into();
         let payload = if m.len() >= LARGE_SEND {
@@ -113,7 +115,7 @@ impl Sender {
     /// # Cancel safety
     ///
     /// Cancel safe. All the fragments are queued within one poll or none is, so a future
-    /// dropped before it completed sent nothing of the message.
+    /// dropped before it completed sent nothing of the message (which is dropped with it).
     pub async fn send_fragmented(
         &self,
         message: impl Into<Message>,
@@ -139,7 +141,7 @@ impl Sender {
     /// # Cancel safety
     ///
     /// Cancel safe. The frame is queued within one poll or not at all, so a future dropped
-    /// before it completed sent nothing.
+    /// before it completed sent nothing (the frame is dropped with it).
     pub async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
         self.enqueue(Outgoing::Frame(&frame)).await
     }
