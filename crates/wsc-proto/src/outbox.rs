@@ -450,7 +450,9 @@ impl<E: Entropy + Default> Outbox<E> {
 
     /// Queues a piece of the streamed message of writer `id` (never through extensions:
     /// RFC 7692 lets any message go uncompressed). The first piece makes `id` the owner of the
-    /// wire until its final piece (`fin`): other data waits meanwhile.
+    /// wire until its final piece (`fin`): other data waits meanwhile. An empty final piece of
+    /// a message already on the wire never waits for room (it is a few bytes, as a Close is),
+    /// so ending a streamed message cannot be left half done by a caller that stops waiting.
     pub fn send_fragment(
         &mut self,
         id: u64,
@@ -458,7 +460,13 @@ impl<E: Entropy + Default> Outbox<E> {
         fin: bool,
         data: &[u8],
     ) -> Result<bool, Refused> {
-        let was_empty = self.admit(true, Some(id))?;
+        let was_empty =
+            if fin && data.is_empty() && self.stream_owner.map(NonZeroU64::get) == Some(id) {
+                self.admit_beyond_capacity(true, Some(id))?;
+                self.is_empty()
+            } else {
+                self.admit(true, Some(id))?
+            };
         self.stream_owner = NonZeroU64::new(id).filter(|_| !fin);
         let before = self.buf.len();
         let key = self.key();
@@ -840,6 +848,36 @@ mod tests {
                 OpCode::Text
             ]
         );
+    }
+
+    #[test]
+    fn the_end_of_a_started_stream_never_waits_for_room() {
+        let mut out: Outbox<Counter> = Outbox::new(10);
+        let a = out.new_stream();
+        out.send_fragment(a, OpCode::Text, false, &[b'a'; 50])
+            .unwrap();
+        assert_eq!(
+            out.send_fragment(a, OpCode::Continuation, false, b"b"),
+            Err(Refused::Full),
+            "a piece with data waits for room"
+        );
+        // Another writer's empty message is a whole message: it waits (for the stream, here).
+        let b = out.new_stream();
+        assert_eq!(
+            out.send_fragment(b, OpCode::Text, true, b""),
+            Err(Refused::Busy)
+        );
+        assert_eq!(
+            out.send_fragment(a, OpCode::Continuation, true, b""),
+            Ok(false)
+        );
+        // Not a started stream's end any more: a new empty message waits for room.
+        assert_eq!(
+            out.send_fragment(b, OpCode::Text, true, b""),
+            Err(Refused::Full)
+        );
+        let ops: Vec<(OpCode, bool)> = drain(&mut out).iter().map(|f| (f.opcode, f.fin)).collect();
+        assert_eq!(ops, [(OpCode::Text, false), (OpCode::Continuation, true)]);
     }
 
     #[test]

@@ -95,11 +95,19 @@ impl Client {
 
     /// Connects and returns a default session; the caller must close it
     /// (Ktor's `webSocketSession`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see [`RequestBuilder::connect`].
     pub async fn connect(&self, target: impl IntoRequest) -> Result<Session, Error> {
         self.request(target).connect().await
     }
 
     /// Connects and returns a raw session (Ktor's `webSocketRawSession`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see [`RequestBuilder::connect`].
     pub async fn connect_raw(&self, target: impl IntoRequest) -> Result<RawSession, Error> {
         self.request(target).connect_raw().await
     }
@@ -107,6 +115,14 @@ impl Client {
     /// Connects, runs `f` with the session, and always closes it afterwards: 1000 when `f`
     /// returns `Ok`, 1011 with the error's text when it returns `Err` or panics (the panic is
     /// then resumed). Returns `f`'s value (Ktor's `webSocket { … }`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops `f` wherever it stood and, unless `f` kept a
+    /// [`Sender`](crate::Sender) elsewhere, the session with it, which then closes normally
+    /// (1000) in the background after what was already sent, not with the 1011 an error or
+    /// panic would give. Whatever `f` was doing is cut short as dropping its own future would
+    /// cut it; see the cancel safety of the methods it awaits.
     pub async fn websocket<T, E, F>(&self, target: impl IntoRequest, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
@@ -116,6 +132,10 @@ impl Client {
     }
 
     /// As [`Client::websocket`], with a raw session (Ktor's `webSocketRaw { … }`).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::websocket`].
     pub async fn websocket_raw<T, E, F>(&self, target: impl IntoRequest, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut RawSession) -> Result<T, E>,
@@ -207,6 +227,13 @@ impl RequestBuilder {
     }
 
     /// Connects and returns a default session.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the future abandons the attempt: the connection it opened, if
+    /// any, is dropped before a session exists (a session is made and its driver started in
+    /// the poll that returns it), so nothing else is affected and a new attempt may start at
+    /// once. Cookies a response already set stay in the client's jar.
     pub async fn connect(self) -> Result<Session, Error> {
         self.open().await
     }
@@ -250,6 +277,12 @@ impl RequestBuilder {
     /// # Ok(()) }
     /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the handshake and drops `io` with it (it was moved in),
+    /// before any session exists; whatever of the handshake was already exchanged over `io`
+    /// cannot be taken back, so the stream is not reusable.
     pub async fn connect_on<S>(self, io: S) -> Result<Session, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -258,6 +291,10 @@ impl RequestBuilder {
     }
 
     /// [`connect_on`](Self::connect_on) for a raw session.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`connect_on`](Self::connect_on).
     pub async fn connect_raw_on<S>(self, io: S) -> Result<RawSession, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -266,11 +303,19 @@ impl RequestBuilder {
     }
 
     /// Connects and returns a raw session (no extensions are offered).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see [`connect`](Self::connect).
     pub async fn connect_raw(self) -> Result<RawSession, Error> {
         self.open().await
     }
 
     /// Connects, runs `f`, always closes; see [`Client::websocket`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::websocket`].
     pub async fn websocket<T, E, F>(self, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
@@ -282,6 +327,10 @@ impl RequestBuilder {
     }
 
     /// Connects raw, runs `f`, always closes; see [`Client::websocket_raw`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::websocket`].
     pub async fn websocket_raw<T, E, F>(self, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut RawSession) -> Result<T, E>,

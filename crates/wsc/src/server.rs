@@ -122,6 +122,13 @@ impl AcceptConfig {
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Dropping the future abandons the handshake and drops `stream` with it (it was moved in),
+/// before any session exists; the request bytes already read are lost with it, so the stream
+/// is not reusable. (`handshake_timeout` already bounds a client that never finishes its
+/// request.)
 pub async fn accept<S>(mut stream: S, config: &AcceptConfig) -> Result<Session, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -300,8 +300,13 @@ impl<D: Delivery> Receiver<D> {
         }
     }
 
-    /// The next message (or frame); `None` after a normal close. Cancel safe: dropping the
-    /// future loses nothing.
+    /// The next message (or frame); `None` after a normal close.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. A message is taken from the queue only in the poll that returns it (the
+    /// pieces of one being put together are kept by the receiver, not the future), so a
+    /// future dropped before it completed lost nothing: the next `recv` returns it.
     pub fn recv(&mut self) -> impl Future<Output = Option<Result<D::Item, Error>>> + Send + '_ {
         poll_fn(|cx| D::poll_next(&mut self.inbox, cx))
     }
@@ -318,6 +323,11 @@ impl Receiver<Messages> {
     /// Receives the next message and reads it as a `T` with the client's converter (Ktor's
     /// `receiveDeserialized`). Consumes exactly one message even when it does not convert; the
     /// error then holds it. After a normal close: [`Error::Closed`] with the close reason.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Self::recv): the message is taken and converted in the poll
+    /// that returns it, so a future dropped before it completed lost nothing.
     pub async fn receive_deserialized<T: serde::de::DeserializeOwned>(
         &mut self,
     ) -> Result<T, Error> {
@@ -358,6 +368,12 @@ impl Receiver<Messages> {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The message's first chunk is taken only in the poll that returns the
+    /// [`IncomingMessage`], so a future dropped before it completed lost nothing. (Dropping
+    /// the `IncomingMessage` itself is what skips the rest of its message.)
     pub async fn recv_stream(&mut self) -> Option<Result<IncomingMessage<'_>, Error>> {
         loop {
             match poll_fn(|cx| self.inbox.poll_item(cx)).await? {
@@ -422,6 +438,11 @@ impl IncomingMessage<'_> {
     }
 
     /// The next chunk; `None` after the message's last one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. A chunk is taken only in the poll that returns it, so a future dropped
+    /// before it completed lost nothing: the next `next_chunk` returns it.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Error>> {
         poll_fn(|cx| self.poll_chunk(cx)).await
     }

@@ -63,6 +63,13 @@ impl Sender {
     /// A payload handed over owned (`String`, `Vec<u8>`, `Bytes`, `Message`) of 16 KiB or more
     /// is queued as it is, not copied: it is masked piece by piece as it is written, each piece
     /// while it is still in cache.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The message is queued whole within one poll or not at all, so a future
+    /// dropped before it completed sent nothing of it, and the session stays usable. The
+    /// message moved into the future is dropped with it; to retry, keep a cheap clone (a
+    /// `Bytes` or a [`Message`]).
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let m = message.into();
         let payload = if m.len() >= LARGE_SEND {
@@ -76,6 +83,11 @@ impl Sender {
 
     /// Sends a text message. The text is borrowed, so it is copied; for a large one,
     /// [`send`](Self::send) with an owned `String` or `Bytes` skips the copy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The message is queued whole within one poll or not at all, so a future
+    /// dropped before it completed sent nothing of it, and the session stays usable.
     pub fn send_text<'a>(
         &'a self,
         text: &'a str,
@@ -86,6 +98,11 @@ impl Sender {
     /// Sends a binary message. The bytes are borrowed, so they are copied (and masked) into
     /// the queue at once — the cheapest send for small messages; for a large payload,
     /// [`send`](Self::send) with an owned `Vec<u8>` or `Bytes` skips the copy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The message is queued whole within one poll or not at all, so a future
+    /// dropped before it completed sent nothing of it, and the session stays usable.
     pub fn send_binary<'a>(
         &'a self,
         data: &'a [u8],
@@ -94,6 +111,11 @@ impl Sender {
     }
 
     /// Sends a message as fragments of at most `fragment_size` bytes (RFC 6455 §5.4).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. All the fragments are queued within one poll or none is, so a future
+    /// dropped before it completed sent nothing of the message (which is dropped with it).
     pub async fn send_fragmented(
         &self,
         message: impl Into<Message>,
@@ -113,11 +135,21 @@ impl Sender {
 
     /// Sends a frame exactly as given: no extension, no fragmentation. A Close frame starts
     /// the closing handshake. Control frames must have FIN set and at most 125 bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The frame is queued within one poll or not at all, so a future dropped
+    /// before it completed sent nothing (the frame is dropped with it).
     pub async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
         self.enqueue(Outgoing::Frame(&frame)).await
     }
 
     /// Serializes `value` with the client's converter and sends it (Ktor's `sendSerialized`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`send`](Self::send): a future dropped before it completed sent
+    /// nothing of the value (it is serialized again by the next call).
     pub async fn send_serialized<T: serde::Serialize + ?Sized>(
         &self,
         value: &T,
@@ -136,6 +168,11 @@ impl Sender {
 
     /// Starts a message to be sent in pieces (RFC 6455 §5.4): text or binary. Other data sends
     /// wait until the writer finishes; pings and pongs still go out. See [`MessageWriter`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it completes in its first poll, and nothing goes on the wire until the
+    /// writer's first [`write`](MessageWriter::write).
     pub async fn message_writer(&self, opcode: OpCode) -> Result<MessageWriter, Error> {
         if !matches!(opcode, OpCode::Text | OpCode::Binary) {
             return Err(Misuse::NotDataOpcode(opcode).into());
@@ -149,6 +186,14 @@ impl Sender {
     /// must be UTF-8 across chunk boundaries ([`Error::InvalidUtf8`] otherwise); an error from
     /// `stream` is [`Error::Source`] and, the message being cut off, closes the session with
     /// 1011.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe. Dropping the future once a chunk has been sent drops the message
+    /// half sent, which closes the session with 1011 (as dropping a [`MessageWriter`] does);
+    /// a chunk taken from `stream` but not yet queued is lost. Dropped before any chunk was
+    /// queued, it sent nothing. To send with a timeout or in `select!`, drive a
+    /// [`MessageWriter`] yourself: its [`write`](MessageWriter::write) is cancel safe.
     pub async fn send_stream<S, B, E>(&self, opcode: OpCode, stream: S) -> Result<u64, Error>
     where
         S: Stream<Item = Result<B, E>>,
@@ -166,6 +211,12 @@ impl Sender {
 
     /// Sends one message read from `reader` in fragments of at most `chunk_size` bytes,
     /// without holding it whole. Returns the bytes sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, for the reasons [`send_stream`](Self::send_stream) gives: a message
+    /// cut off once begun closes the session with 1011, and bytes read from `reader` but not
+    /// yet queued are lost.
     pub async fn send_reader<R: tokio::io::AsyncRead + Unpin>(
         &self,
         opcode: OpCode,
@@ -189,6 +240,10 @@ impl Sender {
     }
 
     /// Sends a Ping with `payload` (at most 125 bytes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`send_frame`](Self::send_frame).
     pub async fn ping(&self, payload: impl Into<Bytes>) -> Result<(), Error> {
         self.send_frame(Frame::ping(payload)).await
     }
@@ -212,6 +267,11 @@ impl Sender {
 
     /// Waits until everything sent so far has been written to the transport (Ktor's
     /// `flush()`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. It only waits: what was sent still goes out whether or not the future is
+    /// dropped, and a later `flush` waits for it (and anything sent since).
     pub async fn flush(&self) -> Result<(), Error> {
         let target = self.shared.out().outbox.queued();
         poll_fn(|cx| self.poll_flush_to(cx, target)).await
@@ -223,6 +283,13 @@ impl Sender {
     /// reason (`None` if its Close was empty).
     ///
     /// Closing an already closing or closed session waits for the same outcome.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The close is asked for in the first poll and then only waited for:
+    /// dropping the future does not stop the closing handshake (nor the close timeout), and
+    /// `close` again (its reason is then ignored) or [`close_reason`](Self::close_reason)
+    /// waits for the same outcome. A future dropped before its first poll asked for nothing.
     pub async fn close(&self, reason: CloseReason) -> Result<Option<CloseReason>, Error> {
         self.shared.request_close(Some(reason));
         let outcome = self.outcome().await;
@@ -242,6 +309,10 @@ impl Sender {
     /// Waits for the session to end and returns its close reason (Ktor's `closeReason`): the
     /// peer's if it closed first (an empty Close reads as 1000), ours if we did, 1006 if the
     /// connection dropped, the failure's code (1002, 1007, 1009, 1011 …) if it failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn close_reason(&self) -> CloseReason {
         self.outcome().await.reason
     }

@@ -10,8 +10,13 @@ use crate::error::Error;
 ///
 /// Each [`write`](MessageWriter::write) sends one fragment; [`finish`](MessageWriter::finish)
 /// ends the message. Dropping an unfinished writer cannot leave a half message on the wire for
-/// the next one to corrupt, so it closes the session with 1011. Streamed messages are never
+/// the next one to corrupt, so it closes the session with 1011 (a writer dropped before its
+/// first write completed sent nothing and closes nothing). Streamed messages are never
 /// compressed (RFC 7692 lets any message go uncompressed).
+///
+/// Both methods are cancel safe: a `write` dropped while it waits for room sent nothing and
+/// may be retried with the same chunk (in a `select!` loop or under a timeout), and `finish`
+/// completes in its first poll once the message has begun.
 ///
 /// ```no_run
 /// # async fn demo(s: wsc::Sender) -> Result<(), wsc::Error> {
@@ -54,8 +59,9 @@ impl MessageWriter {
         }
     }
 
-    fn next_opcode(&mut self) -> OpCode {
-        if std::mem::replace(&mut self.started, true) {
+    /// The opcode of the next piece: the message's own for the first, then Continuation.
+    fn next_opcode(&self) -> OpCode {
+        if self.started {
             OpCode::Continuation
         } else {
             self.opcode
@@ -63,40 +69,59 @@ impl MessageWriter {
     }
 
     /// Sends `chunk` as the next fragment. Text must stay UTF-8 across chunks; a chunk may end
-    /// inside a character.
+    /// inside a character. Waits while the outgoing queue is full (backpressure).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The chunk is queued whole within one poll or not at all, and the writer's
+    /// state (whether the message has started, the UTF-8 check across chunks, the count of
+    /// bytes written) moves on only in the poll that queues it. A write dropped before it
+    /// completed sent nothing: write the same chunk again, or drop the writer.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
-        if let Some(v) = self.utf8.as_mut() {
-            v.feed(chunk).map_err(|_| Error::InvalidUtf8)?;
-        }
-        let was_started = self.started;
-        let opcode = self.next_opcode();
-        let r = self
-            .sender
+        // Checked on a copy: the check is committed with the chunk, once it is queued.
+        let utf8 = match &self.utf8 {
+            Some(v) => {
+                let mut v = v.clone();
+                v.feed(chunk).map_err(|_| Error::InvalidUtf8)?;
+                Some(v)
+            }
+            None => None,
+        };
+        self.sender
             .enqueue(Outgoing::Fragment {
                 id: self.id,
-                opcode,
+                opcode: self.next_opcode(),
                 fin: false,
                 data: chunk,
             })
-            .await;
-        if r.is_err() {
-            self.started = was_started;
-        }
-        r?;
+            .await?;
+        // Queued in the poll that got here: nothing below awaits.
+        self.started = true;
+        self.utf8 = utf8;
         self.written += chunk.len() as u64;
         Ok(())
     }
 
     /// Ends the message. Returns the bytes written.
+    ///
+    /// Once a piece has been written, the message's last frame (a few bytes) never waits for
+    /// room in the queue, so `finish` completes in its first poll. A message with no piece
+    /// written is sent whole (empty) and waits for room like any message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe once polled. The writer moves into this future, so dropping the future
+    /// before its first poll is dropping the writer (see [`MessageWriter`]). Once polled, a
+    /// started message's `finish` has completed; one with nothing written that is dropped
+    /// while it waits sent nothing.
     pub async fn finish(mut self) -> Result<u64, Error> {
         if let Some(v) = self.utf8.as_mut() {
             v.finish().map_err(|_| Error::InvalidUtf8)?;
         }
-        let opcode = self.next_opcode();
         self.sender
             .enqueue(Outgoing::Fragment {
                 id: self.id,
-                opcode,
+                opcode: self.next_opcode(),
                 fin: true,
                 data: &[],
             })
