@@ -453,11 +453,13 @@ impl Shared {
         }
     }
 
+    /// The ping timeout in force (the core's rule, `keepalive::ping_timeout`).
     pub(crate) fn ping_timeout(&self) -> Option<Duration> {
-        match self.settings.ping_timeout.load(Ordering::Acquire) {
-            0 => self.ping_interval().map(|i| i * 2),
+        let set = match self.settings.ping_timeout.load(Ordering::Acquire) {
+            0 => None,
             ms => Some(Duration::from_millis(ms.into())),
-        }
+        };
+        wsc_proto::keepalive::ping_timeout(self.ping_interval(), set)
     }
 
     pub(crate) fn set_ping(&self, interval: Option<Duration>, timeout: Option<Option<Duration>>) {
