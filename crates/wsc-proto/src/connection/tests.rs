@@ -93,6 +93,30 @@ fn close_code(f: &Frame) -> Option<u16> {
     f.close_reason().unwrap().map(|r| r.code().as_u16())
 }
 
+/// The connection alone decides masking, from its role and `Config::masking`: a client masks
+/// unless told not to; a server never masks, whatever the outbox or the config said.
+#[test]
+fn masking_follows_the_role_and_the_config_alone() {
+    for (role, on, masked) in [
+        (Role::Client, true, true),
+        (Role::Client, false, false),
+        (Role::Server, true, false),
+        (Role::Server, false, false),
+    ] {
+        let mut out: Outbox<Seq> = Outbox::new(1 << 20);
+        out.set_masking(!masked);
+        let config = Config {
+            masking: on,
+            ..Config::new(role)
+        };
+        let mut c = Connection::new(config, out, Vec::new(), ms(0));
+        c.send(&Message::text("hi")).unwrap();
+        let mut buf = BytesMut::new();
+        assert!(c.poll_transmit(&mut buf, 1 << 16).is_none());
+        assert_eq!(buf[1] & 0x80 != 0, masked, "{role:?}, masking {on}");
+    }
+}
+
 #[test]
 fn a_bounded_few_pongs_are_owed_and_the_latest_ping_is_answered() {
     let mut c = client(false);

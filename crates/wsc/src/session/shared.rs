@@ -281,7 +281,6 @@ impl Shared {
         call: Call,
     ) -> Arc<Shared> {
         let mut outbox = Outbox::new(config.outgoing_capacity);
-        outbox.set_masking(config.masking && role == Role::Client);
         outbox.set_fragment_size(config.write_fragment_size);
         outbox.set_compressing(!outgoing_extensions.is_empty());
         Arc::new(Shared {
