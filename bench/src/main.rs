@@ -561,7 +561,7 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
     }
 }
 
-/// The outgoing queue's lock under contention: this build (the spin lock) and, when
+/// The outgoing queue's lock under contention: this build (the parking_lot lock) and, when
 /// `WSC_BENCH_STD_MUTEX` names a build with `--cfg wsc_std_mutex` (scripts/bench makes one),
 /// the same case with a std `Mutex`, runs interleaved.
 fn contended(reps: usize, smoke: bool) -> String {
@@ -574,7 +574,7 @@ fn contended(reps: usize, smoke: bool) -> String {
     let srv = server(Kind::Drain, 0, 0);
     let mut runs: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for _ in 0..reps {
-        let mut variants = vec![("spin lock", client_cmd())];
+        let mut variants = vec![("parking_lot", client_cmd())];
         if let Some(path) = &other {
             let mut c = client_cmd();
             // The same pinning, another binary.

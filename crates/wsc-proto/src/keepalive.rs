@@ -9,6 +9,24 @@
 
 use std::time::Duration;
 
+/// The ping timeout for `interval` and the configured `timeout`: `timeout` when it is set
+/// (and not zero), twice the interval otherwise (Ktor's rule; `None` when neither is set).
+/// The one place this rule lives: whoever reports the timeout in force asks here.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsc_proto::ping_timeout;
+/// let s = Duration::from_secs;
+/// assert_eq!(ping_timeout(Some(s(20)), None), Some(s(40)));
+/// assert_eq!(ping_timeout(Some(s(20)), Some(s(5))), Some(s(5)));
+/// assert_eq!(ping_timeout(None, None), None);
+/// ```
+pub fn ping_timeout(interval: Option<Duration>, timeout: Option<Duration>) -> Option<Duration> {
+    timeout
+        .filter(|t| !t.is_zero())
+        .or_else(|| interval.map(|i| i.saturating_mul(2)))
+}
+
 /// What [`Keepalive::on_timeout`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -64,16 +82,13 @@ impl Keepalive {
     }
 
     /// Pings every `interval` (`None`: off), each answered within `timeout` (`None`: twice the
-    /// interval, Ktor's rule), the first one `interval` after `now`.
+    /// interval, Ktor's rule; see [`ping_timeout`]), the first one `interval` after `now`.
     pub fn new(interval: Option<Duration>, timeout: Option<Duration>, now: Duration) -> Self {
         match interval.map(nanos).filter(|&i| i != 0) {
             None => Keepalive::off(),
             Some(i) => Keepalive {
                 interval: i,
-                timeout: timeout
-                    .map(nanos)
-                    .filter(|&t| t != 0)
-                    .unwrap_or(i.saturating_mul(2)),
+                timeout: ping_timeout(interval, timeout).map_or(i.saturating_mul(2), nanos),
                 state: State::Idle {
                     next: nanos(now).saturating_add(i),
                 },

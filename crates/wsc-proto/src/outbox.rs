@@ -52,6 +52,16 @@ pub enum Payload<'a> {
     Owned(&'a Bytes),
 }
 
+impl Payload<'_> {
+    /// Whether the payload has no bytes.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Payload::Borrowed(b) => b.is_empty(),
+            Payload::Owned(b) => b.is_empty(),
+        }
+    }
+}
+
 /// A close the application asked for, not yet picked up by the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
@@ -78,18 +88,41 @@ pub(crate) enum Seg {
     Large(Large),
 }
 
+/// A frame, or a run of fragments, whose payload is the sender's own bytes: nothing of it is
+/// copied or masked as it is queued, so queueing it is constant work whatever its size.
 pub(crate) struct Large {
+    /// The opcode of the next frame (`Continuation` once a fragment has been taken).
     pub opcode: OpCode,
+    /// FIN of the last frame.
     pub fin: bool,
+    /// RSV bits of the next frame.
     pub rsv: u8,
+    /// The next frame's mask key (a new one is drawn for each fragment).
     pub key: Option<[u8; 4]>,
     pub data: Bytes,
+    /// Split into fragments of this many bytes as it is taken; 0: one frame.
+    pub fragment: usize,
 }
 
 impl Large {
-    /// Header and payload bytes on the wire.
+    /// Header and payload bytes on the wire, of every frame still to go.
     pub(crate) fn wire_len(&self) -> usize {
-        header_len(self.data.len(), self.key.is_some()) + self.data.len()
+        let (len, masked) = (self.data.len(), self.key.is_some());
+        if self.fragment == 0 || len <= self.fragment {
+            return header_len(len, masked) + len;
+        }
+        let (full, rest) = (len / self.fragment, len % self.fragment);
+        let last = if rest == 0 {
+            0
+        } else {
+            header_len(rest, masked)
+        };
+        full * header_len(self.fragment, masked) + last + len
+    }
+
+    /// Whether the next frame is a fragment with more after it.
+    fn splits(&self) -> bool {
+        self.fragment != 0 && self.data.len() > self.fragment
     }
 }
 
@@ -267,9 +300,7 @@ impl<E: Entropy + Default> Outbox<E> {
     /// The next mask key, from a generator seeded on first use.
     #[inline]
     pub fn next_key(&mut self) -> [u8; 4] {
-        self.keys
-            .get_or_insert_with(|| Box::new(MaskKeys::new(E::default())))
-            .next_key()
+        draw(&mut self.keys)
     }
 
     /// Fills `dest` with random bytes from the same generator (ping payloads).
@@ -426,6 +457,7 @@ impl<E: Entropy + Default> Outbox<E> {
                 rsv: frame.rsv,
                 key,
                 data: frame.payload.clone(),
+                fragment: 0,
             });
         } else {
             let before = self.buf.len();
@@ -450,15 +482,18 @@ impl<E: Entropy + Default> Outbox<E> {
 
     /// Queues a piece of the streamed message of writer `id` (never through extensions:
     /// RFC 7692 lets any message go uncompressed). The first piece makes `id` the owner of the
-    /// wire until its final piece (`fin`): other data waits meanwhile. An empty final piece of
-    /// a message already on the wire never waits for room (it is a few bytes, as a Close is),
-    /// so ending a streamed message cannot be left half done by a caller that stops waiting.
+    /// wire until its final piece (`fin`): other data waits meanwhile. An
+    /// [`Payload::Owned`] piece of [`LARGE_SEND`] bytes or more is kept as it is and masked as
+    /// it is transmitted; anything else is copied and masked into the queue at once. An empty
+    /// final piece of a message already on the wire never waits for room (it is a few bytes, as
+    /// a Close is), so ending a streamed message cannot be left half done by a caller that
+    /// stops waiting.
     pub fn send_fragment(
         &mut self,
         id: u64,
         opcode: OpCode,
         fin: bool,
-        data: &[u8],
+        data: Payload<'_>,
     ) -> Result<bool, Refused> {
         let was_empty =
             if fin && data.is_empty() && self.stream_owner.map(NonZeroU64::get) == Some(id) {
@@ -468,10 +503,19 @@ impl<E: Entropy + Default> Outbox<E> {
                 self.admit(true, Some(id))?
             };
         self.stream_owner = NonZeroU64::new(id).filter(|_| !fin);
-        let before = self.buf.len();
         let key = self.key();
-        encode_frame(&mut self.buf, opcode, fin, 0, data, key);
-        self.queued += (self.buf.len() - before) as u64;
+        match data {
+            Payload::Owned(b) if b.len() >= LARGE_SEND => self.push_large(Large {
+                opcode,
+                fin,
+                rsv: 0,
+                key,
+                data: b.clone(),
+                fragment: 0,
+            }),
+            Payload::Owned(b) => self.encode_frame(opcode, fin, b, key),
+            Payload::Borrowed(b) => self.encode_frame(opcode, fin, b, key),
+        }
         if fin {
             self.notify = true;
         }
@@ -563,6 +607,13 @@ impl<E: Entropy + Default> Outbox<E> {
             && let Some(front) = segs.queue.front_mut()
         {
             let taken = match front {
+                Seg::Large(l) if l.splits() => {
+                    // A fragment: the rest stays in front.
+                    let t = take_fragments(l, buf, coalesce, &mut self.keys)?;
+                    segs.bytes -= t.wire();
+                    self.notify = true;
+                    return Some(t);
+                }
                 Seg::Bytes(b) => {
                     let n = b.len();
                     if buf.is_empty() {
@@ -623,47 +674,25 @@ impl<E: Entropy + Default> Outbox<E> {
         self.queued += n as u64;
     }
 
-    /// An owned payload, fragmented if asked: pieces from `LARGE_SEND` bytes on are slices of
-    /// it, smaller ones are copied.
+    /// An owned payload of [`LARGE_SEND`] bytes or more, fragmented if asked: queued whole
+    /// (constant work), its fragments cut from it as they are taken.
     fn queue_owned(&mut self, opcode: OpCode, rsv: u8, payload: &Bytes, fragment: Option<usize>) {
-        let size = fragment.unwrap_or(usize::MAX).max(1);
-        if payload.len() <= size {
-            let key = self.key();
-            self.push_large(Large {
-                opcode,
-                fin: true,
-                rsv,
-                key,
-                data: payload.clone(),
-            });
-            return;
-        }
-        let mut start = 0;
-        while start < payload.len() {
-            let end = payload.len().min(start + size);
-            let first = start == 0;
-            let (op, bits) = if first {
-                (opcode, rsv)
-            } else {
-                (OpCode::Continuation, 0)
-            };
-            let fin = end == payload.len();
-            let key = self.key();
-            if end - start >= LARGE_SEND {
-                self.push_large(Large {
-                    opcode: op,
-                    fin,
-                    rsv: bits,
-                    key,
-                    data: payload.slice(start..end),
-                });
-            } else {
-                let before = self.buf.len();
-                encode_frame(&mut self.buf, op, fin, bits, &payload[start..end], key);
-                self.queued += (self.buf.len() - before) as u64;
-            }
-            start = end;
-        }
+        let key = self.key();
+        self.push_large(Large {
+            opcode,
+            fin: true,
+            rsv,
+            key,
+            data: payload.clone(),
+            fragment: fragment.map_or(0, |f| f.max(1)),
+        });
+    }
+
+    /// One unfragmented frame copied and masked into the tail buffer.
+    fn encode_frame(&mut self, opcode: OpCode, fin: bool, data: &[u8], key: Option<[u8; 4]>) {
+        let before = self.buf.len();
+        encode_frame(&mut self.buf, opcode, fin, 0, data, key);
+        self.queued += (self.buf.len() - before) as u64;
     }
 
     #[inline]
@@ -696,6 +725,55 @@ impl<E: Entropy + Default> Outbox<E> {
     }
 }
 
+/// The next mask key from `keys`, seeded on first use.
+fn draw<E: Entropy + Default>(keys: &mut Option<Box<MaskKeys<E>>>) -> [u8; 4] {
+    keys.get_or_insert_with(|| Box::new(MaskKeys::new(E::default())))
+        .next_key()
+}
+
+/// Takes the next fragment of `l` (which [`splits`](Large::splits)): a fragment of
+/// [`LARGE_SEND`] bytes or more is handed out as a slice, smaller ones are copied and masked
+/// into `buf` while it holds under `coalesce` bytes (so the work is bounded by `coalesce`
+/// whatever the payload's size). `None` when `buf` has no room.
+fn take_fragments<E: Entropy + Default>(
+    l: &mut Large,
+    buf: &mut BytesMut,
+    coalesce: usize,
+    keys: &mut Option<Box<MaskKeys<E>>>,
+) -> Option<Taken> {
+    let size = l.fragment;
+    let masked = l.key.is_some();
+    let mut next = |l: &mut Large| {
+        l.opcode = OpCode::Continuation;
+        l.rsv = 0;
+        l.key = masked.then(|| draw(keys));
+    };
+    if size >= LARGE_SEND {
+        let data = l.data.split_to(size);
+        let key = l.key;
+        crate::frame::encode_header(buf, l.opcode, false, l.rsv, size, key);
+        next(l);
+        return Some(Taken::Large {
+            data,
+            key,
+            wire: header_len(size, masked) + size,
+        });
+    }
+    if buf.len() >= coalesce && !buf.is_empty() {
+        return None;
+    }
+    let before = buf.len();
+    loop {
+        let piece = l.data.split_to(size);
+        encode_frame(buf, l.opcode, false, l.rsv, &piece, l.key);
+        next(l);
+        if !l.splits() || buf.len() >= coalesce {
+            break;
+        }
+    }
+    Some(Taken::Bytes(buf.len() - before))
+}
+
 /// What [`Outbox::take`] moved out.
 pub(crate) enum Taken {
     /// This many bytes of encoded frames went into the buffer.
@@ -707,6 +785,16 @@ pub(crate) enum Taken {
         /// Header and payload bytes on the wire.
         wire: usize,
     },
+}
+
+impl Taken {
+    /// Bytes on the wire it stands for.
+    fn wire(&self) -> usize {
+        match *self {
+            Taken::Bytes(n) => n,
+            Taken::Large { wire, .. } => wire,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -727,7 +815,11 @@ mod tests {
 
     /// Everything queued, as a server reads it.
     fn drain(out: &mut Outbox<Counter>) -> Vec<Frame> {
-        let mut wire = BytesMut::new();
+        drain_after(out, BytesMut::new())
+    }
+
+    /// Everything queued, after the wire bytes already taken.
+    fn drain_after(out: &mut Outbox<Counter>, mut wire: BytesMut) -> Vec<Frame> {
         let mut buf = BytesMut::new();
         while let Some(t) = out.take(&mut buf, usize::MAX) {
             if let Taken::Large { data, key, .. } = t {
@@ -821,20 +913,76 @@ mod tests {
     }
 
     #[test]
+    fn a_large_owned_payload_is_queued_without_copy_and_cut_as_taken() {
+        // Small fragments of a large payload: queueing copies nothing, and each take copies
+        // and masks at most what fills the caller's buffer to the coalescing bound.
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        let data = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        out.send_data(OpCode::Binary, 0, Payload::Owned(&data), Some(100))
+            .unwrap();
+        assert!(out.buf.is_empty(), "nothing was copied into the queue");
+        let wire = 2000 * (6 + 100);
+        assert_eq!((out.len(), out.queued()), (wire, wire as u64));
+        let mut buf = BytesMut::new();
+        let Some(Taken::Bytes(n)) = out.take(&mut buf, 4096) else {
+            panic!("small fragments are copied");
+        };
+        assert!((4096..4096 + 106).contains(&n), "{n}");
+        assert_eq!(out.len(), wire - n);
+        // Every fragment has a key of its own.
+        let keys: std::collections::HashSet<&[u8]> = buf.chunks(106).map(|f| &f[2..6]).collect();
+        assert_eq!(keys.len(), n / 106);
+        let first = drain_after(&mut out, buf.split());
+        assert_eq!(first.len(), 2000);
+        assert_eq!(first[0].opcode, OpCode::Binary);
+        assert!(first[1..].iter().all(|f| f.opcode == OpCode::Continuation));
+        assert!(first[..1999].iter().all(|f| !f.fin) && first[1999].fin);
+        let joined: Vec<u8> = first.iter().flat_map(|f| f.payload.to_vec()).collect();
+        assert_eq!(joined, data);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_large_owned_stream_piece_is_queued_without_copy() {
+        let mut out: Outbox<Counter> = Outbox::new(1 << 20);
+        let id = out.new_stream();
+        let big = Bytes::from(vec![5u8; LARGE_SEND]);
+        out.send_fragment(id, OpCode::Binary, false, Payload::Owned(&big))
+            .unwrap();
+        assert!(out.buf.is_empty(), "nothing was copied into the queue");
+        out.send_fragment(id, OpCode::Continuation, true, Payload::Borrowed(b"z"))
+            .unwrap();
+        let frames = drain(&mut out);
+        let ops: Vec<(OpCode, bool, usize)> = frames
+            .iter()
+            .map(|f| (f.opcode, f.fin, f.payload.len()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (OpCode::Binary, false, LARGE_SEND),
+                (OpCode::Continuation, true, 1)
+            ]
+        );
+        assert_eq!(frames[0].payload, big);
+    }
+
+    #[test]
     fn a_stream_keeps_other_data_out_until_it_ends() {
         let mut out: Outbox<Counter> = Outbox::new(1 << 20);
         let a = out.new_stream();
         let b = out.new_stream();
-        out.send_fragment(a, OpCode::Text, false, b"he").unwrap();
+        out.send_fragment(a, OpCode::Text, false, Payload::Borrowed(b"he"))
+            .unwrap();
         assert_eq!(out.send(OpCode::Text, b"x"), Err(Refused::Busy));
         assert_eq!(
-            out.send_fragment(b, OpCode::Text, false, b"y"),
+            out.send_fragment(b, OpCode::Text, false, Payload::Borrowed(b"y")),
             Err(Refused::Busy)
         );
         // Control frames may interleave.
         out.send_frame(&Frame::ping("p"), Duration::ZERO).unwrap();
         out.take_notify();
-        out.send_fragment(a, OpCode::Continuation, true, b"llo")
+        out.send_fragment(a, OpCode::Continuation, true, Payload::Borrowed(b"llo"))
             .unwrap();
         assert!(out.take_notify(), "the end of a stream lets waiters on");
         out.send(OpCode::Text, b"x").unwrap();
@@ -854,26 +1002,26 @@ mod tests {
     fn the_end_of_a_started_stream_never_waits_for_room() {
         let mut out: Outbox<Counter> = Outbox::new(10);
         let a = out.new_stream();
-        out.send_fragment(a, OpCode::Text, false, &[b'a'; 50])
+        out.send_fragment(a, OpCode::Text, false, Payload::Borrowed(&[b'a'; 50]))
             .unwrap();
         assert_eq!(
-            out.send_fragment(a, OpCode::Continuation, false, b"b"),
+            out.send_fragment(a, OpCode::Continuation, false, Payload::Borrowed(b"b")),
             Err(Refused::Full),
             "a piece with data waits for room"
         );
         // Another writer's empty message is a whole message: it waits (for the stream, here).
         let b = out.new_stream();
         assert_eq!(
-            out.send_fragment(b, OpCode::Text, true, b""),
+            out.send_fragment(b, OpCode::Text, true, Payload::Borrowed(b"")),
             Err(Refused::Busy)
         );
         assert_eq!(
-            out.send_fragment(a, OpCode::Continuation, true, b""),
+            out.send_fragment(a, OpCode::Continuation, true, Payload::Borrowed(b"")),
             Ok(false)
         );
         // Not a started stream's end any more: a new empty message waits for room.
         assert_eq!(
-            out.send_fragment(b, OpCode::Text, true, b""),
+            out.send_fragment(b, OpCode::Text, true, Payload::Borrowed(b"")),
             Err(Refused::Full)
         );
         let ops: Vec<(OpCode, bool)> = drain(&mut out).iter().map(|f| (f.opcode, f.fin)).collect();
@@ -905,7 +1053,8 @@ mod tests {
         let a = out.new_stream();
         out.abandon_stream(a, Duration::ZERO); // nothing sent yet: nothing to do
         assert!(out.is_open());
-        out.send_fragment(a, OpCode::Binary, false, b"x").unwrap();
+        out.send_fragment(a, OpCode::Binary, false, Payload::Borrowed(b"x"))
+            .unwrap();
         out.abandon_stream(a, Duration::from_millis(5));
         let req = out.take_close().unwrap();
         assert_eq!(req.reason.unwrap().code(), crate::CloseCode::INTERNAL_ERROR);

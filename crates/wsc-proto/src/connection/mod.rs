@@ -94,6 +94,11 @@ pub struct Config {
     pub stream_incoming: bool,
     /// Also report Pings and Pongs ([`Event::Ping`], [`Event::Pong`]) in a default connection.
     pub report_control: bool,
+    /// Whether a client masks its frames. Default `true`: RFC 6455 §5.3 requires it; turn it
+    /// off only to test how a server treats unmasked frames. A server never masks, whatever
+    /// this says. The connection sets the outbox's masking from this and the role, and
+    /// nothing else decides it.
+    pub masking: bool,
 }
 
 impl Config {
@@ -109,6 +114,7 @@ impl Config {
             ping_timeout: None,
             stream_incoming: false,
             report_control: false,
+            masking: true,
         }
     }
 }
@@ -324,12 +330,9 @@ impl<Q: Queue> Connection<Q> {
     ) -> Self {
         let mut decoder = Decoder::new(config.role, config.limits);
         decoder.set_allowed_rsv(extensions.iter().fold(0, |a, e| a | e.rsv()));
-        {
-            let mut out = queue.lock();
-            if config.role == Role::Server {
-                out.set_masking(false);
-            }
-        }
+        queue
+            .lock()
+            .set_masking(config.role == Role::Client && config.masking);
         let mut c = Connection {
             queue,
             decoder,

@@ -93,6 +93,30 @@ fn close_code(f: &Frame) -> Option<u16> {
     f.close_reason().unwrap().map(|r| r.code().as_u16())
 }
 
+/// The connection alone decides masking, from its role and `Config::masking`: a client masks
+/// unless told not to; a server never masks, whatever the outbox or the config said.
+#[test]
+fn masking_follows_the_role_and_the_config_alone() {
+    for (role, on, masked) in [
+        (Role::Client, true, true),
+        (Role::Client, false, false),
+        (Role::Server, true, false),
+        (Role::Server, false, false),
+    ] {
+        let mut out: Outbox<Seq> = Outbox::new(1 << 20);
+        out.set_masking(!masked);
+        let config = Config {
+            masking: on,
+            ..Config::new(role)
+        };
+        let mut c = Connection::new(config, out, Vec::new(), ms(0));
+        c.send(&Message::text("hi")).unwrap();
+        let mut buf = BytesMut::new();
+        assert!(c.poll_transmit(&mut buf, 1 << 16).is_none());
+        assert_eq!(buf[1] & 0x80 != 0, masked, "{role:?}, masking {on}");
+    }
+}
+
 #[test]
 fn a_bounded_few_pongs_are_owed_and_the_latest_ping_is_answered() {
     let mut c = client(false);
@@ -519,8 +543,18 @@ enum Step {
     /// Raw garbage arrives.
     Garbage(Vec<u8>),
     Send(usize),
+    /// The application sends an owned payload of `LARGE_SEND` bytes and this many more,
+    /// fragmented at the given size if any (queued whole, cut as it is taken).
+    SendLarge(usize, Option<usize>),
+    /// The application writes the next piece of its streamed message (starting one if none
+    /// is under way), the last one if `fin`.
+    StreamPiece(usize, bool),
+    /// The application drops its streamed message's writer midway.
+    Abandon,
     SendFrame(Frame),
     Close(u16),
+    /// The application drops the connection at once.
+    Terminate,
     Transmit(usize, usize),
     Advance(u64),
     Events(usize),
@@ -567,7 +601,12 @@ fn arb_step() -> impl Strategy<Value = Step> {
                 f.fin && matches!(f.opcode, OpCode::Ping | OpCode::Pong | OpCode::Text | OpCode::Binary)
             })
             .prop_map(|f| Step::SendFrame(Frame { payload: f.payload.slice(..fit(&f, 125)), ..f })),
+        1 => (0usize..3000, proptest::option::of(100usize..20_000))
+            .prop_map(|(n, f)| Step::SendLarge(n, f)),
+        2 => (0usize..2000, any::<bool>()).prop_map(|(n, fin)| Step::StreamPiece(n, fin)),
+        1 => Just(Step::Abandon),
         1 => (3000u16..5000).prop_map(Step::Close),
+        1 => Just(Step::Terminate),
         5 => (0usize..5000, 0usize..5000).prop_map(|(a, b)| Step::Transmit(a, b)),
         3 => (0u64..3000).prop_map(Step::Advance),
         4 => (0usize..4).prop_map(Step::Events),
@@ -632,6 +671,7 @@ fn run(steps: Vec<Step>, raw: bool) -> Result<(), TestCaseError> {
     let mut unwritten = BytesMut::new();
     let mut closed_seen = false;
     let mut close_asked: Option<Duration> = None;
+    let mut stream: Option<u64> = None;
     for step in steps {
         match step {
             Step::Input(frames, cut) => {
@@ -655,6 +695,48 @@ fn run(steps: Vec<Step>, raw: bool) -> Result<(), TestCaseError> {
             }
             Step::Send(n) => {
                 let _ = c.send(&Message::binary(vec![9u8; n]));
+            }
+            Step::SendLarge(n, fragment) => {
+                let data = Bytes::from(vec![8u8; crate::outbox::LARGE_SEND + n]);
+                let _ = c.outbox().send_data(
+                    OpCode::Binary,
+                    0,
+                    crate::outbox::Payload::Owned(&data),
+                    fragment,
+                );
+            }
+            Step::StreamPiece(n, fin) => {
+                let (id, op) = match stream {
+                    Some(id) => (id, OpCode::Continuation),
+                    None => (c.outbox().new_stream(), OpCode::Binary),
+                };
+                let piece = vec![6u8; n];
+                let r =
+                    c.outbox()
+                        .send_fragment(id, op, fin, crate::outbox::Payload::Borrowed(&piece));
+                // A piece refused for good (the connection stopped taking data) ends the
+                // stream; one refused for room is retried by a later step.
+                stream = match r {
+                    Ok(_) if !fin => Some(id),
+                    Err(Refused::Full) => stream,
+                    _ => None,
+                };
+            }
+            Step::Abandon => {
+                if let Some(id) = stream.take() {
+                    if close_asked.is_none() && c.outbox().is_open() {
+                        close_asked = Some(now);
+                    }
+                    c.outbox().abandon_stream(id, now);
+                    // As the contract asks of whoever shares the outbox: the connection is
+                    // told the queue changed (a transmit with no room only looks at it).
+                    prop_assert!(c.poll_transmit(&mut unwritten, 0).is_none());
+                }
+            }
+            Step::Terminate => {
+                c.terminate();
+                prop_assert!(c.is_finished(), "terminated but not finished");
+                prop_assert!(c.outbox().is_stopped());
             }
             Step::SendFrame(f) => {
                 let _ = c.send_frame(&f, now);
@@ -716,8 +798,11 @@ fn run(steps: Vec<Step>, raw: bool) -> Result<(), TestCaseError> {
                 .is_none_or(|p| p.len() <= transmit::MAX_PONGS && p.iter().all(|p| p.len() <= 125))
         );
         prop_assert!(c.tx.close.as_ref().is_none_or(|p| p.len() <= 125));
-        // the queue never holds more than its capacity plus one message;
-        prop_assert!(c.outbox().len() <= 4096 + 3000 + 14);
+        // the queue never holds more than its capacity plus one message (a large one cut
+        // into fragments of at least 100 bytes adds at most 14 bytes of header to each);
+        prop_assert!(
+            c.outbox().len() <= 4096 + (crate::outbox::LARGE_SEND + 3000) * 114 / 100 + 14
+        );
         // nothing goes out after our Close;
         prop_assert_eq!(wire.after_close, 0);
         prop_assert!(wire.closes <= 1);

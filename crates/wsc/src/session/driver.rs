@@ -99,6 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         config.ping_interval = cfg.ping_interval;
         config.ping_timeout = cfg.ping_timeout;
         config.stream_incoming = cfg.stream_incoming;
+        config.masking = cfg.masking;
         let now = shared.now();
         let generation = shared.settings.generation.load(Ordering::Acquire) as u32;
         let mut conn = Connection::new(config, SessionQueue(shared), extensions, now);

@@ -11,7 +11,7 @@ use wsc_proto::{LARGE_SEND, Payload};
 
 use super::Handle;
 use super::sender::Sender;
-use super::shared::{Chain, OutGuard};
+use super::shared::{Chain, ChainLock, OutGuard};
 use crate::error::{Error, Misuse};
 
 /// What a send hands to the queue.
@@ -26,6 +26,14 @@ pub(super) enum Outgoing<'a> {
         opcode: OpCode,
         fin: bool,
         data: &'a [u8],
+    },
+    /// A piece of [`LARGE_SEND`] bytes or more, copied out of the writer's buffer before the
+    /// queue's lock is taken (made by [`Sender::enqueue`] from a `Fragment`).
+    LargeFragment {
+        id: u64,
+        opcode: OpCode,
+        fin: bool,
+        data: &'a Bytes,
     },
 }
 
@@ -94,9 +102,11 @@ impl Sender {
                 Outgoing::Frame(f) if f.opcode.is_control() => {}
                 _ => {
                     // Data frames and streamed pieces take the chain too: nothing may start a
-                    // stream or fill the queue between a compressing sender's admission and
-                    // its queueing (its compressor has moved on by then).
-                    let _chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+                    // stream between a compressing sender's admission and its queueing (its
+                    // compressor has moved on by then).
+                    let Poll::Ready(_chain) = chain.poll_lend(cx) else {
+                        return Poll::Pending;
+                    };
                     return self.poll_enqueue_plain(cx, what);
                 }
             }
@@ -125,7 +135,21 @@ impl Sender {
                 opcode,
                 fin,
                 data,
-            } => (out.outbox.send_fragment(id, opcode, fin, data), false),
+            } => (
+                out.outbox
+                    .send_fragment(id, opcode, fin, Payload::Borrowed(data)),
+                false,
+            ),
+            Outgoing::LargeFragment {
+                id,
+                opcode,
+                fin,
+                data,
+            } => (
+                out.outbox
+                    .send_fragment(id, opcode, fin, Payload::Owned(data)),
+                false,
+            ),
         };
         match r {
             Ok(was_empty) => {
@@ -156,12 +180,14 @@ impl Sender {
         &self,
         cx: &mut Context<'_>,
         what: &Outgoing<'_>,
-        chain: &std::sync::Mutex<Chain>,
+        chain: &ChainLock,
     ) -> Poll<Result<(), Error>> {
         let Outgoing::Data(op, payload, frag) = *what else {
             return self.poll_enqueue_plain(cx, what);
         };
-        let mut exts = chain.lock().unwrap_or_else(|p| p.into_inner());
+        let Poll::Ready(mut exts) = chain.poll_lend(cx) else {
+            return Poll::Pending;
+        };
         {
             let mut out = self.shared.out();
             match out.outbox.admits_data() {
@@ -233,11 +259,33 @@ impl Sender {
         }
     }
 
+    /// Queues `what`, waiting for room. A large streamed piece is copied here, once, so
+    /// that the queue's lock is never held to copy or mask it.
     pub(super) fn enqueue<'a>(
         &'a self,
         what: Outgoing<'a>,
     ) -> impl Future<Output = Result<(), Error>> + 'a {
-        poll_fn(move |cx| self.poll_enqueue(cx, &what))
+        let owned = match what {
+            Outgoing::Fragment { data, .. } => owned_if_large(data),
+            _ => None,
+        };
+        poll_fn(move |cx| match (&owned, what) {
+            (
+                Some(data),
+                Outgoing::Fragment {
+                    id, opcode, fin, ..
+                },
+            ) => self.poll_enqueue(
+                cx,
+                &Outgoing::LargeFragment {
+                    id,
+                    opcode,
+                    fin,
+                    data,
+                },
+            ),
+            _ => self.poll_enqueue(cx, &what),
+        })
     }
 
     /// A borrowed payload: copied at once if small, or into `Bytes` first (outside the lock)

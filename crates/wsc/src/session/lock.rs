@@ -1,68 +1,35 @@
 //! The outgoing queue's lock.
 //!
-//! Every send takes it, so uncontended it must cost as little as a lock can: it is a spin lock
-//! taken with one compare-and-swap and released with a plain store (a std `Mutex` releases with
-//! an atomic swap, since it must learn whether a thread sleeps on it). Nothing slow happens
-//! under it: no copy of more than `LARGE_SEND` bytes (larger payloads are handed over as
-//! `Bytes`), no compression, no masking of a large payload, so it is held for microseconds. A
-//! thread that finds it held spins, doubling, and then yields its time slice until it is free;
-//! it never sleeps, so a runtime worker is never parked behind it for a timer's granularity.
+//! Every send takes it, so uncontended it must cost as little as a lock can: a
+//! `parking_lot` mutex, taken with one compare-and-swap and released with another. Nothing
+//! slow happens under it: no copy or mask of more than `LARGE_SEND` bytes (larger payloads are
+//! handed over as `Bytes` and masked as they are transmitted), no compression, so it is held
+//! for microseconds. A thread that finds it held spins a few rounds, yields a few times and
+//! then parks until the holder lets go: a waiting thread never burns its core for longer than
+//! a bounded spin, whatever the holder does (a preempted holder is waited out asleep).
 //!
 //! Built with `--cfg wsc_std_mutex` it is a std `Mutex` instead, so that the benchmark can
 //! compare the two (`scripts/bench`, the contended send case).
 
 #[cfg(not(wsc_std_mutex))]
-pub(crate) use spin_lock::{QueueGuard, QueueLock};
+pub(crate) use parking::{QueueGuard, QueueLock};
 #[cfg(wsc_std_mutex)]
 pub(crate) use std_lock::{QueueGuard, QueueLock};
 
 #[cfg(not(wsc_std_mutex))]
-mod spin_lock {
-    use spin::mutex::{SpinMutex, SpinMutexGuard};
+mod parking {
+    pub(crate) struct QueueLock<T>(parking_lot::Mutex<T>);
 
-    pub(crate) struct QueueLock<T>(SpinMutex<T>);
-
-    pub(crate) type QueueGuard<'a, T> = SpinMutexGuard<'a, T>;
+    pub(crate) type QueueGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 
     impl<T> QueueLock<T> {
         pub(crate) const fn new(value: T) -> Self {
-            Self(SpinMutex::new(value))
+            Self(parking_lot::Mutex::new(value))
         }
 
         #[inline]
         pub(crate) fn lock(&self) -> QueueGuard<'_, T> {
-            match self.0.try_lock() {
-                Some(g) => g,
-                None => self.contended(),
-            }
-        }
-
-        #[cold]
-        #[inline(never)]
-        fn contended(&self) -> QueueGuard<'_, T> {
-            let mut round = 0u32;
-            loop {
-                while self.0.is_locked() {
-                    backoff(round);
-                    round = round.saturating_add(1);
-                }
-                if let Some(g) = self.0.try_lock() {
-                    return g;
-                }
-            }
-        }
-    }
-
-    /// One wait for the held lock: spins, doubling, for the first rounds (127 spins in all,
-    /// well under a microsecond; a hold is an append or a take), then yields the thread (the
-    /// holder may have been preempted, and a yield lets it run).
-    fn backoff(round: u32) {
-        if round < 7 {
-            for _ in 0..1u32 << round {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::yield_now();
+            self.0.lock()
         }
     }
 }
@@ -104,7 +71,7 @@ mod tests {
                         let mut v = lock.lock();
                         let n = v.len();
                         v.push((t, i));
-                        // Held a little longer now and then, to reach the yielding rounds.
+                        // Held a little longer now and then, so that waiters get past spinning and park.
                         if i % 1000 == 0 {
                             std::thread::sleep(Duration::from_micros(200));
                         }
@@ -132,7 +99,7 @@ mod tests {
             let lock = lock.clone();
             std::thread::spawn(move || *lock.lock())
         };
-        // Long enough for the waiter to pass the spinning rounds into yielding.
+        // Long enough for the waiter to get past spinning and park.
         std::thread::sleep(Duration::from_millis(30));
         // Written just before the release: a waiter that got in while the lock was held
         // would have read 0.

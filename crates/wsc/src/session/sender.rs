@@ -358,7 +358,10 @@ impl Sender {
     pub fn masking(&self) -> bool {
         self.shared.out().outbox.masking()
     }
-    /// Turns masking of outgoing frames on or off (RFC 6455 requires it of clients).
+    /// A knob for testing a peer, not for applications: turns masking of outgoing frames on
+    /// or off from the next frame queued, overriding what the connection decided from its role
+    /// and [`ClientBuilder::masking`](crate::ClientBuilder::masking) (RFC 6455 §5.3 requires a
+    /// client to mask and a server not to; a peer may close on either mistake).
     pub fn set_masking(&self, on: bool) {
         self.shared.out().outbox.set_masking(on);
     }

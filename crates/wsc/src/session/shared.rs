@@ -159,6 +159,89 @@ struct Ended {
 /// The negotiated extensions, in the order they apply to an outgoing message.
 pub(crate) type Chain = Box<[Box<dyn Extension>]>;
 
+/// The outgoing extension chain, lent to one sender at a time. A sender that finds it lent
+/// out does not block its thread: it leaves its waker and returns `Pending`, and is woken
+/// when the chain comes back. The std `Mutex` inside is held only to move the chain in or out
+/// and to note a waker, never while a message is compressed.
+pub(crate) struct ChainLock(Mutex<ChainSlot>);
+
+struct ChainSlot {
+    /// `None` while lent out.
+    chain: Option<Chain>,
+    waiters: Vec<Waker>,
+}
+
+/// The chain, lent out until dropped.
+pub(crate) struct ChainGuard<'a> {
+    chain: Option<Chain>,
+    lock: &'a ChainLock,
+}
+
+impl ChainLock {
+    fn new(chain: Chain) -> Self {
+        ChainLock(Mutex::new(ChainSlot {
+            chain: Some(chain),
+            waiters: Vec::new(),
+        }))
+    }
+
+    fn slot(&self) -> MutexGuard<'_, ChainSlot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chain if no one has it; `None` otherwise (nothing is waited for).
+    pub(crate) fn try_lend(&self) -> Option<ChainGuard<'_>> {
+        let chain = self.slot().chain.take()?;
+        Some(ChainGuard {
+            chain: Some(chain),
+            lock: self,
+        })
+    }
+
+    /// The chain, or `Pending` with `cx`'s task woken when it comes back.
+    pub(crate) fn poll_lend(&self, cx: &Context<'_>) -> Poll<ChainGuard<'_>> {
+        let mut slot = self.slot();
+        match slot.chain.take() {
+            Some(chain) => Poll::Ready(ChainGuard {
+                chain: Some(chain),
+                lock: self,
+            }),
+            None => {
+                if !slot.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    slot.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Deref for ChainGuard<'_> {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        self.chain.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for ChainGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Chain {
+        self.chain.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for ChainGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut slot = self.lock.slot();
+            slot.chain = self.chain.take();
+            std::mem::take(&mut slot.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
 pub(crate) struct Shared {
     out: QueueLock<Out>,
     /// Set whenever a handle locks the queue: the connection, having found nothing to do in
@@ -168,10 +251,10 @@ pub(crate) struct Shared {
     /// wakes them once it has published what happened.
     senders_to_wake: AtomicBool,
     /// The outgoing extension chain (compression), when one was negotiated. Senders of data
-    /// messages take this lock first and hold it until their frames are queued: messages are
+    /// messages borrow it first and keep it until their frames are queued: messages are
     /// compressed in the order they are queued, and the compressing happens outside the
-    /// queue's lock.
-    pub exts: Option<Box<Mutex<Chain>>>,
+    /// queue's lock. A sender that finds it lent out waits as a task, not as a thread.
+    pub exts: Option<Box<ChainLock>>,
     pub inc: Mutex<In>,
     pub settings: Settings,
     ended: Mutex<Option<Box<Ended>>>,
@@ -198,7 +281,6 @@ impl Shared {
         call: Call,
     ) -> Arc<Shared> {
         let mut outbox = Outbox::new(config.outgoing_capacity);
-        outbox.set_masking(config.masking && role == Role::Client);
         outbox.set_fragment_size(config.write_fragment_size);
         outbox.set_compressing(!outgoing_extensions.is_empty());
         Arc::new(Shared {
@@ -212,7 +294,7 @@ impl Shared {
             out_touched: AtomicBool::new(true),
             senders_to_wake: AtomicBool::new(false),
             exts: (!outgoing_extensions.is_empty())
-                .then(|| Box::new(Mutex::new(outgoing_extensions.into_boxed_slice()))),
+                .then(|| Box::new(ChainLock::new(outgoing_extensions.into_boxed_slice()))),
             inc: Mutex::new(In {
                 items: VecDeque::new(),
                 bytes: 0,
@@ -250,7 +332,7 @@ impl Shared {
         self.epoch
     }
 
-    /// Locks the outgoing queue for a handle (see [`QueueLock`] for why it is a spin lock).
+    /// Locks the outgoing queue for a handle (see [`QueueLock`] for what it costs).
     #[inline]
     pub(crate) fn out(&self) -> OutGuard<'_> {
         let out = self.out.lock();
@@ -283,13 +365,6 @@ impl Shared {
         for w in waiters {
             w.wake();
         }
-    }
-
-    /// Locks the outgoing extension chain, if the session has one.
-    pub(crate) fn exts(&self) -> Option<MutexGuard<'_, Chain>> {
-        self.exts
-            .as_deref()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub(crate) fn inc(&self) -> MutexGuard<'_, In> {
@@ -377,11 +452,13 @@ impl Shared {
         }
     }
 
+    /// The ping timeout in force (the core's rule, `wsc_proto::ping_timeout`).
     pub(crate) fn ping_timeout(&self) -> Option<Duration> {
-        match self.settings.ping_timeout.load(Ordering::Acquire) {
-            0 => self.ping_interval().map(|i| i * 2),
+        let set = match self.settings.ping_timeout.load(Ordering::Acquire) {
+            0 => None,
             ms => Some(Duration::from_millis(ms.into())),
-        }
+        };
+        wsc_proto::ping_timeout(self.ping_interval(), set)
     }
 
     pub(crate) fn set_ping(&self, interval: Option<Duration>, timeout: Option<Option<Duration>>) {

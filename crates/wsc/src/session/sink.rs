@@ -65,7 +65,12 @@ impl futures_sink::Sink<Message> for Sender {
         let this = self.get_mut();
         let granted = this.sink.take_grant();
         let payload = Payload::Owned(item.bytes());
-        match this.shared.exts() {
+        // A compressing session whose chain another task has lent sends this message
+        // uncompressed rather than block the thread (RFC 7692 lets any message go
+        // uncompressed; it leaves the compressor's state alone, so the other task's message
+        // still reaches the peer's decompressor in order).
+        let chain = this.shared.exts.as_deref().and_then(|c| c.try_lend());
+        match chain {
             Some(mut chain) => {
                 this.queue_compressed(&mut chain, item.opcode(), item.as_bytes(), None, granted)
                     .map_err(|u| u.into_error(&this.shared))?;

@@ -317,3 +317,88 @@ fn a_sink_keeps_the_room_poll_ready_found() {
         assert!(Pin::new(&mut sink).poll_ready(&mut cx).is_pending());
     }
 }
+
+/// An extension that hands every message on as it is, marked with RSV1: what the wire shows
+/// is whether a message went through the chain.
+#[derive(Debug, Default)]
+struct Marking(Vec<u8>);
+
+impl Extension for Marking {
+    fn name(&self) -> &'static str {
+        "marking"
+    }
+    fn rsv(&self) -> u8 {
+        0x40
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+    fn encode(&mut self, _: OpCode, input: &[u8]) -> Result<Option<&[u8]>, String> {
+        self.0 = input.to_vec();
+        Ok(Some(&self.0))
+    }
+    fn decode(&mut self, _: &[u8], _: bool, _: &mut Vec<u8>, _: usize) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+
+/// The first byte of each frame the connection hands out (FIN, RSV, opcode), for frames with
+/// payloads under 126 bytes.
+fn first_bytes(conn: &mut Conn) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    assert!(conn.poll_transmit(&mut buf, 1 << 20).is_none());
+    let mut heads = Vec::new();
+    while !buf.is_empty() {
+        heads.push(buf[0]);
+        let len = usize::from(buf[1] & 0x7f) + if buf[1] & 0x80 != 0 { 6 } else { 2 };
+        let _ = buf.split_to(len);
+    }
+    heads
+}
+
+/// A sender that finds the compressor lent to another task waits as a task: its send is
+/// `Pending` (no thread blocks), it is woken when the chain comes back, and then it goes
+/// through the chain.
+#[test]
+fn a_send_waiting_for_the_compressor_yields_and_is_woken() {
+    let (shared, sender, mut conn) = hand_driven(vec![Box::new(Marking::default())]);
+    let lent = shared.exts.as_deref().unwrap().try_lend().expect("free");
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut send = Box::pin(sender.send_text("hi"));
+    assert!(send.as_mut().poll(&mut cx).is_pending());
+    assert!(shared.exts.as_deref().unwrap().try_lend().is_none());
+    assert!(!flag.0.load(Ordering::SeqCst));
+    drop(lent);
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "woken when the chain came back"
+    );
+    assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(first_bytes(&mut conn), [0x80 | 0x40 | 0x1]);
+}
+
+/// A `Sink`'s `start_send` cannot wait: when another task holds the compressor, its message
+/// goes out uncompressed (RSV1 clear) rather than block the thread; otherwise through it.
+#[test]
+fn a_sink_send_sends_uncompressed_while_the_compressor_is_lent() {
+    use futures_sink::Sink;
+    use wsc_proto::Message;
+
+    let (shared, mut sink, mut conn) = hand_driven(vec![Box::new(Marking::default())]);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for lend in [true, false] {
+        let lent = lend.then(|| shared.exts.as_deref().unwrap().try_lend().unwrap());
+        assert!(matches!(
+            Pin::new(&mut sink).poll_ready(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        Pin::new(&mut sink)
+            .start_send(Message::binary(vec![1u8; 10]))
+            .unwrap();
+        drop(lent);
+        let rsv = if lend { 0 } else { 0x40 };
+        assert_eq!(first_bytes(&mut conn), [0x80 | rsv | 0x2], "lent: {lend}");
+    }
+}
