@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bridge;
+mod forward;
 mod opts;
 mod serve;
 mod talk;
@@ -23,6 +25,8 @@ Examples:
   wsc serve 127.0.0.1:9001 --broadcast  a loopback echo (or broadcast) server
   wsc serve 0.0.0.0:8443 --cert chain.pem --key key.pem -v   a wss server, a line per session
   wsc bench ws://127.0.0.1:9001 -c 50 -s 1024 -d 10s
+  wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   TCP connections carried over WebSocket
+  wsc serve 0.0.0.0:9001 --forward tcp:127.0.0.1:22     each session carried to a TCP service
 
 Exit codes:
   0  closed cleanly (1000 or 1001)          5  timed out (connect, handshake, ping, close)
@@ -48,6 +52,9 @@ struct Cli {
 enum Command {
     /// Run a small echo (or broadcast) server, on loopback unless told otherwise.
     Serve(serve::ServeOpts),
+    /// Carry TCP connections over WebSocket: each connection accepted on ADDR becomes a
+    /// session to URL (bytes as binary messages, both ways).
+    Forward(Box<forward::ForwardOpts>),
     /// Load-test a WebSocket echo server: N connections, message size, rate, duration.
     Bench(Box<bench::BenchOpts>),
 }
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Some(Command::Serve(o)) => serve::run(o).await,
+            Some(Command::Forward(o)) => forward::run(*o).await,
             Some(Command::Bench(o)) => bench::run(*o, &cli.connect).await,
             None => talk::run(cli.url, &cli.connect, &cli.talk).await,
         }
