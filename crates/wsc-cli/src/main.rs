@@ -25,6 +25,8 @@ Examples:
   wsc serve 127.0.0.1:9001 --broadcast  a loopback echo (or broadcast) server
   wsc serve 0.0.0.0:8443 --cert chain.pem --key key.pem -v   a wss server, a line per session
   wsc bench ws://127.0.0.1:9001 -c 50 -s 1024 -d 10s
+  wsc --exec 'jq -c --unbuffered .' ws://host/   a program on the socket: messages as its lines
+  wsc serve 127.0.0.1:9001 --exec 'stdbuf -oL tr a-z A-Z'   a program per session
   wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   TCP connections carried over WebSocket
   wsc serve 0.0.0.0:9001 --forward tcp:127.0.0.1:22     each session carried to a TCP service
 
@@ -33,7 +35,7 @@ Exit codes:
   1  other error                             6  the server broke the protocol (1002/1007/1009)
   2  bad usage or input (URL, header, flag)  7  the connection dropped without a Close (1006)
   3  could not connect (DNS, refused, I/O)   8  the server closed with another code
-  4  the server refused the handshake";
+  4  the server refused the handshake        9  the --exec program exited with a non-zero status";
 
 #[derive(Parser, Debug)]
 #[command(name = "wsc", version, about = "Talk to any WebSocket server from a terminal or a script", after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]

@@ -57,7 +57,9 @@ pub struct ServeOpts {
     pub forward: Option<String>,
     /// Run this command (with sh -c) for each session instead of echoing: each message is a
     /// line on its stdin, each line it prints a message; its stderr is wsc's. The session
-    /// closes with 1000 when it exits with 0, else with 1011 (e.g. --exec 'tr a-z A-Z').
+    /// closes with 1000 when it exits with 0, else with 1011; when the session ends first, its
+    /// stdin is closed and it has 2 s to exit before it is killed
+    /// (e.g. --exec 'stdbuf -oL tr a-z A-Z').
     #[arg(long, value_name = "COMMAND", conflicts_with = "broadcast")]
     pub exec: Option<String>,
 }

@@ -29,6 +29,14 @@ pub struct TalkOpts {
     /// back as were sent).
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub wait: Duration,
+    /// Run this command (with sh -c) on the session instead of reading stdin: each message
+    /// received is a line on its stdin, each line it prints is sent; its stderr is wsc's. When
+    /// it exits, wsc closes with 1000 (status 0; exit code 0) or 1011 (exit code 9); when the
+    /// server closes first, its stdin is closed and it has 2 s to exit before it is killed
+    /// (e.g. --exec 'jq -c --unbuffered .'; a program that buffers its output needs
+    /// `stdbuf -oL`).
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["raw", "json", "binary"])]
+    pub exec: Option<String>,
 }
 
 /// What a talk session prints, and where: received messages on stdout (through the line
@@ -148,6 +156,17 @@ pub async fn run(
     };
     let client = connect.client()?;
     let request = connect.request(&client, &url)?;
+    if let Some(command) = &opts.exec {
+        let session = request
+            .connect()
+            .await
+            .map_err(|e| talk_failure(&e, connect))?;
+        if connect.verbose {
+            print_handshake(session.call());
+        }
+        let (tx, rx) = session.split();
+        return exec_ended(crate::bridge::exec(tx, rx, command).await);
+    }
     let (tx, incoming) = if connect.compress {
         let session = request
             .connect()
@@ -280,6 +299,22 @@ pub async fn run(
         // The closing handshake wsc started completed: the code is the user's own, echoed.
         _ if ending.we_closed.load(Ordering::Acquire) => Ok(()),
         _ => Err(Failure::new(8, format!("server closed with {reason}"))),
+    }
+}
+
+/// The exit of `wsc --exec`: the program's failure (exit code 9) first, then how the session
+/// ended, as in talk mode.
+fn exec_ended(o: crate::bridge::Outcome) -> Result<(), Failure> {
+    if let Some(p) = o.problem {
+        return Err(Failure::new(1, p));
+    }
+    if let Some(s) = o.status.filter(|s| !s.success()) {
+        return Err(Failure::new(9, format!("the program failed ({s})")));
+    }
+    match o.reason.code().as_u16() {
+        1000 | 1001 | 1005 => Ok(()),
+        1006 => Err(Failure::new(7, "connection closed without a Close frame")),
+        _ => Err(Failure::new(8, format!("server closed with {}", o.reason))),
     }
 }
 

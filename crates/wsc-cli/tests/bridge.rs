@@ -309,3 +309,113 @@ fn forward_rejects_a_bad_listen_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// `wsc ARGS` with `stdin`, bounded in time.
+fn run(args: &[&str], stdin: &str) -> std::process::Output {
+    assert_cmd::Command::cargo_bin("wsc")
+        .unwrap()
+        .args(args)
+        .write_stdin(stdin)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exec_wires_a_program_to_a_python_websockets_echo() {
+    let peer = common::python_server(&[]);
+    let t = Instant::now();
+    // The program's lines go out, come back as its stdin; its stderr is wsc's.
+    let out = run(
+        &[
+            "--exec",
+            r#"printf 'one\ntwo\n'; read a; read b; echo "got $a $b" >&2"#,
+            &peer.url("/"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("got one two"),
+        "{out:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn exec_program_failing_exits_9() {
+    let peer = common::python_server(&[]);
+    let out = run(
+        &[
+            "--exec",
+            "echo hi; read x; echo \"$x\" >&2; exit 3",
+            &peer.url("/"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hi\n"), "the echo reached the program: {err}");
+    assert!(err.contains("exit status: 3"), "{err}");
+}
+
+#[test]
+fn serve_exec_runs_a_program_per_session() {
+    let serve = wsc(&[
+        "serve",
+        "127.0.0.1:0",
+        "--exec",
+        "while read l; do echo \"$l\" | tr a-z A-Z; done",
+        "-v",
+    ]);
+    let url = format!("ws://{}/", serve.1);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let out = run(&[&url], &format!("hello {i}\nbye\n"));
+                assert_eq!(out.status.code(), Some(0), "{out:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    format!("HELLO {i}\nBYE\n")
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Each client's Close closed the program's stdin, and tr exited by itself.
+    let t = Instant::now();
+    while serve.log().matches("exit status: 0").count() < 5 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_exec_kills_a_program_that_outlives_its_session() {
+    let serve = wsc(&["serve", "127.0.0.1:0", "--exec", "exec sleep 60", "-v"]);
+    let t = Instant::now();
+    let out = run(&[&format!("ws://{}/", serve.1), "--wait", "0s"], "x\n");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    while !serve.log().contains("signal: 9") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Killed after the grace period, not before.
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
+fn serve_exec_program_exit_closes_the_session() {
+    let serve = wsc(&["serve", "127.0.0.1:0", "--exec", "echo ready; exit 1"]);
+    // The client is a program too, which prints what it receives on stderr and ends when
+    // the session does.
+    let out = run(&["--exec", "cat >&2", &format!("ws://{}/", serve.1)], "");
+    // The program's failure is the server's 1011.
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("ready\n"), "{err}");
+    assert!(err.contains("1011"), "{err}");
+}
