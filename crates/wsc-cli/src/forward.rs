@@ -83,6 +83,7 @@ pub async fn run(opts: ForwardOpts) -> Result<(), Failure> {
                 Err(e) => return eprintln!("wsc: {from}: {}", e.chain()),
             };
             let started = std::time::Instant::now();
+            let extensions = session.call().extensions().join(", ");
             let (tx, rx) = session.split();
             let (read, write) = stream.into_split();
             let outcome = crate::bridge::tcp(tx, rx, read, write).await;
@@ -90,8 +91,13 @@ pub async fn run(opts: ForwardOpts) -> Result<(), Failure> {
                 eprintln!("wsc: {from}: {p}");
             }
             if verbose {
+                let extensions = if extensions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({extensions})")
+                };
                 eprintln!(
-                    "wsc: {from}: closed {} after {:.1?}",
+                    "wsc: {from}{extensions}: closed {} after {:.1?}",
                     outcome.reason,
                     started.elapsed()
                 );

@@ -22,6 +22,9 @@ Examples:
   wsc ws://127.0.0.1:9001/chat          interactive when stdin is a terminal
   printf 'a\\nb\\n' | wsc ws://host/echo  one message per line; replies printed one per line
   wsc -H 'Authorization: Bearer t' --protocol chat ws://host/
+  echo '{\"op\":1}' | wsc -1 ws://host/          one message out, one reply printed, exit
+  echo subscribe | wsc --count 3 --timestamps ws://host/feed
+  wsc --reconnect --no-close ws://host/feed     reconnect when dropped; print until closed
   wsc serve 127.0.0.1:9001 --broadcast  a loopback echo (or broadcast) server
   wsc serve 0.0.0.0:8443 --cert chain.pem --key key.pem -v   a wss server, a line per session
   wsc bench ws://127.0.0.1:9001 -c 50 -s 1024 -d 10s
