@@ -53,14 +53,14 @@ pub struct ServeOpts {
     /// Carry each session to a new TCP connection to HOST:PORT instead of echoing: messages
     /// received are written to it, bytes read from it are sent as binary messages
     /// (e.g. --forward tcp:127.0.0.1:22).
-    #[arg(long, value_name = "tcp:HOST:PORT", conflicts_with_all = ["broadcast", "exec"])]
+    #[arg(long, value_name = "tcp:HOST:PORT", conflicts_with_all = ["broadcast", "exec", "idle_timeout"])]
     pub forward: Option<String>,
     /// Run this command (with sh -c) for each session instead of echoing: each message is a
     /// line on its stdin, each line it prints a message; its stderr is wsc's. The session
     /// closes with 1000 when it exits with 0, else with 1011; when the session ends first, its
     /// stdin is closed and it has 2 s to exit before it is killed
     /// (e.g. --exec 'stdbuf -oL tr a-z A-Z').
-    #[arg(long, value_name = "COMMAND", conflicts_with = "broadcast")]
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["broadcast", "idle_timeout"])]
     pub exec: Option<String>,
 }
 

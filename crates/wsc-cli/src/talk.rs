@@ -70,7 +70,10 @@ pub struct TalkOpts {
     /// server closes first, its stdin is closed and it has 2 s to exit before it is killed
     /// (e.g. --exec 'jq -c --unbuffered .'; a program that buffers its output needs
     /// `stdbuf -oL`).
-    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["raw", "json", "binary"])]
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = [
+        "raw", "json", "binary", "base64", "timestamps", "one_message", "count", "wait",
+        "exit_on_eof", "no_close",
+    ])]
     pub exec: Option<String>,
 }
 

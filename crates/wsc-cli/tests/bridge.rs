@@ -419,3 +419,68 @@ fn serve_exec_program_exit_closes_the_session() {
     assert!(err.starts_with("ready\n"), "{err}");
     assert!(err.contains("1011"), "{err}");
 }
+
+/// Current resident memory (VmRSS) of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stalled_tcp_reader_holds_the_writer_back_without_buffering() {
+    const LEN: usize = 64 << 20;
+    // A sink that reads nothing for a while, then everything.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink = l.local_addr().unwrap().to_string();
+    let reading = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let (mut h, mut n, mut buf) = (FNV_START, 0usize, vec![0; 1 << 16]);
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    fnv(&mut h, &buf[..k]);
+                    n += k;
+                }
+            }
+        }
+        (n, h)
+    });
+    let (serve, forward) = chain(&sink);
+    let data = noise(3, LEN);
+    let mut want = FNV_START;
+    fnv(&mut want, &data);
+    let mut s = TcpStream::connect(&forward.1).unwrap();
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = written.clone();
+    let writer = std::thread::spawn(move || {
+        for chunk in data.chunks(1 << 16) {
+            s.write_all(chunk).unwrap();
+            progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // While the sink reads nothing, only socket buffers and the bridges' bounded queues hold
+    // data: the writer is stopped far short of the end, and neither wsc grew.
+    let stalled_at = written.load(std::sync::atomic::Ordering::Relaxed);
+    let (serve_rss, forward_rss) = (rss_kib(serve.0.id()), rss_kib(forward.0.id()));
+    println!(
+        "stalled after {} KiB written; wsc serve {serve_rss} KiB, wsc forward {forward_rss} KiB",
+        stalled_at >> 10
+    );
+    assert!(stalled_at < LEN / 2, "{stalled_at} bytes went in");
+    assert!(serve_rss < 48 << 10, "wsc serve: {serve_rss} KiB");
+    assert!(forward_rss < 48 << 10, "wsc forward: {forward_rss} KiB");
+    writer.join().unwrap();
+    assert_eq!(
+        reading.join().unwrap(),
+        (LEN, want),
+        "all of it arrived, intact"
+    );
+}
