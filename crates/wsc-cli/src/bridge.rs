@@ -193,6 +193,8 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
         }
     };
     let output_ended = tokio::select! {
+        // The output first: a failure it closed the session for is what to report.
+        biased;
         r = up => Some(r),
         // The session ended first: stdin is closed (dropped with `down`), then the program is
         // waited for, for a bounded time.

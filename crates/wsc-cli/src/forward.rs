@@ -38,6 +38,9 @@ pub fn address<'a>(spec: &'a str, scheme: &str) -> Result<&'a str, Failure> {
         })
 }
 
+/// The wait before accepting again when the process ran out of descriptors.
+const BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn run(opts: ForwardOpts) -> Result<(), Failure> {
     let addr = address(&opts.listen, "tcp-listen")?;
     let client = opts.connect.client()?;
@@ -59,14 +62,16 @@ pub async fn run(opts: ForwardOpts) -> Result<(), Failure> {
         };
         let (stream, from) = match listener.accept().await {
             Ok(a) => a,
-            Err(e) => {
-                // Out of descriptors or buffers: wait for sessions to end rather than spin.
+            Err(e) if crate::serve::out_of_resources(&e) => {
+                // Out of descriptors or buffers: wait for connections to end rather than spin.
                 if opts.connect.verbose {
-                    eprintln!("wsc: accepting: {e}");
+                    eprintln!("wsc: accepting: {e}; retrying in {BACKOFF:?}");
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(BACKOFF).await;
                 continue;
             }
+            // A connection that failed before it was accepted: nothing to wait for.
+            Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
         let (opts, client) = (opts.clone(), client.clone());

@@ -189,7 +189,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Whether an accept error means the process or system is out of something that ending
 /// sessions gives back (descriptors, buffers), so that retrying at once would only spin.
-fn out_of_resources(e: &std::io::Error) -> bool {
+pub(crate) fn out_of_resources(e: &std::io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux, macOS and the BSDs alike.
     const CODES: &[i32] = if cfg!(target_os = "linux") {
         &[24, 23, 105, 12]

@@ -484,3 +484,26 @@ fn a_stalled_tcp_reader_holds_the_writer_back_without_buffering() {
         "all of it arrived, intact"
     );
 }
+
+#[test]
+fn exec_line_over_the_largest_message_closes_with_1009() {
+    let peer = common::python_server(&[]);
+    let t = Instant::now();
+    let out = run(
+        &[
+            "--max-message-size",
+            "1000",
+            "--exec",
+            "head -c 5000 /dev/zero | tr '\\0' a; echo; exec sleep 30",
+            &peer.url("/"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a line over 1000 bytes"),
+        "{out:?}"
+    );
+    // The program was not waited for past its grace period.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
