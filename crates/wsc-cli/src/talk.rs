@@ -305,7 +305,9 @@ pub async fn run(
         let (tx, rx) = session.split();
         (tx, Incoming::Frames(rx))
     };
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // `-1` reads all of stdin as one message, a terminal's too (until Ctrl-D).
+    let interactive =
+        !opts.one_message && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let received = Arc::new(Received::default());
     let printer: Box<dyn FnMut(String) + Send> = if interactive {
         interactive_printer()?

@@ -262,3 +262,26 @@ fn compress_is_offered_by_exec_and_forward() {
     let _ = fwd.wait();
     assert!(line.contains("permessage-deflate"), "{line}");
 }
+
+#[test]
+fn one_message_reads_a_terminal_to_its_end() {
+    use expectrl::{Eof, Session, WaitStatus};
+    // A peer that answers one message of two lines with one line naming both.
+    let server = serve_exec(r#"read a; read b; echo "got $a+$b"; exec sleep 30"#);
+    let mut cmd = Command::cargo_bin("wsc").unwrap();
+    cmd.args(["-1", &server.1]);
+    cmd.env("TERM", "xterm");
+    let mut p = Session::spawn(cmd).unwrap();
+    p.set_expect_timeout(Some(Duration::from_secs(15)));
+    // Two lines typed, then Ctrl-D: one message, not the interactive prompt.
+    p.send("first\rsecond\r").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    p.send("\x04").unwrap();
+    let out = p.expect(Eof).unwrap();
+    let out = String::from_utf8_lossy(out.as_bytes()).replace('\r', "");
+    // One message of both lines, answered, printed as a pipe prints it.
+    assert!(out.ends_with("got first+second\n"), "{out:?}");
+    assert!(!out.contains("connected;"), "{out:?}");
+    let proc = p.get_process();
+    assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 0));
+}
