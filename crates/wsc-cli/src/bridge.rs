@@ -177,7 +177,9 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
             }
         }
     };
-    // The socket to the program's stdin, a line per message; stdin is closed when it ends.
+    // The socket to the program's stdin, a line per message, until the last message received
+    // before the session ended; stdin is closed when it ends.
+    let closed = tx.clone();
     let down = async move {
         while let Some(Ok(m)) = rx.recv().await {
             let written = async {
@@ -185,7 +187,12 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
                 stdin.write_all(b"\n").await?;
                 stdin.flush().await
             };
-            if written.await.is_err() {
+            // A program that does not read holds the session only while it is open.
+            let written = tokio::select! {
+                r = written => r,
+                _ = closed.close_reason() => break,
+            };
+            if written.is_err() {
                 // The program stopped reading (it exited or closed stdin): what it printed
                 // still goes out, and its exit closes the session.
                 break;
@@ -199,7 +206,6 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
         // The session ended first: stdin is closed (dropped with `down`), then the program is
         // waited for, for a bounded time.
         () = async { down.await; tx.close_reason().await; } => None,
-        _ = tx.close_reason() => None,
     };
     let (mut problem, mut status) = (None, None);
     if let Some(r) = output_ended {
