@@ -59,6 +59,14 @@ enum Command {
     Serve(serve::ServeOpts),
     /// Carry TCP connections over WebSocket: each connection accepted on ADDR becomes a
     /// session to URL (bytes as binary messages, both ways).
+    #[command(after_help = "\
+Examples:
+  wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   then: ssh -p 2222 127.0.0.1
+  wsc serve 127.0.0.1:9001 --forward tcp:127.0.0.1:22 &  the other end, in front of sshd
+  wsc forward tcp-listen:127.0.0.1:8080 ws://127.0.0.1:9001/ --compress -v
+
+A connection's end of input (EOF) is sent as an empty binary message, which the wsc at the other
+end turns into a half-close of its TCP connection.")]
     Forward(Box<forward::ForwardOpts>),
     /// Load-test a WebSocket echo server: N connections, message size, rate, duration.
     Bench(Box<bench::BenchOpts>),

@@ -285,3 +285,48 @@ fn one_message_reads_a_terminal_to_its_end() {
     let proc = p.get_process();
     assert_eq!(proc.wait().unwrap(), WaitStatus::Exited(proc.pid(), 0));
 }
+
+#[test]
+fn help_shows_every_new_flag_with_an_example() {
+    let help = |args: &[&str]| {
+        let out = run(args, "");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        stdout(&out)
+    };
+    let main = help(&["--help"]);
+    for flag in [
+        "--one-message",
+        "--count",
+        "--exit-on-eof",
+        "--no-close",
+        "--timestamps",
+        "--base64",
+        "--reconnect",
+        "--reconnect-max-delay",
+        "--exec",
+    ] {
+        assert!(main.contains(flag), "{flag} missing from wsc --help");
+    }
+    for example in [
+        "wsc -1 ",
+        "--count 3",
+        "--reconnect --no-close",
+        "--exec 'jq",
+        "wsc forward tcp-listen:",
+    ] {
+        assert!(
+            main.contains(example),
+            "no example with {example:?} in wsc --help"
+        );
+    }
+    let serve = help(&["serve", "--help"]);
+    assert!(serve.contains("--forward <tcp:HOST:PORT>"), "{serve}");
+    assert!(serve.contains("e.g. --forward tcp:"), "{serve}");
+    assert!(serve.contains("--exec <COMMAND>"), "{serve}");
+    let forward = help(&["forward", "--help"]);
+    assert!(
+        forward.contains("Examples:\n  wsc forward tcp-listen:"),
+        "{forward}"
+    );
+    assert!(forward.contains("--max-connections"), "{forward}");
+}
