@@ -15,6 +15,16 @@ use wsc::{CloseReason, Message, Receiver, Sender};
 /// The most bytes read from a TCP connection into one message.
 const CHUNK: usize = 64 << 10;
 
+/// How long what was received before the session ended may take to be written out, once it
+/// ended, to a TCP connection or a program that reads slowly or not at all.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// Resolves [`DRAIN`] after the session ended.
+async fn drained(tx: &Sender) {
+    tx.close_reason().await;
+    tokio::time::sleep(DRAIN).await;
+}
+
 /// How long a program may take to exit once its session ended and its stdin was closed,
 /// before it is killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -89,7 +99,14 @@ where
             if m.is_empty() {
                 break;
             }
-            if let Err(e) = write.write_all(m.as_bytes()).await {
+            let written = tokio::select! {
+                r = write.write_all(m.as_bytes()) => r,
+                () = drained(&tx) => {
+                    problem = Err("the TCP connection took nothing for too long".to_owned());
+                    break;
+                }
+            };
+            if let Err(e) = written {
                 problem = Err(format!("TCP write failed: {e}"));
                 close_with(&tx, 1011, "TCP connection failed").await;
                 break;
@@ -187,10 +204,10 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
                 stdin.write_all(b"\n").await?;
                 stdin.flush().await
             };
-            // A program that does not read holds the session only while it is open.
+            // A program that does not read holds its input only a while after the session.
             let written = tokio::select! {
                 r = written => r,
-                _ = closed.close_reason() => break,
+                () = drained(&closed) => break,
             };
             if written.is_err() {
                 // The program stopped reading (it exited or closed stdin): what it printed

@@ -50,6 +50,10 @@ pub struct ServeOpts {
     /// not take an echo for this long (e.g. 5m; default: never).
     #[arg(long = "idle-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
+    /// Ping each client this often and close (1011) a session whose client does not answer
+    /// within the same time (default 20s with --forward or --exec, else never; e.g. 30s).
+    #[arg(long = "ping-interval", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_interval: Option<Duration>,
     /// Carry each session to a new TCP connection to HOST:PORT instead of echoing: messages
     /// received are written to it, bytes read from it are sent as binary messages
     /// (e.g. --forward tcp:127.0.0.1:22).
@@ -164,8 +168,16 @@ impl Default for Settings {
 
 impl From<&ServeOpts> for Settings {
     fn from(o: &ServeOpts) -> Self {
+        // A bridged session may stop reading its client while the other end is slow: pings
+        // still find a client that went away.
+        let bridged = o.forward.is_some() || o.exec.is_some();
+        let ping_interval = o
+            .ping_interval
+            .or(bridged.then_some(BRIDGE_PING))
+            .filter(|p| !p.is_zero());
         let accept = AcceptConfig {
             protocols: o.protocols.clone(),
+            ping_interval,
             ..AcceptConfig::default()
         };
         Settings {
@@ -180,6 +192,9 @@ impl From<&ServeOpts> for Settings {
         }
     }
 }
+
+/// The keepalive of `--forward` and `--exec` sessions unless `--ping-interval` says otherwise.
+const BRIDGE_PING: Duration = Duration::from_secs(20);
 
 /// How far (in message bytes) a broadcast subscriber may fall behind before it is dropped.
 const BROADCAST_LAG: usize = 8 << 20;

@@ -507,3 +507,30 @@ fn exec_line_over_the_largest_message_closes_with_1009() {
     // The program was not waited for past its grace period.
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+#[test]
+fn serve_forward_pings_its_clients() {
+    let echo = tcp_echo();
+    let serve = wsc(&[
+        "serve",
+        "127.0.0.1:0",
+        "--forward",
+        &format!("tcp:{echo}"),
+        "--ping-interval",
+        "200ms",
+    ]);
+    let out = assert_cmd::Command::cargo_bin("wsc")
+        .unwrap()
+        // One line sent, two replies awaited for a second: the session stays up to be pinged.
+        .args(["-v", "--no-ping", "--count", "2", "--wait", "1s"])
+        .arg(format!("ws://{}/", serve.1))
+        .write_stdin("x\n")
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("< ping"), "{err}");
+    assert!(err.contains("> pong"), "{err}");
+}
