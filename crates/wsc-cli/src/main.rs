@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bridge;
+mod forward;
 mod opts;
 mod serve;
 mod talk;
@@ -20,16 +22,23 @@ Examples:
   wsc ws://127.0.0.1:9001/chat          interactive when stdin is a terminal
   printf 'a\\nb\\n' | wsc ws://host/echo  one message per line; replies printed one per line
   wsc -H 'Authorization: Bearer t' --protocol chat ws://host/
+  echo '{\"op\":1}' | wsc -1 ws://host/          one message out, one reply printed, exit
+  echo subscribe | wsc --count 3 --timestamps ws://host/feed
+  wsc --reconnect --no-close ws://host/feed     reconnect when dropped; print until closed
   wsc serve 127.0.0.1:9001 --broadcast  a loopback echo (or broadcast) server
   wsc serve 0.0.0.0:8443 --cert chain.pem --key key.pem -v   a wss server, a line per session
   wsc bench ws://127.0.0.1:9001 -c 50 -s 1024 -d 10s
+  wsc --exec 'jq -c --unbuffered .' ws://host/   a program on the socket: messages as its lines
+  wsc serve 127.0.0.1:9001 --exec 'stdbuf -oL tr a-z A-Z'   a program per session
+  wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   TCP connections carried over WebSocket
+  wsc serve 0.0.0.0:9001 --forward tcp:127.0.0.1:22     each session carried to a TCP service
 
 Exit codes:
   0  closed cleanly (1000 or 1001)          5  timed out (connect, handshake, ping, close)
   1  other error                             6  the server broke the protocol (1002/1007/1009)
   2  bad usage or input (URL, header, flag)  7  the connection dropped without a Close (1006)
   3  could not connect (DNS, refused, I/O)   8  the server closed with another code
-  4  the server refused the handshake";
+  4  the server refused the handshake        9  the --exec program exited with a non-zero status";
 
 #[derive(Parser, Debug)]
 #[command(name = "wsc", version, about = "Talk to any WebSocket server from a terminal or a script", after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
@@ -48,6 +57,17 @@ struct Cli {
 enum Command {
     /// Run a small echo (or broadcast) server, on loopback unless told otherwise.
     Serve(serve::ServeOpts),
+    /// Carry TCP connections over WebSocket: each connection accepted on ADDR becomes a
+    /// session to URL (bytes as binary messages, both ways).
+    #[command(after_help = "\
+Examples:
+  wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   then: ssh -p 2222 127.0.0.1
+  wsc serve 127.0.0.1:9001 --forward tcp:127.0.0.1:22 &  the other end, in front of sshd
+  wsc forward tcp-listen:127.0.0.1:8080 ws://127.0.0.1:9001/ --compress -v
+
+A connection's end of input (EOF) is sent as an empty binary message, which the wsc at the other
+end turns into a half-close of its TCP connection.")]
+    Forward(Box<forward::ForwardOpts>),
     /// Load-test a WebSocket echo server: N connections, message size, rate, duration.
     Bench(Box<bench::BenchOpts>),
 }
@@ -134,6 +154,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Some(Command::Serve(o)) => serve::run(o).await,
+            Some(Command::Forward(o)) => forward::run(*o).await,
             Some(Command::Bench(o)) => bench::run(*o, &cli.connect).await,
             None => talk::run(cli.url, &cli.connect, &cli.talk).await,
         }

@@ -149,6 +149,38 @@ impl ConnectOpts {
         b.build().map_err(|e| crate::failure(&e))
     }
 
+    /// The request for `url` with these headers and subprotocols, for a reconnecting session
+    /// (which makes its own requests from it).
+    pub fn target(&self, url: &str) -> Result<wsc::Request, Failure> {
+        let bad = |e: wsc::Error| crate::failure(&e);
+        let mut r = wsc::Request::parse(url).map_err(bad)?;
+        for h in &self.headers {
+            let Some((name, value)) = h.split_once(':') else {
+                return Err(Failure::new(
+                    2,
+                    format!("bad header {h:?}: expected `Name: value`"),
+                ));
+            };
+            r = r.header(name.trim(), value.trim()).map_err(bad)?;
+        }
+        if let Some(o) = &self.origin {
+            r = r.origin(o).map_err(bad)?;
+        }
+        if let Some(u) = &self.user {
+            let (user, password) = u.split_once(':').unwrap_or((u, ""));
+            r = r.basic_auth(user, password).map_err(bad)?;
+        }
+        if let Some(t) = &self.bearer {
+            r = r
+                .header("Authorization", &format!("Bearer {t}"))
+                .map_err(bad)?;
+        }
+        for p in &self.protocols {
+            r = r.protocol(p).map_err(bad)?;
+        }
+        Ok(r)
+    }
+
     pub fn request(&self, client: &Client, url: &str) -> Result<RequestBuilder, Failure> {
         let mut r = client.request(url);
         for h in &self.headers {

@@ -50,10 +50,29 @@ pub struct ServeOpts {
     /// not take an echo for this long (e.g. 5m; default: never).
     #[arg(long = "idle-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
+    /// Ping each client this often and close (1011) a session whose client does not answer
+    /// within the same time (default 20s with --forward or --exec, else never; e.g. 30s).
+    #[arg(long = "ping-interval", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_interval: Option<Duration>,
+    /// Carry each session to a new TCP connection to HOST:PORT instead of echoing: messages
+    /// received are written to it, bytes read from it are sent as binary messages
+    /// (e.g. --forward tcp:127.0.0.1:22).
+    #[arg(long, value_name = "tcp:HOST:PORT", conflicts_with_all = ["broadcast", "exec", "idle_timeout"])]
+    pub forward: Option<String>,
+    /// Run this command (with sh -c) for each session instead of echoing: each message is a
+    /// line on its stdin, each line it prints a message; its stderr is wsc's. The session
+    /// closes with 1000 when it exits with 0, else with 1011; when the session ends first, its
+    /// stdin is closed and it has 2 s to exit before it is killed
+    /// (e.g. --exec 'stdbuf -oL tr a-z A-Z').
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["broadcast", "idle_timeout"])]
+    pub exec: Option<String>,
 }
 
 pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
     let mut settings = Settings::from(&opts);
+    if let Some(spec) = &opts.forward {
+        settings.forward = Some(crate::forward::address(spec, "tcp")?.to_owned());
+    }
     if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
         settings.tls = Some(tls_acceptor(cert, key)?);
     }
@@ -63,9 +82,14 @@ pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::new(3, e.to_string()))?;
+    let role = match (&settings.forward, &settings.exec) {
+        (Some(to), _) => format!("forwarding server (to tcp:{to})"),
+        (_, Some(_)) => "exec server".to_owned(),
+        _ if opts.broadcast => "broadcast server".to_owned(),
+        _ => "echo server".to_owned(),
+    };
     eprintln!(
-        "wsc: {} server listening on {}://{addr}/",
-        if opts.broadcast { "broadcast" } else { "echo" },
+        "wsc: {role} listening on {}://{addr}/",
         if settings.tls.is_some() { "wss" } else { "ws" },
     );
     serve(listener, settings).await;
@@ -123,6 +147,10 @@ struct Settings {
     /// Bounds the TLS handshake and the WebSocket handshake after it (set in `accept` too).
     handshake_timeout: Duration,
     accept: AcceptConfig,
+    /// `HOST:PORT` each session is carried to.
+    forward: Option<String>,
+    /// The command each session runs.
+    exec: Option<String>,
 }
 
 /// How long a client has for its TLS and WebSocket handshakes.
@@ -138,14 +166,24 @@ impl Default for Settings {
             tls: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             accept: AcceptConfig::default().handshake_timeout(HANDSHAKE_TIMEOUT),
+            forward: None,
+            exec: None,
         }
     }
 }
 
 impl From<&ServeOpts> for Settings {
     fn from(o: &ServeOpts) -> Self {
+        // A bridged session may stop reading its client while the other end is slow: pings
+        // still find a client that went away.
+        let bridged = o.forward.is_some() || o.exec.is_some();
+        let ping_interval = o
+            .ping_interval
+            .or(bridged.then_some(BRIDGE_PING))
+            .filter(|p| !p.is_zero());
         let accept = AcceptConfig::default()
             .protocols(o.protocols.clone())
+            .ping_interval(ping_interval)
             .handshake_timeout(HANDSHAKE_TIMEOUT);
         Settings {
             broadcast: o.broadcast,
@@ -155,9 +193,14 @@ impl From<&ServeOpts> for Settings {
             tls: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             accept,
+            forward: None,
+            exec: o.exec.clone(),
         }
     }
 }
+
+/// The keepalive of `--forward` and `--exec` sessions unless `--ping-interval` says otherwise.
+const BRIDGE_PING: Duration = Duration::from_secs(20);
 
 /// How far (in message bytes) a broadcast subscriber may fall behind before it is dropped.
 const BROADCAST_LAG: usize = 8 << 20;
@@ -167,7 +210,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Whether an accept error means the process or system is out of something that ending
 /// sessions gives back (descriptors, buffers), so that retrying at once would only spin.
-fn out_of_resources(e: &std::io::Error) -> bool {
+pub(crate) fn out_of_resources(e: &std::io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux, macOS and the BSDs alike.
     const CODES: &[i32] = if cfg!(target_os = "linux") {
         &[24, 23, 105, 12]
@@ -249,6 +292,9 @@ async fn session<S>(
             return;
         }
     };
+    if settings.forward.is_some() || settings.exec.is_some() {
+        return bridged(session, from, settings, started).await;
+    }
     let (mut messages, mut bytes) = (0u64, 0u64);
     if settings.broadcast {
         subscribe(&peers, session.sender());
@@ -292,6 +338,62 @@ async fn session<S>(
             call.protocol()
                 .map(|p| format!(" ({p})"))
                 .unwrap_or_default(),
+            started.elapsed(),
+        );
+    }
+}
+
+/// A session carried to a TCP connection (`--forward`) or a program (`--exec`).
+async fn bridged(
+    session: wsc::Session,
+    from: SocketAddr,
+    settings: &Settings,
+    started: std::time::Instant,
+) {
+    let path = session.call().url().path().to_owned();
+    let (tx, rx) = session.split();
+    let outcome = if let Some(to) = &settings.forward {
+        // Connecting is bounded as the handshake is; a session that cannot be carried ends
+        // with 1011 at once.
+        let limit = settings.handshake_timeout;
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(to.as_str())).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                crate::bridge::tcp(tx, rx, read, write).await
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                if let Ok(r) = CloseReason::new(1011, "cannot reach the forward address") {
+                    let _ = tx.close(r).await;
+                }
+                crate::bridge::Outcome {
+                    reason: tx.close_reason().await,
+                    problem: Some(format!("cannot connect to {to}: {why}")),
+                    status: None,
+                }
+            }
+        }
+    } else if let Some(command) = &settings.exec {
+        crate::bridge::exec(tx, rx, command).await
+    } else {
+        return;
+    };
+    // A failure to reach the other end is always worth a line; the rest only with -v.
+    if let Some(p) = &outcome.problem {
+        eprintln!("wsc: {from}: {p}");
+    }
+    if settings.verbose {
+        let status = outcome
+            .status
+            .map(|s| format!(", program {s}"))
+            .unwrap_or_default();
+        eprintln!(
+            "wsc: {from} {path}: closed {}{status} after {:.1?}",
+            outcome.reason,
             started.elapsed(),
         );
     }

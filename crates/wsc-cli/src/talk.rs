@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wsc::{CloseCode, CloseReason, Frame, Message, OpCode, Sender};
@@ -25,10 +26,131 @@ pub struct TalkOpts {
     /// answers pings and the server's Close).
     #[arg(long)]
     pub raw: bool,
-    /// After stdin ends, wait this long for replies (stops early once as many messages came
-    /// back as were sent).
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
-    pub wait: Duration,
+    /// After stdin ends, wait this long for replies, then close (default 5s; stops early once
+    /// as many messages came back as were sent, or --count were received).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+    /// When stdin ends, close at once without waiting for replies (as --wait 0)
+    /// (e.g. printf 'fire\nforget\n' | wsc --exit-on-eof ws://host/).
+    #[arg(long = "exit-on-eof", conflicts_with_all = ["no_close", "wait"])]
+    pub exit_on_eof: bool,
+    /// When stdin ends, keep the session open and print what arrives until the server closes
+    /// it (or --count messages arrived) (e.g. echo subscribe | wsc --no-close ws://host/feed).
+    #[arg(long = "no-close", conflicts_with = "wait")]
+    pub no_close: bool,
+    /// Close and exit once N messages were received; after stdin ends, wait for them (for
+    /// --wait when given, else until they arrive or the server closes)
+    /// (e.g. echo subscribe | wsc --count 3 ws://host/feed).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Send all of stdin as one message (without its final newline), print the first reply
+    /// and exit; no reply within --wait (default 5s) is exit code 5
+    /// (e.g. echo '{"op":"ping"}' | wsc -1 ws://host/).
+    #[arg(short = '1', long = "one-message", conflicts_with_all = ["count", "no_close", "exit_on_eof"])]
+    pub one_message: bool,
+    /// Prefix each line printed for a received message with when it arrived: RFC 3339, UTC,
+    /// milliseconds (e.g. `2026-01-31T12:00:00.123Z hello`).
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Print binary messages as base64, and send each stdin line, read as base64, as a binary
+    /// message (e.g. echo 3q2+7w== | wsc --base64 ws://host/).
+    #[arg(long, conflicts_with_all = ["binary", "json"])]
+    pub base64: bool,
+    /// Reconnect when the connection drops or a connect fails, with a growing delay; lines
+    /// typed meanwhile are queued (stdin is read as lines, as in pipe mode)
+    /// (e.g. wsc --reconnect --no-close ws://host/feed).
+    #[arg(long, conflicts_with_all = ["raw", "exec", "one_message"])]
+    pub reconnect: bool,
+    /// The longest delay between two reconnection attempts (default 30s).
+    #[arg(long = "reconnect-max-delay", requires = "reconnect", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconnect_max_delay: Option<Duration>,
+    /// Run this command (with sh -c) on the session instead of reading stdin: each message
+    /// received is a line on its stdin, each line it prints is sent; its stderr is wsc's. When
+    /// it exits, wsc closes with 1000 (status 0; exit code 0) or 1011 (exit code 9); when the
+    /// server closes first, its stdin is closed and it has 2 s to exit before it is killed
+    /// (e.g. --exec 'jq -c --unbuffered .'; a program that buffers its output needs
+    /// `stdbuf -oL`).
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = [
+        "raw", "json", "binary", "base64", "timestamps", "one_message", "count", "wait",
+        "exit_on_eof", "no_close",
+    ])]
+    pub exec: Option<String>,
+}
+
+/// How long pipe mode waits for replies after stdin ends when neither --wait, --count nor
+/// --no-close says otherwise.
+const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+impl TalkOpts {
+    /// How long to wait for replies once stdin ended; `None`: until the session ends.
+    fn after_eof(&self) -> Option<Duration> {
+        if self.exit_on_eof {
+            Some(Duration::ZERO)
+        } else if let Some(w) = self.wait {
+            Some(w)
+        } else if self.no_close || self.count.is_some() {
+            None
+        } else {
+            Some(DEFAULT_WAIT)
+        }
+    }
+
+    /// The number of received messages that ends the session (`--count`, `-1`).
+    fn limit(&self) -> Option<u64> {
+        if self.one_message {
+            Some(1)
+        } else {
+            self.count
+        }
+    }
+
+    /// How many received messages end the wait after `sent` were sent.
+    fn enough(&self, sent: u64) -> u64 {
+        match self.limit() {
+            Some(n) => n,
+            None if self.no_close => u64::MAX,
+            None => sent,
+        }
+    }
+}
+
+/// Counts the messages received and wakes whoever waits for them.
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    arrived: tokio::sync::Notify,
+}
+
+impl Received {
+    /// Counts one; returns the new count.
+    fn one(&self) -> u64 {
+        let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        self.arrived.notify_one();
+        n
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until `enough` messages arrived, the session ended or `limit` passed.
+    async fn wait_for(&self, enough: u64, limit: Option<Duration>, closed: impl Future) {
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(closed, until);
+        while self.get() < enough {
+            tokio::select! {
+                () = self.arrived.notified() => {}
+                _ = &mut closed => return,
+                () = &mut until => return,
+            }
+        }
+    }
 }
 
 /// What a talk session prints, and where: received messages on stdout (through the line
@@ -146,8 +268,22 @@ pub async fn run(
             url
         }
     };
+    if opts.reconnect {
+        return reconnecting(&url, connect, opts).await;
+    }
     let client = connect.client()?;
     let request = connect.request(&client, &url)?;
+    if let Some(command) = &opts.exec {
+        let session = request
+            .connect()
+            .await
+            .map_err(|e| talk_failure(&e, connect))?;
+        if connect.verbose {
+            print_handshake(session.call());
+        }
+        let (tx, rx) = session.split();
+        return exec_ended(crate::bridge::exec(tx, rx, command).await);
+    }
     let (tx, incoming) = if connect.compress {
         let session = request
             .connect()
@@ -169,17 +305,14 @@ pub async fn run(
         let (tx, rx) = session.split();
         (tx, Incoming::Frames(rx))
     };
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let received = Arc::new(AtomicU64::new(0));
+    // `-1` reads all of stdin as one message, a terminal's too (until Ctrl-D).
+    let interactive =
+        !opts.one_message && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let received = Arc::new(Received::default());
     let printer: Box<dyn FnMut(String) + Send> = if interactive {
         interactive_printer()?
     } else {
-        Box::new(|line: String| {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
-        })
+        pipe_printer(opts.timestamps)
     };
     let out = Arc::new(Out {
         print: std::sync::Mutex::new(printer),
@@ -238,14 +371,26 @@ pub async fn run(
 
     // Input is over: wait for replies (bounded), then close.
     if tx.is_open() {
-        let deadline = tokio::time::Instant::now() + opts.wait;
-        while received.load(Ordering::Acquire) < sent
-            && tokio::time::Instant::now() < deadline
-            && tx.is_open()
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let limit = if opts.one_message {
+            Some(opts.wait.unwrap_or(DEFAULT_WAIT))
+        } else {
+            opts.after_eof()
+        };
+        received
+            .wait_for(opts.enough(sent), limit, tx.close_reason())
+            .await;
         close(&tx, &out, &ending, CloseReason::normal()).await;
+    }
+    if opts.one_message
+        && received.get() == 0
+        && ending
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    {
+        let waited = opts.wait.unwrap_or(DEFAULT_WAIT);
+        ending.fail(Failure::new(5, format!("no reply within {waited:?}")));
     }
     let reason = tx.close_reason().await;
     let _ = reader.await;
@@ -284,6 +429,91 @@ pub async fn run(
     }
 }
 
+/// `--reconnect`: pipe mode over the library's reconnecting session. Lines read while
+/// disconnected are queued and sent once connected again.
+async fn reconnecting(url: &str, connect: &ConnectOpts, opts: &TalkOpts) -> Result<(), Failure> {
+    let client = connect.client()?;
+    let mut config = wsc::ReconnectConfig::default();
+    if let Some(d) = opts.reconnect_max_delay {
+        config = config.max_delay(d);
+    }
+    let mut rc = client
+        .reconnecting(connect.target(url)?, config)
+        .map_err(|e| failure(&e))?;
+    let mut print = pipe_printer(opts.timestamps);
+    let mut show = |m: &Message| print(describe_message(m, opts, false));
+    let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
+    let (mut sent, mut received) = (0u64, 0u64);
+    let reached = |n: u64| opts.limit().is_some_and(|limit| n >= limit);
+    // Input and output together, until stdin ends (or enough arrived, or the session ended).
+    let mut input_done = false;
+    while !input_done && !reached(received) {
+        tokio::select! {
+            line = lines.next_segment() => match line {
+                Ok(Some(line)) => {
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    rc.send(outgoing(line, opts)?).await.map_err(|e| failure(&e))?;
+                    sent += 1;
+                }
+                Ok(None) => input_done = true,
+                Err(e) => return Err(Failure::new(1, format!("reading stdin: {e}"))),
+            },
+            m = rc.recv() => match m {
+                Some(Ok(m)) => {
+                    received += 1;
+                    show(&m);
+                }
+                Some(Err(e)) if connect.verbose => eprintln!("wsc: {}", e.chain()),
+                Some(Err(_)) => {}
+                None => return Ok(()),
+            },
+        }
+    }
+    // Stdin ended: wait for replies as pipe mode does.
+    let enough = opts.enough(sent);
+    let deadline = opts.after_eof().map(|d| tokio::time::Instant::now() + d);
+    while received < enough {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rc.recv()).await {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+            None => rc.recv().await,
+        };
+        match next {
+            Some(Ok(m)) => {
+                received += 1;
+                show(&m);
+            }
+            Some(Err(e)) if connect.verbose => eprintln!("wsc: {}", e.chain()),
+            Some(Err(_)) => {}
+            None => return Ok(()),
+        }
+    }
+    match rc.close(CloseReason::normal()).await {
+        Ok(_) => Ok(()),
+        // Closing while disconnected has no one to answer: nothing was left to say.
+        Err(wsc::Error::Closed(_)) => Ok(()),
+        Err(e) => Err(failure(&e)),
+    }
+}
+
+/// The exit of `wsc --exec`: the program's failure (exit code 9) first, then how the session
+/// ended, as in talk mode.
+fn exec_ended(o: crate::bridge::Outcome) -> Result<(), Failure> {
+    if let Some(p) = o.problem {
+        return Err(Failure::new(1, p));
+    }
+    if let Some(s) = o.status.filter(|s| !s.success()) {
+        return Err(Failure::new(9, format!("the program failed ({s})")));
+    }
+    match o.reason.code().as_u16() {
+        1000 | 1001 | 1005 => Ok(()),
+        1006 => Err(Failure::new(7, "connection closed without a Close frame")),
+        _ => Err(Failure::new(8, format!("server closed with {}", o.reason))),
+    }
+}
+
 /// [`failure`], naming the CLI's flag where the library names its setting.
 fn talk_failure(e: &wsc::Error, connect: &ConnectOpts) -> Failure {
     match (e, connect.max_message_size) {
@@ -316,7 +546,75 @@ fn print_handshake(call: &wsc::Call) {
     eprintln!();
 }
 
+/// Prints each line on stdout at once, prefixed with an RFC 3339 time stamp with
+/// `--timestamps`.
+fn pipe_printer(timestamps: bool) -> Box<dyn FnMut(String) + Send> {
+    Box::new(move |line: String| {
+        let mut out = std::io::stdout().lock();
+        if timestamps {
+            let _ = write!(out, "{} ", rfc3339(SystemTime::now()));
+        }
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    })
+}
+
+/// A stdin line (or, with `-1`, all of stdin) as the message to send: text, binary with
+/// `--binary`, or binary decoded from base64 with `--base64`.
+fn outgoing(data: &[u8], opts: &TalkOpts) -> Result<Message, Failure> {
+    if opts.base64 {
+        let clean: Vec<u8> = data
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        return base64::engine::general_purpose::STANDARD
+            .decode(clean)
+            .map(Message::binary)
+            .map_err(|e| Failure::new(2, format!("stdin is not base64: {e}")));
+    }
+    if opts.binary {
+        return Ok(Message::binary(data.to_vec()));
+    }
+    std::str::from_utf8(data)
+        .map(Message::text)
+        .map_err(|_| Failure::new(2, "stdin is not UTF-8 text; use --binary or --base64"))
+}
+
+/// `-1`: all of stdin (up to `limit` bytes) as one message, without its final newline.
+async fn read_all_stdin(limit: usize) -> Result<Vec<u8>, Failure> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    tokio::io::stdin()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut all)
+        .await
+        .map_err(|e| Failure::new(1, format!("reading stdin: {e}")))?;
+    if all.len() > limit {
+        return Err(Failure::new(
+            2,
+            format!("stdin is over the largest message ({limit} bytes)"),
+        ));
+    }
+    if all.last() == Some(&b'\n') {
+        all.pop();
+        if all.last() == Some(&b'\r') {
+            all.pop();
+        }
+    }
+    Ok(all)
+}
+
 async fn pipe_input(tx: &Sender, opts: &TalkOpts) -> Result<u64, Failure> {
+    if opts.one_message {
+        let m = outgoing(&read_all_stdin(tx.max_message_size()).await?, opts)?;
+        return match tx.send(m).await {
+            Ok(()) => Ok(1),
+            Err(_) if !tx.is_open() => Ok(0),
+            Err(e) => Err(failure(&e)),
+        };
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     let mut sent = 0;
     loop {
@@ -326,15 +624,7 @@ async fn pipe_input(tx: &Sender, opts: &TalkOpts) -> Result<u64, Failure> {
             Err(e) => return Err(Failure::new(1, format!("reading stdin: {e}"))),
         };
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let r = if opts.binary {
-            tx.send_binary(line).await
-        } else {
-            match std::str::from_utf8(line) {
-                Ok(t) => tx.send_text(t).await,
-                Err(_) => return Err(Failure::new(2, "stdin is not UTF-8 text; use --binary")),
-            }
-        };
-        match r {
+        match tx.send(outgoing(line, opts)?).await {
             Ok(()) => sent += 1,
             Err(_) if !tx.is_open() => break,
             Err(e) => return Err(failure(&e)),
@@ -411,7 +701,7 @@ async fn read_loop(
     out: Arc<Out>,
     opts: TalkOpts,
     connect: ConnectOpts,
-    received: Arc<AtomicU64>,
+    received: Arc<Received>,
     ending: Arc<Ending>,
     pongs: tokio::sync::watch::Sender<u64>,
 ) {
@@ -422,8 +712,12 @@ async fn read_loop(
             while let Some(item) = rx.recv().await {
                 match item {
                     Ok(m) => {
-                        received.fetch_add(1, Ordering::AcqRel);
+                        let n = received.one();
                         out.line(describe_message(&m, &opts, out.interactive));
+                        if opts.limit().is_some_and(|limit| n >= limit) {
+                            close(&tx, &out, &ending, CloseReason::normal()).await;
+                            break;
+                        }
                     }
                     Err(e) => {
                         end_with(&e, &ending, &connect);
@@ -494,7 +788,7 @@ async fn read_loop(
                     partial = Some((op, data));
                     continue;
                 }
-                received.fetch_add(1, Ordering::AcqRel);
+                let n = received.one();
                 if !opts.raw {
                     let m = if op == OpCode::Text {
                         Message::text(String::from_utf8_lossy(&data).into_owned())
@@ -502,6 +796,10 @@ async fn read_loop(
                         Message::binary(data)
                     };
                     out.line(describe_message(&m, &opts, out.interactive));
+                }
+                if opts.limit().is_some_and(|limit| n >= limit) {
+                    close(&tx, &out, &ending, CloseReason::normal()).await;
+                    break;
                 }
             }
         }
@@ -532,6 +830,7 @@ fn describe_message(m: &Message, opts: &TalkOpts, interactive: bool) -> String {
         },
         Message::Text(t) => t.to_string(),
         Message::Binary(b) if interactive => hex(b),
+        Message::Binary(b) if opts.base64 => base64::engine::general_purpose::STANDARD.encode(b),
         Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
     };
     if interactive {
@@ -589,6 +888,30 @@ fn timestamp() -> String {
         (s / 60) % 60,
         s % 60,
         now.subsec_millis()
+    )
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds: `2026-01-31T12:00:00.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let t = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = t.as_secs();
+    let (days, day_secs) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        day_secs / 3600,
+        (day_secs / 60) % 60,
+        day_secs % 60,
+        t.subsec_millis()
     )
 }
 
@@ -732,6 +1055,17 @@ async fn interactive_input(tx: &Sender, out: &Out, ending: &Ending) -> Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64, ms: u64| {
+            rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_769_860_800, 123), "2026-01-31T12:00:00.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
 
     #[test]
     fn commands() {
