@@ -14,7 +14,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use wsc::server::{AcceptConfig, accept};
-use wsc::{CloseReason, Message, Sender};
+use wsc::{CloseReason, DeflateConfig, Message, Sender};
 
 use crate::Failure;
 use crate::opts::parse_duration;
@@ -50,6 +50,9 @@ pub struct ServeOpts {
     /// not take an echo for this long (e.g. 5m; default: never).
     #[arg(long = "idle-timeout", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
+    /// Accept permessage-deflate compression (RFC 7692) from clients that offer it.
+    #[arg(long = "compress")]
+    pub compress: bool,
 }
 
 pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
@@ -138,10 +141,13 @@ impl Default for Settings {
 
 impl From<&ServeOpts> for Settings {
     fn from(o: &ServeOpts) -> Self {
-        let accept = AcceptConfig {
+        let mut accept = AcceptConfig {
             protocols: o.protocols.clone(),
             ..AcceptConfig::default()
         };
+        if o.compress {
+            accept = accept.deflate(DeflateConfig::default());
+        }
         Settings {
             broadcast: o.broadcast,
             verbose: o.verbose,
