@@ -1056,6 +1056,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_offer_is_declined_or_answered_within_the_rfc(
+            params in proptest::collection::vec(
+                (0usize..6, proptest::option::of(0u16..300)),
+                0..6,
+            )
+        ) {
+            const NAMES: [&str; 6] = [
+                "server_no_context_takeover",
+                "client_no_context_takeover",
+                "server_max_window_bits",
+                "client_max_window_bits",
+                "SERVER_MAX_WINDOW_BITS",
+                "x_other",
+            ];
+            let offer: Vec<ExtensionParam> = params
+                .iter()
+                .map(|&(n, v)| ExtensionParam {
+                    name: NAMES[n].to_owned(),
+                    value: v.map(|v| v.to_string()),
+                })
+                .collect();
+            if let Ok(a) = DeflateConfig::default().accept_offer(&offer) {
+                let answer = parse_extensions(a.response()).unwrap();
+                proptest::prop_assert_eq!(answer.len(), 1);
+                for p in &answer[0].params {
+                    // Only what the client offered comes back, and windows stay within 8 to 15.
+                    proptest::prop_assert!(offer.iter().any(|o| o.name.eq_ignore_ascii_case(&p.name)));
+                    if let Some(v) = &p.value {
+                        proptest::prop_assert!((8..=15).contains(&v.parse::<u8>().unwrap()));
+                    }
+                }
+                let n = a.params();
+                proptest::prop_assert!((8..=15).contains(&n.client_max_window_bits));
+                proptest::prop_assert!((8..=15).contains(&n.server_max_window_bits));
+            }
+        }
+    }
+
     #[test]
     fn server_codec_deflates_under_its_own_parameters() {
         // server_no_context_takeover: each message stands alone, as RFC 7692 §7.2.3.1 shows.
