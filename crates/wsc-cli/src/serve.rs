@@ -14,7 +14,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use wsc::server::{AcceptConfig, accept};
-use wsc::{CloseReason, Message, Sender};
+use wsc::{CloseReason, DeflateConfig, Message, Sender};
 
 use crate::Failure;
 use crate::opts::parse_duration;
@@ -66,6 +66,9 @@ pub struct ServeOpts {
     /// (e.g. --exec 'stdbuf -oL tr a-z A-Z').
     #[arg(long, value_name = "COMMAND", conflicts_with_all = ["broadcast", "idle_timeout"])]
     pub exec: Option<String>,
+    /// Accept permessage-deflate compression (RFC 7692) from clients that offer it.
+    #[arg(long = "compress")]
+    pub compress: bool,
 }
 
 pub async fn run(opts: ServeOpts) -> Result<(), Failure> {
@@ -181,10 +184,13 @@ impl From<&ServeOpts> for Settings {
             .ping_interval
             .or(bridged.then_some(BRIDGE_PING))
             .filter(|p| !p.is_zero());
-        let accept = AcceptConfig::default()
+        let mut accept = AcceptConfig::default()
             .protocols(o.protocols.clone())
             .ping_interval(ping_interval)
             .handshake_timeout(HANDSHAKE_TIMEOUT);
+        if o.compress {
+            accept = accept.deflate(DeflateConfig::default());
+        }
         Settings {
             broadcast: o.broadcast,
             verbose: o.verbose,

@@ -444,6 +444,22 @@ fn compress_offers_and_uses_permessage_deflate() {
 }
 
 #[test]
+fn serve_compress_answers_permessage_deflate() {
+    for (flags, answered) in [(&["--compress"][..], true), (&[][..], false)] {
+        let s = serve(flags);
+        let out = run_with_stdin(&["--compress", "-v", &s.1], "squeeze me\n");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            stderr.contains("< sec-websocket-extensions: permessage-deflate"),
+            answered,
+            "{flags:?}: {stderr}"
+        );
+        assert_eq!(text(&out.stdout), "squeeze me\n");
+    }
+}
+
+#[test]
 fn verbose_shows_keepalive_pings_pongs_and_the_close_sent() {
     let peer = common::python_server(&[]);
     let (out, _) = run_holding_stdin(

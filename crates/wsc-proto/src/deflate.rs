@@ -11,13 +11,21 @@
 //! `client_max_window_bits=8` this client sends its messages uncompressed (RSV1 clear), which
 //! RFC 7692 always allows (§6: compression is per message, never required) and which keeps
 //! within the window the server asked for.
+//!
+//! Both roles: a client offers with [`DeflateConfig::offer`] and checks the answer with
+//! [`DeflateConfig::negotiate`]; a server picks the first acceptable offer with
+//! [`DeflateConfig::accept_offers`] and answers with [`Accepted::response`]. The codec
+//! ([`Deflate::new`], [`Deflate::new_server`]) then deflates within its own side's window and
+//! context rule and inflates under the peer's. A server asked for an 8-bit window sends
+//! uncompressed, as a client does.
 
 use std::fmt;
 use std::sync::Arc;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::extension::{DecodeError, Extension, ExtensionFactory, ExtensionParam};
+use crate::decode::Role;
+use crate::extension::{DecodeError, Extension, ExtensionFactory, ExtensionItem, ExtensionParam};
 use crate::frame::{OpCode, RSV1};
 
 /// The extension token.
@@ -27,6 +35,9 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 type Predicate = Arc<dyn Fn(OpCode, &[u8]) -> bool + Send + Sync>;
 
 /// permessage-deflate settings, the analog of Ktor's `WebSocketDeflateExtension.Config`.
+///
+/// The same settings serve both roles: a client puts them in its offer, a server in its answer
+/// to a client's offer (each setter says what it means for each).
 ///
 /// ```
 /// # use wsc_proto::deflate::DeflateConfig;
@@ -76,23 +87,27 @@ impl fmt::Debug for DeflateConfig {
 }
 
 impl DeflateConfig {
-    /// `client_max_window_bits=N` (8–15) in the offer; `None` (default) offers the bare
-    /// parameter, letting the server choose.
+    /// Client: `client_max_window_bits=N` (8–15) in the offer; `None` (default) offers the
+    /// bare parameter, letting the server choose. Server: asks the client to deflate within
+    /// 2^N bytes when its offer lets the server choose; `None` (default) takes the client's.
     pub fn client_max_window_bits(mut self, bits: Option<u8>) -> Self {
         self.client_max_window_bits = bits.map(|b| b.clamp(8, 15));
         self
     }
-    /// Asks the server to use at most 2^N bytes of window (8–15). Default: not asked.
+    /// Client: asks the server to use at most 2^N bytes of window (8–15). Server: deflates
+    /// within at most 2^N bytes (less if the client asks) and says so. Default: not set.
     pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
         self.server_max_window_bits = bits.map(|b| b.clamp(8, 15));
         self
     }
-    /// Promises (and offers) a fresh deflate context per outgoing message. Default off.
+    /// Client: promises (and offers) a fresh deflate context per outgoing message. Server:
+    /// asks the client for that in every answer. Default off.
     pub fn client_no_context_takeover(mut self, on: bool) -> Self {
         self.client_no_context_takeover = on;
         self
     }
-    /// Asks the server for a fresh context per message. Default off.
+    /// Client: asks the server for a fresh context per message. Server: deflates every
+    /// message with a fresh context and says so in every answer. Default off.
     pub fn server_no_context_takeover(mut self, on: bool) -> Self {
         self.server_no_context_takeover = on;
         self
@@ -208,16 +223,129 @@ impl DeflateConfig {
     }
 }
 
+impl DeflateConfig {
+    /// Server side (RFC 7692 §5, §7.1): accepts the first of a client's extension offers that
+    /// is permessage-deflate with valid parameters, or `None` if there is none (the session
+    /// then runs uncompressed). An offer is declined, and the next one tried, when it repeats
+    /// a parameter, names an unknown one, or gives a value RFC 7692 does not allow.
+    ///
+    /// ```
+    /// use wsc_proto::deflate::DeflateConfig;
+    /// use wsc_proto::parse_extensions;
+    /// let offers = parse_extensions(
+    ///     "permessage-deflate; client_max_window_bits=7, permessage-deflate; server_max_window_bits=10",
+    /// ).unwrap();
+    /// let a = DeflateConfig::default().accept_offers(&offers).unwrap();
+    /// assert_eq!(a.response(), "permessage-deflate; server_max_window_bits=10");
+    /// assert_eq!(a.params().server_max_window_bits, 10);
+    /// ```
+    pub fn accept_offers(&self, offers: &[ExtensionItem]) -> Option<Accepted> {
+        offers
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case(NAME))
+            .find_map(|o| self.accept_offer(&o.params).ok())
+    }
+
+    /// Server side: accepts one permessage-deflate offer, or says why it must be declined.
+    pub fn accept_offer(&self, offer: &[ExtensionParam]) -> Result<Accepted, String> {
+        let mut seen: Vec<String> = Vec::new();
+        let (mut server_nct, mut client_nct) = (false, false);
+        let mut server_bits: Option<u8> = None;
+        // `Some(None)`: the client offered the bare parameter, so the server may choose.
+        let mut client_bits: Option<Option<u8>> = None;
+        for p in offer {
+            let name = p.name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                return Err(format!("parameter {name} given twice"));
+            }
+            let bits = |v: &str| -> Result<u8, String> {
+                match v.parse::<u8>() {
+                    Ok(b @ 8..=15) if v.len() <= 2 && !v.starts_with('0') => Ok(b),
+                    _ => Err(format!("{name}={v} is not a window size of 8 to 15 bits")),
+                }
+            };
+            match (name.as_str(), p.value.as_deref()) {
+                ("server_no_context_takeover" | "client_no_context_takeover", Some(_)) => {
+                    return Err(format!("{name} takes no value"));
+                }
+                ("server_no_context_takeover", None) => server_nct = true,
+                ("client_no_context_takeover", None) => client_nct = true,
+                ("server_max_window_bits", None) => {
+                    return Err(format!("{name} needs a value"));
+                }
+                ("server_max_window_bits", Some(v)) => server_bits = Some(bits(v)?),
+                ("client_max_window_bits", v) => client_bits = Some(v.map(bits).transpose()?),
+                (other, _) => return Err(format!("unknown parameter {other}")),
+            }
+            seen.push(name);
+        }
+        // Each side's window: the smaller of what the client allows and what we want.
+        let server_max_window_bits = match (server_bits, self.server_max_window_bits) {
+            (Some(asked), Some(ours)) => Some(asked.min(ours)),
+            (asked, ours) => asked.or(ours),
+        };
+        let client_max_window_bits = match client_bits {
+            None => None,
+            Some(offered) => match (offered, self.client_max_window_bits) {
+                (Some(n), Some(m)) => Some(n.min(m)),
+                (n, m) => n.or(m),
+            },
+        };
+        let params = Negotiated {
+            client_max_window_bits: client_max_window_bits.unwrap_or(15),
+            server_max_window_bits: server_max_window_bits.unwrap_or(15),
+            client_no_context_takeover: client_nct || self.client_no_context_takeover,
+            server_no_context_takeover: server_nct || self.server_no_context_takeover,
+        };
+        let mut response = String::from(NAME);
+        if params.server_no_context_takeover {
+            response.push_str("; server_no_context_takeover");
+        }
+        if params.client_no_context_takeover {
+            response.push_str("; client_no_context_takeover");
+        }
+        if let Some(b) = server_max_window_bits {
+            response.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        if let Some(b) = client_max_window_bits {
+            response.push_str(&format!("; client_max_window_bits={b}"));
+        }
+        Ok(Accepted { params, response })
+    }
+}
+
+/// A server's acceptance of a client's permessage-deflate offer: the parameters in force and
+/// the `Sec-WebSocket-Extensions` item that tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    params: Negotiated,
+    response: String,
+}
+
+impl Accepted {
+    /// The parameters in force.
+    pub fn params(&self) -> Negotiated {
+        self.params
+    }
+    /// The answer to put in the 101's `Sec-WebSocket-Extensions` header. It names only
+    /// parameters the offer allows (`client_max_window_bits` only if the client offered it).
+    pub fn response(&self) -> &str {
+        &self.response
+    }
+}
+
 /// The parameters in force after negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
-    /// Window bits this client deflates with (at most).
+    /// Window bits the client deflates with (at most).
     pub client_max_window_bits: u8,
     /// Window bits the server deflates with (at most).
     pub server_max_window_bits: u8,
-    /// This client resets its deflate context after each message.
+    /// The client resets its deflate context after each message (so the server resets its
+    /// inflater too).
     pub client_no_context_takeover: bool,
-    /// The server resets its context after each message (so we reset our inflater too).
+    /// The server resets its context after each message (so the client resets its inflater
+    /// too).
     pub server_no_context_takeover: bool,
 }
 
@@ -241,6 +369,9 @@ impl ExtensionFactory for DeflateConfig {
 pub struct Deflate {
     config: DeflateConfig,
     params: Negotiated,
+    /// Which side this codec is: it deflates under its own side's parameters and inflates
+    /// under the peer's.
+    role: Role,
     /// Made on first use: a session builds one instance per direction, and each uses one half.
     compress: Option<Compress>,
     decompress: Option<Decompress>,
@@ -258,11 +389,23 @@ impl fmt::Debug for Deflate {
 }
 
 impl Deflate {
-    /// A codec with `params` in force.
+    /// A client's codec with `params` in force.
     pub fn new(config: DeflateConfig, params: Negotiated) -> Self {
+        Self::with_role(config, params, Role::Client)
+    }
+
+    /// A server's codec with `params` in force (from [`Accepted::params`]): it deflates
+    /// within `server_max_window_bits` and under `server_no_context_takeover`, and inflates
+    /// under `client_no_context_takeover`.
+    pub fn new_server(config: DeflateConfig, params: Negotiated) -> Self {
+        Self::with_role(config, params, Role::Server)
+    }
+
+    fn with_role(config: DeflateConfig, params: Negotiated, role: Role) -> Self {
         Deflate {
             config,
             params,
+            role,
             compress: None,
             decompress: None,
             ended: false,
@@ -273,6 +416,23 @@ impl Deflate {
     /// The negotiated parameters.
     pub fn params(&self) -> Negotiated {
         self.params
+    }
+
+    /// This side's deflate window bits and whether it resets its context after a message.
+    fn own(&self) -> (u8, bool) {
+        let p = &self.params;
+        match self.role {
+            Role::Client => (p.client_max_window_bits, p.client_no_context_takeover),
+            Role::Server => (p.server_max_window_bits, p.server_no_context_takeover),
+        }
+    }
+
+    /// Whether the peer resets its deflate context after each message.
+    fn peer_resets(&self) -> bool {
+        match self.role {
+            Role::Client => self.params.server_no_context_takeover,
+            Role::Server => self.params.client_no_context_takeover,
+        }
     }
 
     fn wants(&self, opcode: OpCode, payload: &[u8]) -> bool {
@@ -311,10 +471,11 @@ impl Extension for Deflate {
         if !self.wants(opcode, payload) {
             return Ok(None);
         }
-        if self.params.client_max_window_bits < 9 {
+        let (bits, reset) = self.own();
+        if bits < 9 {
             return Ok(None); // zlib cannot deflate within an 8-bit window: send uncompressed
         }
-        let (level, bits) = (self.config.level, self.params.client_max_window_bits);
+        let level = self.config.level;
         let c = self.compress.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(level), false, bits)
         });
@@ -337,7 +498,7 @@ impl Extension for Deflate {
             // An empty message: a single empty stored block with BFINAL clear, as RFC 7692 §7.2.3.6 shows.
             out.push(0x00);
         }
-        if self.params.client_no_context_takeover {
+        if reset {
             c.reset();
         }
         Ok(Some(out))
@@ -352,6 +513,7 @@ impl Extension for Deflate {
     ) -> Result<(), DecodeError> {
         // After a block with BFINAL set the stream is over; RFC 7692 §7.2.3.4 shows a sender
         // that still appends bytes behind it, which a receiver ignores.
+        let peer_resets = self.peer_resets();
         let d = self
             .decompress
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
@@ -362,7 +524,7 @@ impl Extension for Deflate {
             if !std::mem::take(&mut self.ended) {
                 inflate_into(d, &TAIL, out, limit)?;
             }
-            if self.params.server_no_context_takeover {
+            if peer_resets {
                 d.reset(false);
             }
         }
@@ -690,6 +852,295 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn offers(s: &str) -> Vec<ExtensionItem> {
+        parse_extensions(s).unwrap()
+    }
+
+    #[test]
+    fn server_answers_table() {
+        let d = DeflateConfig::default();
+        let answer = |cfg: &DeflateConfig, offer: &str| {
+            cfg.accept_offers(&offers(offer))
+                .map(|a| (a.response().to_owned(), a.params()))
+        };
+        let p = |cb, sb, cn, sn| Negotiated {
+            client_max_window_bits: cb,
+            server_max_window_bits: sb,
+            client_no_context_takeover: cn,
+            server_no_context_takeover: sn,
+        };
+        for (cfg, offer, response, params) in [
+            (&d, NAME, NAME, p(15, 15, false, false)),
+            (
+                &d,
+                "permessage-deflate; client_max_window_bits",
+                NAME,
+                p(15, 15, false, false),
+            ),
+            (
+                &d,
+                "permessage-deflate; client_max_window_bits=10",
+                "permessage-deflate; client_max_window_bits=10",
+                p(10, 15, false, false),
+            ),
+            (
+                &d,
+                "permessage-deflate; server_max_window_bits=8",
+                "permessage-deflate; server_max_window_bits=8",
+                p(15, 8, false, false),
+            ),
+            (
+                &d,
+                "Permessage-Deflate; Server_No_Context_Takeover; client_no_context_takeover",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+                p(15, 15, true, true),
+            ),
+            (
+                &d,
+                "permessage-deflate; server_max_window_bits=\"12\"",
+                "permessage-deflate; server_max_window_bits=12",
+                p(15, 12, false, false),
+            ),
+        ] {
+            assert_eq!(
+                answer(cfg, offer),
+                Some((response.to_owned(), params)),
+                "{offer}"
+            );
+        }
+        // The server's own settings: a smaller window either way, a fresh context either way.
+        let ours = DeflateConfig::default()
+            .client_max_window_bits(Some(11))
+            .server_max_window_bits(Some(10))
+            .client_no_context_takeover(true)
+            .server_no_context_takeover(true);
+        assert_eq!(
+            answer(&ours, "permessage-deflate; client_max_window_bits"),
+            Some((
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=11".to_owned(),
+                p(11, 10, true, true)
+            ))
+        );
+        assert_eq!(
+            answer(
+                &ours,
+                "permessage-deflate; client_max_window_bits=9; server_max_window_bits=12"
+            )
+            .unwrap()
+            .1,
+            p(9, 10, true, true)
+        );
+        assert_eq!(
+            answer(&ours, "permessage-deflate; server_max_window_bits=9")
+                .unwrap()
+                .1,
+            p(15, 9, true, true)
+        );
+        // A client that did not offer client_max_window_bits is not told a window.
+        assert!(
+            !answer(&ours, NAME)
+                .unwrap()
+                .0
+                .contains("client_max_window_bits")
+        );
+    }
+
+    #[test]
+    fn server_declines_malformed_offers_and_takes_the_next() {
+        let d = DeflateConfig::default();
+        for bad in [
+            "; server_max_window_bits",
+            "; server_max_window_bits=7",
+            "; server_max_window_bits=16",
+            "; server_max_window_bits=010",
+            "; server_max_window_bits=x",
+            "; client_max_window_bits=7",
+            "; client_max_window_bits=",
+            "; client_max_window_bits=256",
+            "; server_no_context_takeover=1",
+            "; client_no_context_takeover=\"x\"",
+            "; server_no_context_takeover; server_no_context_takeover",
+            "; client_max_window_bits; Client_Max_Window_Bits=9",
+            "; x-unknown",
+        ] {
+            let Ok(items) = parse_extensions(&format!("{NAME}{bad}")) else {
+                continue; // refused by the header parser already
+            };
+            assert!(d.accept_offer(&items[0].params).is_err(), "{bad}");
+            assert_eq!(d.accept_offers(&items), None, "{bad}");
+            // Followed by a good offer, the good one is taken.
+            let mut two = items.clone();
+            two.extend(offers("permessage-deflate; client_no_context_takeover"));
+            assert!(
+                d.accept_offers(&two)
+                    .unwrap()
+                    .params()
+                    .client_no_context_takeover,
+                "{bad}"
+            );
+        }
+        // Other extensions are passed over; none at all is no deflate.
+        let a = d
+            .accept_offers(&offers("x-webkit-deflate-frame, permessage-deflate"))
+            .unwrap();
+        assert_eq!(a.response(), NAME);
+        assert_eq!(d.accept_offers(&offers("x-webkit-deflate-frame")), None);
+        assert_eq!(d.accept_offers(&[]), None);
+    }
+
+    #[test]
+    fn our_client_takes_every_answer_of_our_server_and_both_codecs_agree() {
+        let windows = [None, Some(8), Some(9), Some(12), Some(15)];
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for cb in windows {
+            for sb in windows {
+                for (cn, sn) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let cfg = DeflateConfig::default()
+                        .client_max_window_bits(cb)
+                        .server_max_window_bits(sb)
+                        .client_no_context_takeover(cn)
+                        .server_no_context_takeover(sn);
+                    clients.push(cfg.clone());
+                    servers.push(cfg);
+                }
+            }
+        }
+        let text = b"negotiated both ways, negotiated both ways ".repeat(40);
+        for client in &clients {
+            for server in servers.iter().step_by(7) {
+                let offer = offers(&client.offer());
+                let accepted = server
+                    .accept_offers(&offer)
+                    .expect("a valid offer is accepted");
+                let answer = offers(accepted.response());
+                let n = client.negotiate(&answer[0].params).unwrap_or_else(|e| {
+                    panic!("{} / {}: {e}", client.offer(), accepted.response())
+                });
+                assert_eq!(n, accepted.params(), "{}", accepted.response());
+                // What each side asked for, it got.
+                if let Some(b) = client.server_max_window_bits {
+                    assert!(n.server_max_window_bits <= b);
+                }
+                if let Some(b) = server.server_max_window_bits {
+                    assert!(n.server_max_window_bits <= b);
+                }
+                assert!(n.server_no_context_takeover >= client.server_no_context_takeover);
+                assert!(n.server_no_context_takeover >= server.server_no_context_takeover);
+                assert!(n.client_no_context_takeover >= server.client_no_context_takeover);
+                // Messages cross both ways, twice (the second under context takeover, if any).
+                let mut c_tx = Deflate::new(client.clone(), n);
+                let mut c_rx = Deflate::new(client.clone(), n);
+                let mut s_tx = Deflate::new_server(server.clone(), n);
+                let mut s_rx = Deflate::new_server(server.clone(), n);
+                for _ in 0..2 {
+                    let up = c_tx
+                        .encode(OpCode::Text, &text)
+                        .unwrap()
+                        .map(<[u8]>::to_vec);
+                    if let Some(up) = up {
+                        assert_eq!(inflate(&mut s_rx, &[&up]), text);
+                    }
+                    let down = s_tx
+                        .encode(OpCode::Text, &text)
+                        .unwrap()
+                        .map(<[u8]>::to_vec);
+                    assert_eq!(down.is_none(), n.server_max_window_bits == 8);
+                    if let Some(down) = down {
+                        assert_eq!(inflate(&mut c_rx, &[&down]), text);
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_offer_is_declined_or_answered_within_the_rfc(
+            params in proptest::collection::vec(
+                (0usize..6, proptest::option::of(0u16..300)),
+                0..6,
+            )
+        ) {
+            const NAMES: [&str; 6] = [
+                "server_no_context_takeover",
+                "client_no_context_takeover",
+                "server_max_window_bits",
+                "client_max_window_bits",
+                "SERVER_MAX_WINDOW_BITS",
+                "x_other",
+            ];
+            let offer: Vec<ExtensionParam> = params
+                .iter()
+                .map(|&(n, v)| ExtensionParam {
+                    name: NAMES[n].to_owned(),
+                    value: v.map(|v| v.to_string()),
+                })
+                .collect();
+            if let Ok(a) = DeflateConfig::default().accept_offer(&offer) {
+                let answer = parse_extensions(a.response()).unwrap();
+                proptest::prop_assert_eq!(answer.len(), 1);
+                for p in &answer[0].params {
+                    // Only what the client offered comes back, and windows stay within 8 to 15.
+                    proptest::prop_assert!(offer.iter().any(|o| o.name.eq_ignore_ascii_case(&p.name)));
+                    if let Some(v) = &p.value {
+                        proptest::prop_assert!((8..=15).contains(&v.parse::<u8>().unwrap()));
+                    }
+                }
+                let n = a.params();
+                proptest::prop_assert!((8..=15).contains(&n.client_max_window_bits));
+                proptest::prop_assert!((8..=15).contains(&n.server_max_window_bits));
+            }
+        }
+    }
+
+    #[test]
+    fn server_codec_deflates_under_its_own_parameters() {
+        // server_no_context_takeover: each message stands alone, as RFC 7692 §7.2.3.1 shows.
+        let a = DeflateConfig::default()
+            .accept_offers(&offers("permessage-deflate; server_no_context_takeover"))
+            .unwrap();
+        let mut s = Deflate::new_server(DeflateConfig::default(), a.params());
+        for _ in 0..2 {
+            assert_eq!(
+                s.encode(OpCode::Text, b"Hello").unwrap().unwrap(),
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+            );
+        }
+        // client_no_context_takeover alone: the server keeps its own context (§7.2.3.2)...
+        let a = DeflateConfig::default()
+            .accept_offers(&offers("permessage-deflate; client_no_context_takeover"))
+            .unwrap();
+        let mut s = Deflate::new_server(DeflateConfig::default(), a.params());
+        s.encode(OpCode::Text, b"Hello").unwrap();
+        assert_eq!(
+            s.encode(OpCode::Text, b"Hello").unwrap().unwrap(),
+            &[0xf2, 0x00, 0x11, 0x00, 0x00]
+        );
+        // ...and resets its inflater after each message: a back reference into the previous
+        // message is then an error, not the previous message's bytes.
+        let mut s = Deflate::new_server(DeflateConfig::default(), a.params());
+        assert_eq!(
+            inflate(&mut s, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]),
+            b"Hello"
+        );
+        let mut out = Vec::new();
+        assert!(
+            s.decode(&[0xf2, 0x00, 0x11, 0x00, 0x00], true, &mut out, 1000)
+                .is_err()
+        );
+        // An 8-bit window for the server: it sends uncompressed.
+        let a = DeflateConfig::default()
+            .accept_offers(&offers("permessage-deflate; server_max_window_bits=8"))
+            .unwrap();
+        let mut s = Deflate::new_server(DeflateConfig::default(), a.params());
+        assert!(
+            s.encode(OpCode::Text, b"Hello Hello Hello")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

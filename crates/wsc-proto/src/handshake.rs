@@ -7,6 +7,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::extension::{ExtensionItem, parse_extensions};
+
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// The largest response head accepted, in bytes.
@@ -370,12 +372,16 @@ pub struct ClientRequest {
     pub key: String,
     /// Subprotocols offered, in order.
     pub protocols: Vec<String>,
+    /// Extensions offered (every `Sec-WebSocket-Extensions` line), in order.
+    pub extensions: Vec<ExtensionItem>,
     /// All header lines, names as sent.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Parses and checks a client's upgrade request from the front of `buf` (server role,
 /// RFC 6455 §4.2.1): `Ok(None)` until its head has arrived, then the request and its length.
+/// A `Sec-WebSocket-Extensions` header that does not parse (RFC 6455 §9.1) makes the request
+/// invalid.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut r = httparse::Request::new(&mut headers);
@@ -433,26 +439,38 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, Hands
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
+    let mut extensions = Vec::new();
+    for v in get("sec-websocket-extensions") {
+        extensions
+            .extend(parse_extensions(v).map_err(|e| {
+                HandshakeError::Malformed(format!("Sec-WebSocket-Extensions: {e}"))
+            })?);
+    }
     let target = r.path.unwrap_or("/").to_owned();
     Ok(Some((
         ClientRequest {
             target,
             key,
             protocols,
+            extensions,
             headers: hs,
         },
         n,
     )))
 }
 
-/// The 101 a server answers `key` with, choosing `protocol`.
-pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+/// The 101 a server answers `key` with, choosing `protocol` and accepting `extensions` (a
+/// `Sec-WebSocket-Extensions` value, such as [`Accepted::response`](crate::deflate::Accepted::response)).
+pub fn switching_protocols(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let mut s = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(key)
     );
     if let Some(p) = protocol {
         s.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    if let Some(e) = extensions {
+        s.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
     }
     s.push_str("\r\n");
     s.into_bytes()
@@ -480,13 +498,35 @@ mod tests {
             ("/x?y", "dGhlIHNhbXBsZSBub25jZQ==")
         );
         assert_eq!(req.protocols, ["a", "b"]);
-        let resp = switching_protocols(&req.key, Some("a"));
+        assert!(req.extensions.is_empty());
+        let resp = switching_protocols(&req.key, Some("a"), Some("permessage-deflate"));
         let (resp, _) = parse_response(&resp).unwrap().unwrap();
         assert_eq!(
             check_upgrade(&resp, &req.key, &["a".into()]),
             Ok(Some("a".into()))
         );
+        assert_eq!(
+            resp.header("sec-websocket-extensions"),
+            Some("permessage-deflate")
+        );
         assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
+        // Offers from every Sec-WebSocket-Extensions line, in order; a malformed one refuses.
+        let with = Request {
+            extensions: Some("permessage-deflate; client_max_window_bits, x-a"),
+            headers: &[("Sec-WebSocket-Extensions".into(), "x-b; p=\"1\"".into())],
+            ..r
+        };
+        let (req, _) = parse_request(&with.to_bytes()).unwrap().unwrap();
+        let names: Vec<&str> = req.extensions.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["permessage-deflate", "x-a", "x-b"]);
+        let bad = Request {
+            extensions: Some("permessage-deflate; =1"),
+            ..r
+        };
+        assert!(matches!(
+            parse_request(&bad.to_bytes()),
+            Err(HandshakeError::Malformed(_))
+        ));
     }
 
     fn resp(extra: &str) -> Response {

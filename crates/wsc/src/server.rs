@@ -1,8 +1,9 @@
 //! The server role, in brief: accept an upgrade on a TCP stream you accepted and get a default
 //! [`Session`] driven exactly like a client's (frames unmasked, the server closes TCP first).
 //!
-//! It exists for tests, tools and `wsc serve`; it negotiates no extensions. Owns the server
-//! side of the handshake's I/O only; the checks are `wsc_proto::handshake`'s.
+//! It exists for tests, tools and `wsc serve`; the one extension it negotiates is
+//! permessage-deflate, when [`AcceptConfig::deflate`] enables it. Owns the server side of the
+//! handshake's I/O only; the checks and the negotiation are `wsc_proto`'s.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use wsc_proto::Role;
+use wsc_proto::deflate::{Accepted, Deflate, DeflateConfig};
 use wsc_proto::handshake;
+use wsc_proto::{Extension, Role};
 
 use crate::error::{Error, IoContext, TimeoutKind};
 use crate::session::{self, Call, Session, SessionConfig, Shared};
@@ -37,6 +39,7 @@ pub struct AcceptConfig {
     max_message_size: usize,
     close_timeout: Duration,
     ping_interval: Option<Duration>,
+    deflate: Option<DeflateConfig>,
 }
 
 impl Default for AcceptConfig {
@@ -47,6 +50,7 @@ impl Default for AcceptConfig {
             max_message_size: 64 << 20,
             close_timeout: Duration::from_secs(5),
             ping_interval: None,
+            deflate: None,
         }
     }
 }
@@ -82,6 +86,22 @@ impl AcceptConfig {
     /// the same time. Default `None`: no pings (the client keeps the connection alive).
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
         self.ping_interval = every;
+        self
+    }
+    /// Accepts permessage-deflate (RFC 7692) from clients that offer it: the first of their
+    /// offers with valid parameters is taken and answered, honouring what the client asks
+    /// (`server_no_context_takeover`, `server_max_window_bits`, …) and what `config` adds for
+    /// this server (see [`DeflateConfig`]'s setters, which say what each means for a server).
+    /// A client that offers nothing acceptable gets an uncompressed session. Default: off.
+    ///
+    /// ```
+    /// use wsc::DeflateConfig;
+    /// use wsc::server::AcceptConfig;
+    /// let config = AcceptConfig::default().deflate(DeflateConfig::default().server_no_context_takeover(true));
+    /// # let _ = config;
+    /// ```
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -177,10 +197,15 @@ where
         .iter()
         .find(|p| req.protocols.contains(p))
         .cloned();
+    let deflate = config
+        .deflate
+        .as_ref()
+        .and_then(|d| d.accept_offers(&req.extensions).map(|a| (d, a)));
     stream
         .write_all(&handshake::switching_protocols(
             &req.key,
             protocol.as_deref(),
+            deflate.as_ref().map(|(_, a)| a.response()),
         ))
         .await
         .map_err(|e| Error::io(IoContext::Handshake, e))?;
@@ -195,16 +220,24 @@ where
     let url = url::Url::parse(&format!("ws://{host}{}", req.target))
         .or_else(|_| url::Url::parse("ws://localhost/"))
         .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    // One codec per direction, so that sending and receiving never share a lock.
+    let codec = |d: &DeflateConfig, a: &Accepted| -> Vec<Box<dyn Extension>> {
+        vec![Box::new(Deflate::new_server(d.clone(), a.params()))]
+    };
+    let (outgoing, incoming) = match &deflate {
+        Some((d, a)) => (codec(d, a), codec(d, a)),
+        None => (Vec::new(), Vec::new()),
+    };
     let call = Call::new(
         &url,
         req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
         [],
         protocol,
-        Vec::new(),
+        outgoing.iter().map(|e| e.describe()).collect(),
     );
     let shared = Shared::new(
         Arc::new(config.session_config()),
-        Vec::new(),
+        outgoing,
         Role::Server,
         call,
     );
@@ -212,7 +245,7 @@ where
         Linger(Some(stream)),
         shared,
         leftover,
-        Vec::new(),
+        incoming,
     ))
 }
 

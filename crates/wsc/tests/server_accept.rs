@@ -59,6 +59,13 @@ async fn requests_that_are_not_upgrades_get_an_http_answer() {
             "\u{1}\u{2} hello there\r\n\r\n".to_owned(),
             "HTTP/1.1 400 ",
         ),
+        (
+            "a malformed extension offer",
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\n{UPGRADE}{KEY}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; =1\r\n\r\n"
+            ),
+            "HTTP/1.1 400 ",
+        ),
     ];
     for (what, request, status) in cases {
         let start = Instant::now();
