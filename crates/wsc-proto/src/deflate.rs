@@ -1,12 +1,16 @@
 //! permessage-deflate (RFC 7692): configuration, negotiation and a bounded codec.
 //!
-//! The deflate and inflate states and their buffers live as long as the connection and are
-//! reused for every message. Inflation is bounded: it stops and reports [`DecodeError::TooBig`]
-//! as soon as the output would pass the message limit, so a small compressed bomb never
-//! allocates more than the limit.
+//! The deflate and inflate states are made on a direction's first compressed message. Where a
+//! context is carried from message to message (context takeover) a state lives as long as the
+//! connection; where the negotiated parameters say each message starts afresh in a direction
+//! (`client_no_context_takeover` for ours, `server_no_context_takeover` for the peer's), the
+//! state is dropped after each message, so an idle session holds none. Inflation is bounded:
+//! it stops and reports [`DecodeError::TooBig`] as soon as the output would pass the message
+//! limit, so a small compressed bomb never allocates more than the limit.
 //!
-//! Window bits: the inflater always runs with a 32 KiB window, which reads any stream a peer
-//! may produce with a smaller one. The deflater uses the negotiated `client_max_window_bits`;
+//! Window bits: the inflater runs with a 32 KiB window, which reads any stream a peer may
+//! produce with a smaller one (zlib-rs allocates a 32 KiB window whatever it is told, so a
+//! smaller one would save nothing). The deflater uses the negotiated `client_max_window_bits`;
 //! zlib cannot deflate with an 8-bit window, so when a server answers
 //! `client_max_window_bits=8` this client sends its messages uncompressed (RSV1 clear), which
 //! RFC 7692 always allows (§6: compression is per message, never required) and which keeps
@@ -241,7 +245,8 @@ impl ExtensionFactory for DeflateConfig {
 pub struct Deflate {
     config: DeflateConfig,
     params: Negotiated,
-    /// Made on first use: a session builds one instance per direction, and each uses one half.
+    /// Made on first use (a session builds one instance per direction, and each uses one
+    /// half); dropped after each message where no context is taken over in its direction.
     compress: Option<Compress>,
     decompress: Option<Decompress>,
     /// The peer ended the deflate stream (BFINAL) inside the current message.
@@ -338,7 +343,8 @@ impl Extension for Deflate {
             out.push(0x00);
         }
         if self.params.client_no_context_takeover {
-            c.reset();
+            // Each message starts afresh: nothing worth keeping while idle.
+            self.compress = None;
         }
         Ok(Some(out))
     }
@@ -363,7 +369,8 @@ impl Extension for Deflate {
                 inflate_into(d, &TAIL, out, limit)?;
             }
             if self.params.server_no_context_takeover {
-                d.reset(false);
+                // The peer starts each message afresh: nothing worth keeping while idle.
+                self.decompress = None;
             }
         }
         Ok(())
@@ -688,6 +695,36 @@ mod tests {
                     let c = tx.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
                     assert_eq!(inflate(&mut rx, &[&c]), text);
                 }
+            }
+        }
+    }
+
+    /// A state is made by a direction's first message, and kept only where the next message
+    /// may refer back into it.
+    #[test]
+    fn states_are_made_lazily_and_dropped_without_context_takeover() {
+        let text = b"idle idle idle idle".repeat(20);
+        for (client_nct, server_nct) in [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let nct = |on: bool, who: &str| {
+                if on {
+                    format!("; {who}_no_context_takeover")
+                } else {
+                    String::new()
+                }
+            };
+            let answer = nct(client_nct, "client") + &nct(server_nct, "server");
+            let mut tx = codec(DeflateConfig::default(), &answer);
+            let mut rx = codec(DeflateConfig::default(), &answer);
+            // What the peer sends, with or without context takeover as negotiated.
+            let mut peer = codec(DeflateConfig::default(), &nct(server_nct, "client"));
+            assert!(tx.compress.is_none() && rx.decompress.is_none(), "lazy");
+            for _ in 0..2 {
+                tx.encode(OpCode::Text, &text).unwrap().unwrap();
+                assert_eq!(tx.compress.is_some(), !client_nct, "{answer}");
+                let c = peer.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
+                assert_eq!(inflate(&mut rx, &[&c[..5], &c[5..]]), text, "{answer}");
+                assert_eq!(rx.decompress.is_some(), !server_nct, "{answer}");
             }
         }
     }
