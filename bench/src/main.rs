@@ -49,6 +49,8 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// The mask row alone: GB/s of each masking kernel this CPU has, on 64 KiB in cache.
+    Mask,
     /// The whole suite.
     Run {
         /// Repetitions (medians are reported): five, because on a small VM a single run of a
@@ -125,6 +127,7 @@ fn main() {
             };
             println!("RESULT {line} {}", clients::peak_rss_kib());
         }
+        Cmd::Mask => println!("{}", mask_table(25)),
         Cmd::Run {
             reps,
             smoke,
@@ -537,6 +540,8 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
     eprintln!("contended done ({:.0}s)", started.elapsed().as_secs_f64());
     let mut table = render(&rep);
     table.push_str(&contended_rows);
+    table.push_str(&mask_table(if smoke { 1 } else { 5 * reps }));
+    eprintln!("mask done ({:.0}s)", started.elapsed().as_secs_f64());
     if let Some(row) = deflate_row {
         table.push_str(&format!(
             "\n| compressed case | | | |\n|---|---:|---:|---:|\n{row}\n"
@@ -559,6 +564,36 @@ fn run(reps: usize, smoke: bool, no_callgrind: bool, out: &str) {
         std::fs::write(out, doc).unwrap();
         eprintln!("wrote {out}");
     }
+}
+
+/// The mask row: each masking kernel this CPU has (`wsc_proto::MaskKernel`), masking one
+/// 64 KiB payload in cache over and over, in GB/s: the best of `reps` runs of each, the
+/// kernels taking turns so that a noisy spell does not fall on one of them only.
+fn mask_table(reps: usize) -> String {
+    use wsc_proto::MaskKernel as Kernel;
+    const LEN: usize = 64 * 1024;
+    const ROUNDS: usize = 1000;
+    let mut buf = vec![0x5au8; LEN];
+    let kernels = Kernel::available();
+    let mut best = vec![f64::MAX; kernels.len()];
+    for _ in 0..reps.max(1) {
+        for (k, best) in kernels.iter().zip(&mut best) {
+            let t = Instant::now();
+            for i in 0..ROUNDS {
+                k.apply(std::hint::black_box(&mut buf), [1, 2, 3, i as u8], 0);
+            }
+            *best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    let cells: Vec<String> = kernels
+        .iter()
+        .zip(&best)
+        .map(|(k, t)| format!("{} {:.1}", k.name(), (ROUNDS * LEN) as f64 / t / 1e9))
+        .collect();
+    format!(
+        "\n| masking case | GB/s per kernel |\n|---|---|\n| mask 64 KiB in cache (`MaskKernel`; the fastest is used) | {} |\n",
+        cells.join(" · ")
+    )
 }
 
 /// The outgoing queue's lock under contention: this build (the parking_lot lock) and, when

@@ -1,12 +1,16 @@
 //! permessage-deflate (RFC 7692): configuration, negotiation and a bounded codec.
 //!
-//! The deflate and inflate states and their buffers live as long as the connection and are
-//! reused for every message. Inflation is bounded: it stops and reports [`DecodeError::TooBig`]
-//! as soon as the output would pass the message limit, so a small compressed bomb never
-//! allocates more than the limit.
+//! The deflate and inflate states are made on a direction's first compressed message. Where a
+//! context is carried from message to message (context takeover) a state lives as long as the
+//! connection; where the negotiated parameters say each message starts afresh in a direction
+//! (`client_no_context_takeover` for ours, `server_no_context_takeover` for the peer's), the
+//! state is dropped after each message, so an idle session holds none. Inflation is bounded:
+//! it stops and reports [`DecodeError::TooBig`] as soon as the output would pass the message
+//! limit, so a small compressed bomb never allocates more than the limit.
 //!
-//! Window bits: the inflater always runs with a 32 KiB window, which reads any stream a peer
-//! may produce with a smaller one. The deflater uses the negotiated `client_max_window_bits`;
+//! Window bits: the inflater runs with a 32 KiB window, which reads any stream a peer may
+//! produce with a smaller one (zlib-rs allocates a 32 KiB window whatever it is told, so a
+//! smaller one would save nothing). The deflater uses the negotiated `client_max_window_bits`;
 //! zlib cannot deflate with an 8-bit window, so when a server answers
 //! `client_max_window_bits=8` this client sends its messages uncompressed (RSV1 clear), which
 //! RFC 7692 always allows (§6: compression is per message, never required) and which keeps
@@ -22,7 +26,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::decode::Role;
 use crate::extension::{DecodeError, Extension, ExtensionFactory, ExtensionItem, ExtensionParam};
@@ -55,13 +59,15 @@ pub struct DeflateConfig {
     client_no_context_takeover: bool,
     server_no_context_takeover: bool,
     level: u32,
+    mem_level: u8,
     threshold: usize,
     predicate: Option<Predicate>,
 }
 
 impl Default for DeflateConfig {
     /// Offers `client_max_window_bits` (so the server may pick our window), context takeover
-    /// both ways, level 6 (zlib's default), and compresses every message of at least 1 byte.
+    /// both ways, level 6 (zlib's default), memLevel 5, and compresses every message of at
+    /// least 1 byte.
     fn default() -> Self {
         DeflateConfig {
             client_max_window_bits: None,
@@ -69,6 +75,7 @@ impl Default for DeflateConfig {
             client_no_context_takeover: false,
             server_no_context_takeover: false,
             level: 6,
+            mem_level: 5,
             threshold: 0,
             predicate: None,
         }
@@ -80,6 +87,7 @@ impl fmt::Debug for DeflateConfig {
         f.debug_struct("DeflateConfig")
             .field("offer", &self.offer())
             .field("level", &self.level)
+            .field("mem_level", &self.mem_level)
             .field("threshold", &self.threshold)
             .field("predicate", &self.predicate.is_some())
             .finish()
@@ -115,6 +123,15 @@ impl DeflateConfig {
     /// zlib level 0–9 (default 6).
     pub fn compression_level(mut self, level: u32) -> Self {
         self.level = level.min(9);
+        self
+    }
+    /// zlib's memLevel 1–9 (default 5, as Python `websockets`): how much memory the deflater
+    /// uses for the symbols it buffers, 2^(memLevel + 6) × 7 bytes (14 KiB at 5, 112 KiB at
+    /// zlib's own default of 8), against ratio. On JSON-like text and on random data 5
+    /// compresses as well as 8; below 4 the ratio drops. The window and hash table do not
+    /// change with it.
+    pub fn mem_level(mut self, level: u8) -> Self {
+        self.mem_level = level.clamp(1, 9);
         self
     }
     /// Compresses only messages longer than `bytes` (Ktor's `compressIfBiggerThan`). Default 0.
@@ -372,8 +389,9 @@ pub struct Deflate {
     /// Which side this codec is: it deflates under its own side's parameters and inflates
     /// under the peer's.
     role: Role,
-    /// Made on first use: a session builds one instance per direction, and each uses one half.
-    compress: Option<Compress>,
+    /// Made on first use (a session builds one instance per direction, and each uses one
+    /// half); dropped after each message where no context is taken over in its direction.
+    compress: Option<zlib_rs::Deflate>,
     decompress: Option<Decompress>,
     /// The peer ended the deflate stream (BFINAL) inside the current message.
     ended: bool,
@@ -475,19 +493,36 @@ impl Extension for Deflate {
         if bits < 9 {
             return Ok(None); // zlib cannot deflate within an 8-bit window: send uncompressed
         }
-        let level = self.config.level;
-        let c = self.compress.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
-        });
+        let config = zlib_rs::DeflateConfig {
+            level: self.config.level as i32,
+            method: zlib_rs::Method::Deflated,
+            // Negative: a raw deflate stream, no zlib header.
+            window_bits: -i32::from(bits),
+            mem_level: i32::from(self.config.mem_level),
+            strategy: zlib_rs::Strategy::Default,
+        };
+        let c = self
+            .compress
+            .get_or_insert_with(|| zlib_rs::Deflate::new_with_config(config));
         let out = &mut self.scratch;
         out.clear();
         let start_in = c.total_in();
         loop {
             let consumed = (c.total_in() - start_in) as usize;
-            out.reserve((payload.len() - consumed) / 2 + 64);
-            c.compress_vec(&payload[consumed..], out, FlushCompress::Sync)
-                .map_err(|e| e.to_string())?;
-            if (c.total_in() - start_in) as usize == payload.len() && out.len() < out.capacity() {
+            let room = (payload.len() - consumed) / 2 + 64;
+            let at = out.len();
+            out.resize(at + room, 0);
+            let before = c.total_out();
+            let status = c.compress(
+                &payload[consumed..],
+                &mut out[at..],
+                zlib_rs::DeflateFlush::SyncFlush,
+            );
+            let made = (c.total_out() - before) as usize;
+            out.truncate(at + made);
+            status.map_err(|e| format!("deflate failed: {e:?}"))?;
+            // Done once all input is in and the flush did not fill the room it was given.
+            if (c.total_in() - start_in) as usize == payload.len() && made < room {
                 break;
             }
         }
@@ -499,7 +534,8 @@ impl Extension for Deflate {
             out.push(0x00);
         }
         if reset {
-            c.reset();
+            // Each message starts afresh: nothing worth keeping while idle.
+            self.compress = None;
         }
         Ok(Some(out))
     }
@@ -525,7 +561,8 @@ impl Extension for Deflate {
                 inflate_into(d, &TAIL, out, limit)?;
             }
             if peer_resets {
-                d.reset(false);
+                // The peer starts each message afresh: nothing worth keeping while idle.
+                self.decompress = None;
             }
         }
         Ok(())
@@ -579,6 +616,7 @@ fn inflate_into(
 mod tests {
     use super::*;
     use crate::extension::parse_extensions;
+    use flate2::{Compress, Compression, FlushCompress};
 
     fn params(s: &str) -> Vec<ExtensionParam> {
         parse_extensions(&format!("{NAME}{s}"))
@@ -1141,6 +1179,69 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A state is made by a direction's first message, and kept only where the next message
+    /// may refer back into it.
+    #[test]
+    fn states_are_made_lazily_and_dropped_without_context_takeover() {
+        let text = b"idle idle idle idle".repeat(20);
+        for (client_nct, server_nct) in [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let nct = |on: bool, who: &str| {
+                if on {
+                    format!("; {who}_no_context_takeover")
+                } else {
+                    String::new()
+                }
+            };
+            let answer = nct(client_nct, "client") + &nct(server_nct, "server");
+            let mut tx = codec(DeflateConfig::default(), &answer);
+            let mut rx = codec(DeflateConfig::default(), &answer);
+            // What the peer sends, with or without context takeover as negotiated.
+            let mut peer = codec(DeflateConfig::default(), &nct(server_nct, "client"));
+            assert!(tx.compress.is_none() && rx.decompress.is_none(), "lazy");
+            for _ in 0..2 {
+                tx.encode(OpCode::Text, &text).unwrap().unwrap();
+                assert_eq!(tx.compress.is_some(), !client_nct, "{answer}");
+                let c = peer.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
+                assert_eq!(inflate(&mut rx, &[&c[..5], &c[5..]]), text, "{answer}");
+                assert_eq!(rx.decompress.is_some(), !server_nct, "{answer}");
+            }
+        }
+    }
+
+    /// memLevel reaches the deflater: at 1 its few buffered symbols end blocks early and the
+    /// output grows; every level round-trips.
+    #[test]
+    fn mem_level_reaches_the_deflater() {
+        let mut x = 0x9e37_79b9_u32;
+        let text: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b"{}\":,abcdefgh0123456789 "[(x % 24) as usize]
+            })
+            .collect();
+        let size = |level: u8| {
+            let cfg = DeflateConfig::default().mem_level(level);
+            let mut tx = codec(cfg.clone(), "");
+            let c = tx.encode(OpCode::Text, &text).unwrap().unwrap().to_vec();
+            let mut rx = codec(cfg, "");
+            assert_eq!(inflate_big(&mut rx, &c), text, "memLevel {level}");
+            c.len()
+        };
+        let (one, eight) = (size(1), size(8));
+        assert!(one > eight, "memLevel 1: {one} bytes, 8: {eight}");
+        size(5);
+        size(9);
+    }
+
+    fn inflate_big(d: &mut Deflate, c: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        d.decode(c, true, &mut out, 1 << 24).unwrap();
+        out
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub use extension::{
 };
 pub use frame::{Frame, OpCode, RSV1, RSV2, RSV3, encode_frame, encode_header, header_len};
 pub use keepalive::{Due, Keepalive, ping_timeout};
-pub use mask::{apply_mask, extend_masked, extend_masked_at};
+pub use mask::{MaskKernel, apply_mask, extend_masked, extend_masked_at};
 pub use message::{Message, Utf8Bytes};
 pub use outbox::{CloseRequest, LARGE_SEND, Outbox, Payload, Refused};
 pub use run::Run;

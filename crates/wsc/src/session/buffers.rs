@@ -7,6 +7,11 @@
 //! out of a buffer stay alive in the incoming queue or with the application, so a full buffer
 //! is set aside rather than reused, and the oldest one set aside takes its place once everything
 //! cut out of it is gone (see [`ReadBuf::make_room`]).
+//!
+//! What a buffer reserves follows the bytes that arrived, never a length a header declares: a
+//! frame up to [`READ_AHEAD`] is reserved whole, a larger one grows its buffer as its bytes
+//! come (doubling, so it is moved fewer bytes in all than it holds), so a peer that sends
+//! headers and then nothing costs a connection about [`READ_AHEAD`] of address space.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -29,6 +34,10 @@ const LARGE_BUFFER: usize = 256 * 1024;
 const SPARES: usize = 16;
 /// Below this much free room, the buffer is grown before reading small frames.
 const MIN_READ: usize = 4096;
+/// How far a read buffer may grow beyond the bytes it holds, at least, to make room for a
+/// frame still arriving: a frame up to this size lands whole in a buffer reserved for it,
+/// a larger one grows its buffer by as much as it holds (never by what a header declares).
+const READ_AHEAD: usize = 1024 * 1024;
 /// The stack buffer an idle connection reads into before it has a read buffer.
 const PROBE: usize = 512;
 
@@ -100,10 +109,22 @@ impl ReadBuf {
         }
         let len = self.buf.len();
         let large_pending = hint.wanted > len && hint.wanted >= LARGE_FRAME;
-        let want = if large_pending {
+        let rest = hint.wanted.saturating_sub(len);
+        // How far beyond what has arrived a frame may reserve: a step, or as much as has
+        // arrived, so that a header alone never reserves the length it declares and a large
+        // frame that does arrive is moved only a few times on its way in.
+        let ahead = READ_AHEAD.max(len);
+        let want = if large_pending && rest > ahead {
+            // A frame larger than what may be reserved for it now: read into what is free,
+            // growing by `ahead` once little is left (so the buffer doubles, and the bytes
+            // moved across in all stay fewer than the frame's).
+            if self.buf.capacity() - len < READ_AHEAD / 4 {
+                self.make_room(ahead, LARGE_BUFFER, hint.queue_bytes);
+            }
+            (self.buf.capacity() - len).min(rest + hint.max_header)
+        } else if large_pending {
             // The rest of a large frame, with the next header riding along; whole frames the
             // size of this one that fit in the room after it are read in the same call.
-            let rest = hint.wanted - len;
             if self.buf.capacity() - len < rest + hint.max_header {
                 self.make_room(rest + hint.max_header, LARGE_BUFFER, hint.queue_bytes);
             }
@@ -140,8 +161,12 @@ impl ReadBuf {
             return;
         }
         if len + need > LARGE_BUFFER / 2 {
+            // Exactly what is asked for: `reserve` may double what the buffer holds, and what
+            // a frame still arriving reserves must stay in proportion to what has arrived.
             self.spares = None;
-            self.buf.reserve(want - len);
+            let mut next = BytesMut::with_capacity(want);
+            next.extend_from_slice(&self.buf);
+            self.buf = next;
             return;
         }
         let spares = self.spares.get_or_insert_with(Box::default);
@@ -283,7 +308,7 @@ mod tests {
 
     use bytes::BytesMut;
 
-    use super::{Buffers, ReadBuf, TRIM_AFTER, Trim};
+    use super::{Buffers, Hint, READ_AHEAD, ReadBuf, TRIM_AFTER, Trim};
 
     const fn s(n: u64) -> Duration {
         Duration::from_secs(n)
@@ -324,5 +349,49 @@ mod tests {
         assert_eq!(b.trim_if_due(s(1)), Trim::Some);
         assert_eq!(&b.rbuf.buf[..], b"\x81\x05he");
         assert_eq!(b.wbuf.capacity(), 0);
+    }
+
+    /// A frame larger than the read-ahead step: the buffer grows with the bytes that arrived
+    /// (never to the declared length while they have not), and the frame ends up whole and
+    /// contiguous; growing copies fewer bytes in all than the frame holds.
+    #[test]
+    fn a_large_frame_reserves_as_its_bytes_arrive() {
+        let declared = 5 * READ_AHEAD + 123;
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(declared as u64).to_be_bytes());
+        let header = frame.len();
+        frame.extend((0..declared).map(|i| i as u8));
+        let hint = Hint {
+            wanted: frame.len(),
+            large_frames: true,
+            max_header: 14,
+            queue_bytes: 1 << 20,
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(BytesMut::from(&frame[..header]));
+        let mut src = &frame[header..];
+        let mut copied = 0;
+        while rb.buf.len() < frame.len() {
+            let at = rb.buf.as_ptr();
+            // At most 64 KiB per read, as a socket hands them out.
+            let mut io = &src[..src.len().min(64 << 10)];
+            let n = match rb.poll_read(&mut io, &mut cx, &hint) {
+                std::task::Poll::Ready(Ok(n)) => n,
+                other => panic!("{other:?}"),
+            };
+            assert!(n > 0);
+            src = &src[n..];
+            let before = rb.buf.len() - n;
+            if rb.buf.as_ptr() != at {
+                copied += before;
+            }
+            assert!(
+                rb.buf.capacity() <= before + before.max(READ_AHEAD),
+                "{} reserved holding {before}",
+                rb.buf.capacity()
+            );
+        }
+        assert_eq!(&rb.buf[..], &frame[..]);
+        assert!(copied < frame.len(), "copied {copied} bytes");
     }
 }

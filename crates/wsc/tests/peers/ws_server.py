@@ -1,6 +1,6 @@
 """A WebSocket server for wsc's integration tests, built on the `websockets` package.
 
-Usage: ws_server.py [--deflate] [--no-context-takeover]
+Usage: ws_server.py [--deflate [--no-context-takeover] | --deflate-defaults]
 Binds 127.0.0.1 on a free port and prints `READY <port>`. Paths:
   /            echo every message (a text "close:CODE:REASON" makes the server close so)
   /refuse      answers 403 with body "go away"
@@ -82,7 +82,10 @@ def select_subprotocol(conn, offered):
 
 async def main():
     ext = None
-    if "--deflate" in sys.argv:
+    compression = None  # the extension list below decides
+    if "--deflate-defaults" in sys.argv:
+        compression = "deflate"  # websockets' own defaults: 12-bit windows, memLevel 5
+    elif "--deflate" in sys.argv:
         nct = "--no-context-takeover" in sys.argv
         ext = [ServerPerMessageDeflateFactory(server_no_context_takeover=nct, client_no_context_takeover=nct)]
     async with serve(
@@ -94,7 +97,7 @@ async def main():
         select_subprotocol=select_subprotocol,
         max_size=None,
         ping_interval=None,
-        compression=None,  # the extension list below decides
+        compression=compression,
         extensions=ext,
     ) as server:
         port = server.sockets[0].getsockname()[1]
