@@ -1,5 +1,6 @@
 #![doc = include_str!("../../../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod config;
@@ -11,6 +12,7 @@ mod reconnect;
 mod request;
 pub mod server;
 mod session;
+mod trace;
 mod transport;
 
 pub use client::{Client, RequestBuilder};
@@ -25,7 +27,11 @@ pub use session::{
     Call, Delivery, Frames, IncomingMessage, MessageWriter, Messages, RawReceiver, RawSession,
     Receiver, ReceiverOf, Sender, Session, SessionOf,
 };
+#[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
 pub use transport::proxy::Proxy;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use transport::tls::Roots;
 pub use wsc_proto::deflate::DeflateConfig;
 pub use wsc_proto::{
@@ -34,6 +40,8 @@ pub use wsc_proto::{
 };
 
 /// rustls, for [`ClientBuilder::tls_config`].
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use rustls;
 /// The protocol core, for custom extensions and low-level use.
 pub use wsc_proto as proto;
