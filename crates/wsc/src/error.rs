@@ -145,14 +145,16 @@ pub enum Error {
     /// The TLS handshake with `host` failed: an untrusted, expired or mismatched certificate,
     /// a refused client certificate, or a protocol problem. `Display` names the host and, for a
     /// certificate, what is wrong with it in plain words; rustls's error is the source
-    /// (`source.downcast_ref::<rustls::Error>()`; it is boxed so that this variant is the same
-    /// with and without the `rustls` feature).
-    #[error("TLS with {host} failed{}", tls_words(source.as_ref()))]
+    /// (`std::error::Error::source(&e)` downcasts to `rustls::Error`). It is boxed so that this
+    /// variant is the same with and without the `rustls` feature, and the box in an `Arc` so
+    /// that `Error` stays `Clone` (the `Box`, which is not itself an error, makes `source()`
+    /// the rustls error and not the `Arc`).
+    #[error("TLS with {host} failed{}", tls_words(&***source))]
     Tls {
         /// The host.
         host: String,
         /// What rustls reported: a `rustls::Error`.
-        source: Arc<dyn std::error::Error + Send + Sync>,
+        source: Arc<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The proxy refused the tunnel (status and reason of its answer to CONNECT) or failed.
     #[error("proxy refused: {}{reason}", .status.map(|s| format!("{s} ")).unwrap_or_default())]
@@ -661,8 +663,8 @@ mod tests {
     #[cfg(feature = "rustls")]
     #[test]
     fn a_tls_error_says_what_is_wrong_with_the_certificate_and_keeps_rustls_error() {
-        let cert = |c| -> Arc<dyn std::error::Error + Send + Sync> {
-            Arc::new(rustls::Error::InvalidCertificate(c))
+        let cert = |c| -> Arc<Box<dyn std::error::Error + Send + Sync>> {
+            Arc::new(Box::new(rustls::Error::InvalidCertificate(c)))
         };
         let cases: Vec<(Error, &str, &str)> = vec![
             (
@@ -695,9 +697,9 @@ mod tests {
             (
                 Error::Tls {
                     host: "example.com".into(),
-                    source: Arc::new(rustls::Error::AlertReceived(
+                    source: Arc::new(Box::new(rustls::Error::AlertReceived(
                         rustls::AlertDescription::HandshakeFailure,
-                    )),
+                    ))),
                 },
                 "TLS with example.com failed",
                 "TLS with example.com failed: received fatal alert: HandshakeFailure",
@@ -705,10 +707,8 @@ mod tests {
         ];
         for (e, display, chain) in &cases {
             assert_eq!(shown(e), (display.to_string(), chain.to_string()), "{e:?}");
-            let Error::Tls { source, .. } = e else {
-                unreachable!()
-            };
-            assert!(source.downcast_ref::<rustls::Error>().is_some());
+            let source = std::error::Error::source(e).expect("a source");
+            assert!(source.downcast_ref::<rustls::Error>().is_some(), "{e:?}");
         }
     }
 

@@ -157,7 +157,7 @@ pub(crate) fn tls_error(host: &str, e: std::io::Error) -> Error {
     match tls {
         Some(source) => Error::Tls {
             host,
-            source: Arc::new(source),
+            source: Arc::new(Box::new(source)),
         },
         None => Error::io(IoContext::Tls { host }, e),
     }
