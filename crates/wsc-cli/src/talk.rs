@@ -417,9 +417,9 @@ pub async fn run(
                 7,
                 // The library's one wording for a drop, with the I/O error behind it if any.
                 match why {
-                    Some(why) if why.contains(reason.reason()) => why,
-                    Some(why) => format!("{} ({why})", reason.reason()),
-                    None => reason.reason().to_owned(),
+                    Some(why) if why.contains(DROPPED) => why,
+                    Some(why) => format!("{DROPPED} ({why})"),
+                    None => DROPPED.to_owned(),
                 },
             ))
         }
@@ -513,6 +513,9 @@ fn exec_ended(o: crate::bridge::Outcome) -> Result<(), Failure> {
         _ => Err(Failure::new(8, format!("server closed with {}", o.reason))),
     }
 }
+
+/// How a connection that ended without a Close frame (1006) is reported: the library's words.
+const DROPPED: &str = "connection closed without a Close frame";
 
 /// [`failure`], naming the CLI's flag where the library names its setting.
 fn talk_failure(e: &wsc::Error, connect: &ConnectOpts) -> Failure {

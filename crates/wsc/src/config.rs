@@ -3,7 +3,9 @@
 //! Every setting has a documented default; limits are on by default. `build()` validates.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "cookies")]
+use std::sync::Mutex;
 use std::time::Duration;
 
 use wsc_proto::ExtensionFactory;
@@ -13,7 +15,9 @@ use crate::Client;
 use crate::error::Error;
 use crate::session::config::SessionConfig;
 use crate::transport::TransportConfig;
+#[cfg(feature = "proxy")]
 use crate::transport::proxy::{EnvProxies, Proxy};
+#[cfg(feature = "rustls")]
 use crate::transport::tls::{Roots, certs_from_pem, key_from_pem};
 
 /// Validated settings shared by every session a [`Client`] opens: how to reach the server
@@ -27,6 +31,7 @@ pub(crate) struct Config {
     pub extensions: Vec<Arc<dyn ExtensionFactory>>,
     pub user_agent: Option<String>,
     pub max_redirects: usize,
+    #[cfg(feature = "cookies")]
     pub cookies: Option<Arc<Mutex<cookie_store::CookieStore>>>,
 }
 
@@ -40,6 +45,7 @@ impl Default for Config {
             extensions: Vec::new(),
             user_agent: Some(concat!("wsc/", env!("CARGO_PKG_VERSION")).to_owned()),
             max_redirects: 10,
+            #[cfg(feature = "cookies")]
             cookies: None,
         }
     }
@@ -205,12 +211,16 @@ impl ClientBuilder {
 
     /// Which roots verify servers' certificates: the platform's (default), bundled Mozilla
     /// roots, both, or none (only added CAs).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_roots(mut self, roots: Roots) -> Self {
         self.config.transport.tls_settings.roots = roots;
         self
     }
 
     /// Also trusts the CA certificates in `pem`.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
         match certs_from_pem(pem) {
             Ok(c) => self.config.transport.tls_settings.extra_roots.extend(c),
@@ -220,6 +230,8 @@ impl ClientBuilder {
     }
 
     /// Presents this client certificate chain and key (PEM) to servers that ask (mutual TLS).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn client_certificate_pem(mut self, chain_pem: &[u8], key_pem: &[u8]) -> Self {
         match (certs_from_pem(chain_pem), key_from_pem(key_pem)) {
             (Ok(chain), Ok(key)) => {
@@ -232,6 +244,8 @@ impl ClientBuilder {
 
     /// **Development only**: accepts any server certificate, so anyone on the path can read
     /// and change the traffic. Off by default.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.config
             .transport
@@ -241,12 +255,16 @@ impl ClientBuilder {
     }
 
     /// Uses a ready rustls configuration for `wss` instead of the settings above.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.config.transport.tls_settings.custom = Some(config);
         self
     }
 
     /// Tunnels every connection through `proxy` (see [`Proxy::parse`]).
+    #[cfg(feature = "proxy")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.config.transport.proxy = Some(proxy);
         self
@@ -255,11 +273,15 @@ impl ClientBuilder {
     /// Takes proxies from `HTTPS_PROXY` (wss), `HTTP_PROXY` (ws), `ALL_PROXY` and `NO_PROXY`
     /// (upper or lower case), read when the client is built. An explicit [`proxy`](Self::proxy)
     /// wins.
+    #[cfg(feature = "proxy")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
     pub fn proxy_from_env(self) -> Self {
         self.proxy_from_env_with(|k| std::env::var(k).ok())
     }
 
     /// As [`proxy_from_env`](Self::proxy_from_env), reading the variables through `lookup`.
+    #[cfg(feature = "proxy")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
     pub fn proxy_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
         match EnvProxies::read(lookup) {
             Ok(e) => self.config.transport.env_proxies = Some(e),
@@ -284,6 +306,8 @@ impl ClientBuilder {
 
     /// Keeps cookies set by handshake responses (the 101 or a redirect) and sends them on later
     /// handshakes of this client's sessions (RFC 6265). Default off.
+    #[cfg(feature = "cookies")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cookies")))]
     pub fn cookies(mut self, on: bool) -> Self {
         self.config.cookies =
             on.then(|| Arc::new(Mutex::new(cookie_store::CookieStore::default())));
@@ -297,13 +321,16 @@ impl ClientBuilder {
         }
         // Each client gets its own lazily built TLS configuration (a cloned builder must not
         // share one built from other settings).
-        let t = &mut self.config.transport;
-        t.tls = Arc::default();
-        if t.tls_settings.custom.is_some() || t.tls_settings.danger_accept_invalid_certs {
-            // Nothing to read from the system: build now so setting errors surface here.
-            let built = t.tls_settings.build();
-            built.clone()?;
-            let _ = t.tls.set(built);
+        #[cfg(feature = "rustls")]
+        {
+            let t = &mut self.config.transport;
+            t.tls = Arc::default();
+            if t.tls_settings.custom.is_some() || t.tls_settings.danger_accept_invalid_certs {
+                // Nothing to read from the system: build now so setting errors surface here.
+                let built = t.tls_settings.build();
+                built.clone()?;
+                let _ = t.tls.set(built);
+            }
         }
         if let Some(ua) = &self.config.user_agent {
             wsc_proto::handshake::check_header("User-Agent", ua).map_err(Error::InvalidConfig)?;

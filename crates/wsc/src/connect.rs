@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
+#[cfg(feature = "cookies")]
 use url::Url;
 use wsc_proto::handshake::{self, HandshakeError};
 use wsc_proto::{Entropy, Extension, parse_extensions};
@@ -35,6 +36,10 @@ enum Step {
 }
 
 pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Upgraded, Error> {
+    crate::trace::in_span!(open_in_span(config, req, raw), "wsc.connect", url = %req.url).await
+}
+
+async fn open_in_span(config: &Config, req: &Request, raw: bool) -> Result<Upgraded, Error> {
     let overall = req.timeout.map(|t| Instant::now() + t);
     let mut req = req.clone();
     let mut hops = 0;
@@ -44,6 +49,13 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
             port: req.port(),
             tls: req.url.scheme() == "wss",
         };
+        #[cfg(not(feature = "rustls"))]
+        if target.tls {
+            return Err(Error::InvalidUrl {
+                url: req.url.to_string(),
+                reason: transport::TLS_NEEDS_FEATURE.into(),
+            });
+        }
         // Every string of the request is checked before any I/O.
         let head = request_head(config, &req, raw)?;
         let connect_deadline = overall.unwrap_or_else(|| Instant::now() + config.connect_timeout);
@@ -54,6 +66,7 @@ pub(crate) async fn open(config: &Config, req: &Request, raw: bool) -> Result<Up
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Step::Done(up))) => return Ok(*up),
             Ok(Ok(Step::Redirect(location))) => {
+                crate::trace::debug!(location, "wsc: handshake redirected");
                 hops += 1;
                 if hops > config.max_redirects {
                     return Err(Error::Redirect(format!(
@@ -135,6 +148,7 @@ fn redirected(from: &Request, location: &str) -> Result<Request, Error> {
 }
 
 /// The URL a cookie jar sees for a WebSocket URL.
+#[cfg(feature = "cookies")]
 fn cookie_url(url: &Url) -> Url {
     let mut u = url.clone();
     let _ = u.set_scheme(if url.scheme() == "wss" {
@@ -176,6 +190,7 @@ fn request_head(config: &Config, req: &Request, raw: bool) -> Result<Head, Error
     {
         headers.push(("User-Agent".into(), ua.clone()));
     }
+    #[cfg(feature = "cookies")]
     if let Some(jar) = &config.cookies {
         let jar = jar.lock().unwrap_or_else(|p| p.into_inner());
         let cookies: Vec<String> = jar
@@ -240,6 +255,7 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
             break done;
         }
     };
+    #[cfg(feature = "cookies")]
     if let Some(jar) = &config.cookies {
         let mut jar = jar.lock().unwrap_or_else(|p| p.into_inner());
         let url = cookie_url(&req.url);
@@ -254,6 +270,7 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
         return Ok(Step::Redirect(location.trim().to_owned()));
     }
     if resp.status != 101 {
+        crate::trace::info!(status = resp.status, "wsc: handshake refused");
         let _ = buf.split_to(head_len);
         let want = resp
             .content_length()
@@ -303,6 +320,12 @@ async fn upgrade(mut io: BoxIo, config: &Config, req: &Request, head: Head) -> R
     if let Some(o) = &offer {
         sent.push(("sec-websocket-extensions", o.as_bytes()));
     }
+    crate::trace::debug!(
+        status = resp.status,
+        subprotocol = protocol.as_deref(),
+        extensions = ?extensions.iter().map(|e| e.describe()).collect::<Vec<_>>(),
+        "wsc: handshake done"
+    );
     let call = Call::new(
         &req.url,
         sent.iter().copied(),

@@ -3,8 +3,9 @@
 //!
 //! A converter turns any `Serialize` value into a [`Message`] and reads a message back into any
 //! `DeserializeOwned` type. Converters are trait objects set once on the [`Client`](crate::Client),
-//! so values cross the trait through `erased-serde`. JSON ([`Json`], text frames) is built in;
-//! CBOR (`Cbor`, feature `cbor`) and MessagePack (`MessagePack`, feature `msgpack`) send
+//! so values cross the trait through `erased-serde`. JSON ([`Json`], text frames, feature
+//! `json`, on by default), CBOR (`Cbor`, feature `cbor`) and MessagePack (`MessagePack`, feature
+//! `msgpack`) send
 //! binary frames.
 
 use std::fmt;
@@ -78,9 +79,12 @@ impl fmt::Display for NotApplicable {
 impl std::error::Error for NotApplicable {}
 
 /// JSON through serde_json, as text messages.
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
+#[cfg(feature = "json")]
 impl Converter for Json {
     fn serialize(&self, value: &dyn erased_serde::Serialize) -> Result<Message, BoxError> {
         let mut buf = Vec::with_capacity(128);
@@ -102,6 +106,7 @@ impl Converter for Json {
 
 /// CBOR (RFC 8949) through minicbor-serde, as binary messages.
 #[cfg(feature = "cbor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cbor")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cbor;
 
@@ -124,6 +129,7 @@ impl Converter for Cbor {
 
 /// MessagePack through rmp-serde (structs as maps), as binary messages.
 #[cfg(feature = "msgpack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessagePack;
 
@@ -147,7 +153,7 @@ impl Converter for MessagePack {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "json", feature = "cbor", feature = "msgpack")))]
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};
@@ -169,6 +175,7 @@ mod tests {
         assert_eq!(deserialize::<Order>(c, &m).unwrap(), o);
     }
 
+    #[cfg(feature = "json")]
     #[test]
     fn json() {
         round_trip(&Json);

@@ -145,13 +145,17 @@ pub enum Error {
     Handshake(#[source] HandshakeError),
     /// The TLS handshake with `host` failed: an untrusted, expired or mismatched certificate,
     /// a refused client certificate, or a protocol problem. `Display` names the host and, for a
-    /// certificate, what is wrong with it in plain words; rustls's error is the source.
-    #[error("TLS with {host} failed{}", tls_words(source))]
+    /// certificate, what is wrong with it in plain words; rustls's error is the source
+    /// (`std::error::Error::source(&e)` downcasts to `rustls::Error`). It is boxed so that this
+    /// variant is the same with and without the `rustls` feature, and the box in an `Arc` so
+    /// that `Error` stays `Clone` (the `Box`, which is not itself an error, makes `source()`
+    /// the rustls error and not the `Arc`).
+    #[error("TLS with {host} failed{}", tls_words(&***source))]
     Tls {
         /// The host.
         host: String,
-        /// What rustls reported.
-        source: rustls::Error,
+        /// What rustls reported: a `rustls::Error`.
+        source: Arc<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The proxy refused the tunnel (status and reason of its answer to CONNECT) or failed.
     #[error("proxy refused: {}{reason}", .status.map(|s| format!("{s} ")).unwrap_or_default())]
@@ -337,11 +341,18 @@ impl From<ReasonTooLong> for Error {
     }
 }
 
+/// Without rustls no TLS error is ever made; the variant stays for a stable `Error`.
+#[cfg(not(feature = "rustls"))]
+fn tls_words(_: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    String::new()
+}
+
 /// What [`Error::Tls`] says after the host: for a certificate rustls refused, what is wrong
 /// with it in plain words (the details stay in the source).
-fn tls_words(e: &rustls::Error) -> String {
+#[cfg(feature = "rustls")]
+fn tls_words(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
     use rustls::CertificateError as C;
-    let rustls::Error::InvalidCertificate(c) = e else {
+    let Some(rustls::Error::InvalidCertificate(c)) = e.downcast_ref::<rustls::Error>() else {
         return String::new();
     };
     let words = match c {
@@ -494,7 +505,6 @@ mod tests {
         let boxed = |text: &str| -> Arc<dyn std::error::Error + Send + Sync> {
             Arc::new(std::io::Error::other(text.to_owned()))
         };
-        let cert = |c| rustls::Error::InvalidCertificate(c);
         let handshake_chain = format!("invalid handshake response: {}", HandshakeError::NoUpgrade);
         let protocol_chain = format!(
             "protocol violation by the peer (closed with 1007(NOT_CONSISTENT)): {}",
@@ -524,43 +534,6 @@ mod tests {
                 Error::Handshake(HandshakeError::NoUpgrade),
                 "invalid handshake response",
                 &handshake_chain,
-            ),
-            (
-                Error::Tls {
-                    host: "example.com".into(),
-                    source: cert(rustls::CertificateError::UnknownIssuer),
-                },
-                "TLS with example.com failed: the certificate is signed by an unknown authority",
-                "TLS with example.com failed: the certificate is signed by an unknown authority: \
-                 invalid peer certificate: UnknownIssuer",
-            ),
-            (
-                Error::Tls {
-                    host: "example.com".into(),
-                    source: cert(rustls::CertificateError::Expired),
-                },
-                "TLS with example.com failed: the certificate is expired",
-                "TLS with example.com failed: the certificate is expired: invalid peer \
-                 certificate: Expired",
-            ),
-            (
-                Error::Tls {
-                    host: "example.com".into(),
-                    source: cert(rustls::CertificateError::NotValidForName),
-                },
-                "TLS with example.com failed: the certificate is not valid for this host name",
-                "TLS with example.com failed: the certificate is not valid for this host name: \
-                 invalid peer certificate: NotValidForName",
-            ),
-            (
-                Error::Tls {
-                    host: "example.com".into(),
-                    source: rustls::Error::AlertReceived(
-                        rustls::AlertDescription::HandshakeFailure,
-                    ),
-                },
-                "TLS with example.com failed",
-                "TLS with example.com failed: received fatal alert: HandshakeFailure",
             ),
             (
                 Error::Proxy {
@@ -685,6 +658,58 @@ mod tests {
         ];
         for (e, display, chain) in &cases {
             assert_eq!(shown(e), (display.to_string(), chain.to_string()), "{e:?}");
+        }
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn a_tls_error_says_what_is_wrong_with_the_certificate_and_keeps_rustls_error() {
+        let cert = |c| -> Arc<Box<dyn std::error::Error + Send + Sync>> {
+            Arc::new(Box::new(rustls::Error::InvalidCertificate(c)))
+        };
+        let cases: Vec<(Error, &str, &str)> = vec![
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::UnknownIssuer),
+                },
+                "TLS with example.com failed: the certificate is signed by an unknown authority",
+                "TLS with example.com failed: the certificate is signed by an unknown authority: \
+                 invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::Expired),
+                },
+                "TLS with example.com failed: the certificate is expired",
+                "TLS with example.com failed: the certificate is expired: invalid peer \
+                 certificate: Expired",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: cert(rustls::CertificateError::NotValidForName),
+                },
+                "TLS with example.com failed: the certificate is not valid for this host name",
+                "TLS with example.com failed: the certificate is not valid for this host name: \
+                 invalid peer certificate: NotValidForName",
+            ),
+            (
+                Error::Tls {
+                    host: "example.com".into(),
+                    source: Arc::new(Box::new(rustls::Error::AlertReceived(
+                        rustls::AlertDescription::HandshakeFailure,
+                    ))),
+                },
+                "TLS with example.com failed",
+                "TLS with example.com failed: received fatal alert: HandshakeFailure",
+            ),
+        ];
+        for (e, display, chain) in &cases {
+            assert_eq!(shown(e), (display.to_string(), chain.to_string()), "{e:?}");
+            let source = std::error::Error::source(e).expect("a source");
+            assert!(source.downcast_ref::<rustls::Error>().is_some(), "{e:?}");
         }
     }
 

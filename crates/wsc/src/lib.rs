@@ -12,6 +12,7 @@ mod reconnect;
 mod request;
 pub mod server;
 mod session;
+mod trace;
 mod transport;
 
 pub use client::{Client, RequestBuilder};
@@ -26,7 +27,11 @@ pub use session::{
     Call, Delivery, Frames, IncomingMessage, MessageWriter, Messages, RawReceiver, RawSession,
     Receiver, Sender, Session,
 };
+#[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
 pub use transport::proxy::Proxy;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use transport::tls::Roots;
 pub use wsc_proto::deflate::DeflateConfig;
 pub use wsc_proto::handshake::HandshakeError;
@@ -36,4 +41,6 @@ pub use wsc_proto::{
 };
 
 /// rustls, for [`ClientBuilder::tls_config`].
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use rustls;

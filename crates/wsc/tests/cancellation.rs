@@ -10,6 +10,7 @@ use std::future::{Future, poll_fn};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "json")]
 use serde::{Deserialize, Serialize};
 use wsc::{Client, CloseCode, CloseReason, Error, Message, OpCode, Receiver, Sender};
 
@@ -59,11 +60,10 @@ async fn cancel_at_random<F: Future>(rng: &mut Rng, fut: F) -> Option<F::Output>
 /// A client whose outgoing queue fills after a few hundred bytes, so sends and writes wait
 /// (and can be cancelled while they do).
 fn client() -> Client {
-    Client::builder()
-        .outgoing_queue_capacity(256)
-        .converter(wsc::convert::Json)
-        .build()
-        .unwrap()
+    let builder = Client::builder().outgoing_queue_capacity(256);
+    #[cfg(feature = "json")]
+    let builder = builder.converter(wsc::convert::Json);
+    builder.build().unwrap()
 }
 
 async fn connect(peer: &common::Peer, client: &Client) -> (Sender, Receiver) {
@@ -180,12 +180,14 @@ async fn send_cancelled_at_random_points_sends_whole_messages_or_nothing() {
     .await;
 }
 
+#[cfg(feature = "json")]
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Item {
     n: usize,
     body: String,
 }
 
+#[cfg(feature = "json")]
 #[tokio::test]
 async fn send_serialized_cancelled_at_random_points_sends_whole_values_or_nothing() {
     let peer = common::python_server(&[]);

@@ -2,6 +2,7 @@
 //! nginx terminating TLS in front of the Python `websockets` server (certificates made by each
 //! run), tinyproxy (HTTP CONNECT) and microsocks (SOCKS5). Debian packages; `scripts/test`
 //! installs them.
+#![cfg(all(feature = "rustls", feature = "proxy"))]
 
 mod common;
 
@@ -448,6 +449,7 @@ async fn proxies_from_the_environment() {
         .unwrap();
 }
 
+#[cfg(feature = "cookies")]
 #[tokio::test]
 async fn redirects_and_cookies() {
     let backend = common::python_server(&[]);

@@ -327,6 +327,7 @@ async fn dropping_every_handle_while_disconnected_stops_the_task() {
     }
 }
 
+#[cfg(feature = "json")]
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Tick {
     seq: u32,
@@ -335,6 +336,7 @@ struct Tick {
 
 /// The reconnecting session has a session's API: typed messages both ways, `flush`, errors as
 /// items of `recv`, and `close(reason)` that waits for the server's answer.
+#[cfg(feature = "json")]
 #[tokio::test]
 async fn the_reconnecting_session_has_the_session_api() {
     let peer = common::python_server(&[]);

@@ -141,6 +141,7 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     fn emit(&self, e: ConnectionEvent) {
+        crate::trace::info!(event = %e, "wsc: reconnecting session");
         let _ = self.events.send(e);
     }
 

@@ -474,6 +474,8 @@ impl<S> Driver<S> {
                 },
             };
             self.flags.set(OUTCOME_PUBLISHED, true);
+            #[cfg(feature = "tracing")]
+            crate::trace::session_ended(&outcome.reason, outcome.peer.as_ref(), &outcome.result);
             self.shared().publish_outcome(outcome);
         }
         self.shared().wake_senders();

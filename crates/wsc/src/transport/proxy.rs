@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::TransportConfig;
-use super::{BoxIo, Target, tcp, tls};
+use super::{BoxIo, Target, tcp, tls_connect};
 use crate::error::{Error, IoContext};
 
 /// The largest CONNECT reply head accepted, in bytes.
@@ -113,7 +113,7 @@ impl Proxy {
                 let tcp = tcp::connect(&self.host, self.port, config.bind).await?;
                 let mut io: BoxIo = Box::new(tcp);
                 if self.kind == Kind::Https {
-                    io = tls::connect(config, &self.host, io).await?;
+                    io = tls_connect(config, &self.host, io).await?;
                 }
                 self.http_connect(io, target).await
             }

@@ -47,6 +47,7 @@ pub(crate) async fn connect(
     };
     let stream = connected.map_err(|(addr, e)| Error::io(IoContext::Connecting { addr }, e))?;
     let addr = stream.peer_addr().ok();
+    crate::trace::debug!(addr = ?addr, "wsc: TCP connected");
     stream.set_nodelay(true).map_err(|e| match addr {
         Some(addr) => Error::io(IoContext::Connecting { addr }, e),
         None => Error::io(IoContext::Other, e),

@@ -19,12 +19,13 @@ use crate::error::{Error, IoContext};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Roots {
-    /// The operating system's store (default).
+    /// The operating system's store (default; needs the `native-roots` feature, on by default).
     #[default]
     Platform,
-    /// Mozilla's roots compiled into the binary (webpki-roots), for systems without a store.
+    /// Mozilla's roots compiled into the binary (webpki-roots), for systems without a store
+    /// (needs the `webpki-roots` feature).
     Bundled,
-    /// Both.
+    /// Both (needs both features).
     PlatformAndBundled,
     /// Only the extra CAs added with `add_root_certificates_pem`.
     None,
@@ -78,11 +79,22 @@ impl TlsSettings {
         } else {
             let mut store = RootCertStore::empty();
             if matches!(self.roots, Roots::Platform | Roots::PlatformAndBundled) {
-                let found = rustls_native_certs::load_native_certs();
-                store.add_parsable_certificates(found.certs);
+                #[cfg(feature = "native-roots")]
+                store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                #[cfg(not(feature = "native-roots"))]
+                return Err(Error::InvalidConfig(format!(
+                    "Roots::{:?} needs the `native-roots` feature of wsc",
+                    self.roots
+                )));
             }
             if matches!(self.roots, Roots::Bundled | Roots::PlatformAndBundled) {
+                #[cfg(feature = "webpki-roots")]
                 store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                #[cfg(not(feature = "webpki-roots"))]
+                return Err(Error::InvalidConfig(format!(
+                    "Roots::{:?} needs the `webpki-roots` feature of wsc",
+                    self.roots
+                )));
             }
             for c in &self.extra_roots {
                 store
@@ -115,7 +127,21 @@ pub(crate) async fn connect(
         reason: "not a valid TLS server name".into(),
     })?;
     match TlsConnector::from(tls).connect(name, io).await {
-        Ok(s) => Ok(Box::new(s)),
+        Ok(s) => {
+            let (_, session) = s.get_ref();
+            crate::trace::debug!(
+                host,
+                version = session.protocol_version().and_then(|v| v.as_str()),
+                alpn = session
+                    .alpn_protocol()
+                    .map(String::from_utf8_lossy)
+                    .as_deref(),
+                "wsc: TLS established"
+            );
+            #[cfg(not(feature = "tracing"))]
+            let _ = session;
+            Ok(Box::new(s))
+        }
         Err(e) => Err(tls_error(host, e)),
     }
 }
@@ -129,7 +155,10 @@ pub(crate) fn tls_error(host: &str, e: std::io::Error) -> Error {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .cloned();
     match tls {
-        Some(source) => Error::Tls { host, source },
+        Some(source) => Error::Tls {
+            host,
+            source: Arc::new(Box::new(source)),
+        },
         None => Error::io(IoContext::Tls { host }, e),
     }
 }
