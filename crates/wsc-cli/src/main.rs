@@ -8,11 +8,12 @@ mod bridge;
 mod forward;
 mod opts;
 mod serve;
+mod shell;
 mod talk;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use opts::ConnectOpts;
 
@@ -32,6 +33,8 @@ Examples:
   wsc serve 127.0.0.1:9001 --exec 'stdbuf -oL tr a-z A-Z'   a program per session
   wsc forward tcp-listen:127.0.0.1:2222 wss://host/ssh   TCP connections carried over WebSocket
   wsc serve 0.0.0.0:9001 --forward tcp:127.0.0.1:22     each session carried to a TCP service
+  wsc completions bash > ~/.local/share/bash-completion/completions/wsc
+  wsc man > ~/.local/share/man/man1/wsc.1
 
 Exit codes:
   0  closed cleanly (1000 or 1001)          5  timed out (connect, handshake, ping, close)
@@ -40,8 +43,16 @@ Exit codes:
   3  could not connect (DNS, refused, I/O)   8  the server closed with another code
   4  the server refused the handshake        9  the --exec program exited with a non-zero status";
 
+/// `wsc --version`: the version and what this binary can do. wsc-cli has no cargo features of
+/// its own; these are the capabilities of the wsc library it is built with, all always compiled in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (tls: rustls with aws-lc-rs, native and webpki roots; proxies: http, https, socks5;",
+    " compression: permessage-deflate)"
+);
+
 #[derive(Parser, Debug)]
-#[command(name = "wsc", version, about = "Talk to any WebSocket server from a terminal or a script", after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "wsc", version = VERSION, about = "Talk to any WebSocket server from a terminal or a script", after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// ws:// or wss:// URL; without one, wsc starts a built-in echo server and talks to it.
     url: Option<String>,
@@ -70,6 +81,19 @@ end turns into a half-close of its TCP connection.")]
     Forward(Box<forward::ForwardOpts>),
     /// Load-test a WebSocket echo server: N connections, message size, rate, duration.
     Bench(Box<bench::BenchOpts>),
+    /// Print the completion script for SHELL on stdout.
+    #[command(after_help = "\
+Install (then start a new shell):
+  wsc completions bash > ~/.local/share/bash-completion/completions/wsc
+  wsc completions zsh > ~/.zfunc/_wsc          with fpath+=(~/.zfunc) before compinit in ~/.zshrc
+  wsc completions fish > ~/.config/fish/completions/wsc.fish")]
+    Completions(shell::CompletionsOpts),
+    /// Print the man page (roff) on stdout, or write a page per command with --out DIR.
+    #[command(after_help = "\
+Install:
+  wsc man > ~/.local/share/man/man1/wsc.1
+  wsc man --out ~/.local/share/man/man1      wsc.1 and wsc-serve.1, wsc-forward.1, …")]
+    Man(shell::ManOpts),
 }
 
 /// An error with the exit code a script can rely on.
@@ -140,6 +164,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // These only print what clap knows: no runtime needed.
+    let early = match &cli.command {
+        Some(Command::Completions(o)) => Some(shell::completions(o, Cli::command())),
+        Some(Command::Man(o)) => Some(shell::man(o, Cli::command())),
+        _ => None,
+    };
+    if let Some(result) = early {
+        return exit(result);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,10 +189,16 @@ fn main() -> ExitCode {
             Some(Command::Serve(o)) => serve::run(o).await,
             Some(Command::Forward(o)) => forward::run(*o).await,
             Some(Command::Bench(o)) => bench::run(*o, &cli.connect).await,
+            Some(Command::Completions(_) | Command::Man(_)) => Ok(()),
             None => talk::run(cli.url, &cli.connect, &cli.talk).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit(result)
+}
+
+/// The exit code of `result`, its error printed as one line.
+fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
