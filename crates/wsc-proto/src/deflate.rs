@@ -10,11 +10,11 @@
 //!
 //! Window bits: the inflater runs with a 32 KiB window, which reads any stream a peer may
 //! produce with a smaller one (zlib-rs allocates a 32 KiB window whatever it is told, so a
-//! smaller one would save nothing). The deflater uses the negotiated `client_max_window_bits`;
-//! zlib cannot deflate with an 8-bit window, so when a server answers
-//! `client_max_window_bits=8` this client sends its messages uncompressed (RSV1 clear), which
-//! RFC 7692 always allows (§6: compression is per message, never required) and which keeps
-//! within the window the server asked for.
+//! smaller one would save nothing). The deflater uses its own side's negotiated window
+//! (`client_max_window_bits` for a client, `server_max_window_bits` for a server); zlib cannot
+//! deflate with an 8-bit window, so a side told to use one sends its messages uncompressed
+//! (RSV1 clear), which RFC 7692 always allows (§6: compression is per message, never required)
+//! and which keeps within the window the peer asked for.
 //!
 //! Both roles: a client offers with [`DeflateConfig::offer`] and checks the answer with
 //! [`DeflateConfig::negotiate`]; a server picks the first acceptable offer with
