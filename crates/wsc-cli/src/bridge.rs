@@ -94,6 +94,9 @@ where
     // Socket to stream; Ok(()) when the peer said EOF or the session ended.
     let down = async {
         let mut problem = Ok(());
+        // One deadline for all that is left once the session ends, not one per message.
+        let drain = drained(&tx);
+        tokio::pin!(drain);
         while let Some(m) = rx.recv().await {
             let Ok(m) = m else { break };
             if m.is_empty() {
@@ -101,7 +104,7 @@ where
             }
             let written = tokio::select! {
                 r = write.write_all(m.as_bytes()) => r,
-                () = drained(&tx) => {
+                () = &mut drain => {
                     problem = Err("the TCP connection took nothing for too long".to_owned());
                     break;
                 }
@@ -168,7 +171,7 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
         loop {
             line.clear();
             match (&mut lines)
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_until(b'\n', &mut line)
                 .await
             {
@@ -198,6 +201,9 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
     // before the session ended; stdin is closed when it ends.
     let closed = tx.clone();
     let down = async move {
+        // One deadline for all that is left once the session ends, not one per message.
+        let drain = drained(&closed);
+        tokio::pin!(drain);
         while let Some(Ok(m)) = rx.recv().await {
             let written = async {
                 stdin.write_all(m.as_bytes()).await?;
@@ -207,7 +213,7 @@ pub async fn exec(tx: Sender, mut rx: Receiver, command: &str) -> Outcome {
             // A program that does not read holds its input only a while after the session.
             let written = tokio::select! {
                 r = written => r,
-                () = drained(&closed) => break,
+                () = &mut drain => break,
             };
             if written.is_err() {
                 // The program stopped reading (it exited or closed stdin): what it printed

@@ -590,7 +590,7 @@ async fn read_all_stdin(limit: usize) -> Result<Vec<u8>, Failure> {
     use tokio::io::AsyncReadExt;
     let mut all = Vec::new();
     tokio::io::stdin()
-        .take(limit as u64 + 1)
+        .take((limit as u64).saturating_add(1))
         .read_to_end(&mut all)
         .await
         .map_err(|e| Failure::new(1, format!("reading stdin: {e}")))?;
